@@ -1,0 +1,133 @@
+"""Named experiments: the rows of the paper's Table 4 and Table 5, each overriding `base()`.
+
+`base()` holds the paper's setting (§6.1): HRNet-W32, 256×128, batch 128, random sampling,
+Adam 3.5e-4 with warm-up, 100 epochs, classification losses averaged. On the embedded
+SynthPortrait default (no `--data`), `synthetic_default()` swaps in a CPU-sized backbone and
+schedule so every experiment runs on a laptop.
+"""
+
+import dataclasses
+
+from portrait_keras.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig, rescale_epochs
+from portrait_keras.schema import default_schema
+
+
+def _with(config, name, data=None, model=None, loss=None, train=None):
+    return dataclasses.replace(
+        config,
+        name=name,
+        data=dataclasses.replace(config.data, **(data or {})),
+        model=dataclasses.replace(config.model, **(model or {})),
+        loss=dataclasses.replace(config.loss, **(loss or {})),
+        train=dataclasses.replace(config.train, **(train or {})),
+    )
+
+
+def base():
+    """The paper's defaults (§6.1): FSS head, no metric loss, average of task losses."""
+    return Config("base", DataConfig(), ModelConfig(), LossConfig(), TrainConfig())
+
+
+# Table 4, first part: single-task models, Sim-MTL, FSS (no metric loss, average).
+def single_task(task):
+    return _with(base(), f"single_task_{task}", model={"head": "single_task", "tasks": (task,)})
+
+
+def sim_mtl():
+    return _with(base(), "sim_mtl", model={"head": "sim_mtl"})
+
+
+def fss():
+    return _with(base(), "fss")
+
+
+# Table 4, second and third parts: metric-learning loss, then uncertainty weighting.
+def fss_triplet():
+    return _with(fss(), "fss_triplet", loss={"metric": "triplet"})
+
+
+def fss_br():
+    return _with(fss(), "fss_br", loss={"metric": "batch_rank"})
+
+
+def fss_uncert():
+    return _with(fss_br(), "fss_uncert", loss={"multitask": "uncertainty"})
+
+
+# Table 4, fourth and fifth parts: sampling strategies and the ResNet-50 backbone.
+def sim_mtl_pk():
+    return _with(sim_mtl(), "sim_mtl_pk", data={"sampler": "pk"})
+
+
+def sim_mtl_shuffle():
+    return _with(sim_mtl(), "sim_mtl_shuffle", data={"sampler": "shuffle"})
+
+
+def sim_mtl_r50():
+    return _with(sim_mtl(), "sim_mtl_r50", model={"backbone": "resnet50"})
+
+
+# Table 5: re-id alone with each metric-learning loss.
+def reid(metric):
+    short = {"none": "none", "triplet": "triplet", "batch_rank": "br"}[metric]
+    return _with(single_task("id"), f"reid_{short}", loss={"metric": metric})
+
+
+# Related work: the Hierarchical Feature Embedding loss on the re-id subspace.
+def fss_hfe():
+    return _with(fss(), "fss_hfe", loss={"metric": "hfe"})
+
+
+def smoke():
+    """A few steps end to end: tiny backbone, small images, one epoch."""
+    return _with(
+        fss_uncert(),
+        "smoke",
+        data={"image_size": (128, 64), "batch_size": 32, "p": 8, "k": 4},
+        model={"backbone": "tiny"},
+        train=dataclasses.asdict(rescale_epochs(base().train, 1)),
+    )
+
+
+EXPERIMENTS = {
+    **{f"single_task_{t}": (lambda t=t: single_task(t)) for t in default_schema().names},
+    "sim_mtl": sim_mtl,
+    "fss": fss,
+    "fss_triplet": fss_triplet,
+    "fss_br": fss_br,
+    "fss_uncert": fss_uncert,
+    "sim_mtl_pk": sim_mtl_pk,
+    "sim_mtl_shuffle": sim_mtl_shuffle,
+    "sim_mtl_r50": sim_mtl_r50,
+    "reid_none": lambda: reid("none"),
+    "reid_triplet": lambda: reid("triplet"),
+    "reid_br": lambda: reid("batch_rank"),
+    "fss_hfe": fss_hfe,
+    "smoke": smoke,
+}
+
+# CPU-sized setting for the embedded SynthPortrait default.
+SYNTHETIC_EPOCHS = 30
+SYNTHETIC_BATCH = 64
+
+
+def synthetic_default(config):
+    """`config` sized for 2 CPU cores on the embedded SynthPortrait: the tiny backbone, batch 64,
+    the paper's schedule shape over `SYNTHETIC_EPOCHS` epochs. `smoke` is kept as it is."""
+    if config.name == "smoke":
+        return config
+    p = max(SYNTHETIC_BATCH // config.data.k, 1)
+    return _with(
+        config,
+        config.name,
+        data={"batch_size": SYNTHETIC_BATCH, "p": p},
+        model={"backbone": "tiny", "backbone_weights": None, "backbone_kwargs": {}},
+        train=dataclasses.asdict(rescale_epochs(config.train, SYNTHETIC_EPOCHS)),
+    )
+
+
+def get(name):
+    """The experiment called `name`; `ValueError` listing every name otherwise."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"Unknown experiment {name!r}. Available: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]()
