@@ -1,0 +1,52 @@
+"""ResNet-50 backbone (paper §6.4, "Sim-MTL-R50" of Table 4) with the re-id last-stride option."""
+
+import keras
+
+from portrait_keras.models.utils import load_backbone_weights
+
+# keras.applications puts the stride-2 of a stage on its first block's 1×1 conv and on the
+# projection shortcut (ResNet v1 as in Caffe), so both must change together.
+_STAGE5_STRIDED = ("conv5_block1_1_conv", "conv5_block1_0_conv")
+
+
+def resnet50(input_shape=(256, 128, 3), weights=None, *, last_stride=2, name="resnet50"):
+    """ResNet-50 to a pooled 2048-d vector, optionally with stage-5 stride 1.
+
+    `last_stride=1` is the re-id trick of BoT (Luo et al. 2019): the first block of
+    stage 5 keeps the resolution, so the last feature map is 1/16 instead of 1/32 of the
+    input (16×8 instead of 8×4 at 256×128). The model is rebuilt from its config with
+    the two strided convs of that block set to stride 1; the parameter count is unchanged.
+
+    Args:
+        input_shape: tuple of int. `(height, width, channels)` of the normalised images.
+            Defaults to `(256, 128, 3)`.
+        weights: str or None. Path to saved weights of this backbone (`.weights.h5`).
+            Defaults to `None` (random initialisation; nothing is downloaded).
+        last_stride: int. Stride of stage 5, `1` or `2`. Defaults to `2`.
+        name: str. Model name. Defaults to `"resnet50"`.
+
+    Returns:
+        `keras.Model` mapping images `[B, H, W, C]` to features `[B, 2048]`.
+
+    Example:
+    >>> model = resnet50((64, 32, 3), last_stride=1)
+    >>> model.get_layer("conv5_block3_out").output.shape
+    (None, 4, 2, 2048)
+    """
+    if last_stride not in (1, 2):
+        raise ValueError(f"last_stride must be 1 or 2. Received: last_stride={last_stride!r}")
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or any(not isinstance(d, int) or d < 1 for d in input_shape):
+        raise ValueError(f"input_shape must be (height, width, channels). Received: input_shape={input_shape}")
+    model = keras.applications.ResNet50(
+        include_top=False, weights=None, input_shape=input_shape, pooling="avg", name=name
+    )
+    if last_stride == 1:
+        config = model.get_config()
+        for layer in config["layers"]:
+            if layer["config"]["name"] in _STAGE5_STRIDED:
+                layer["config"]["strides"] = [1, 1]
+        model = keras.Model.from_config(config)
+    if weights is not None:
+        load_backbone_weights(model, weights)
+    return model
