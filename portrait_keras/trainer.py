@@ -136,9 +136,10 @@ class PortraitTrainer(keras.Model):
         for name, value in losses.items():
             self.task_trackers[name].update_state(value)
         names = [t.name for t in self.tasks]
+        values, mask = [losses[n] for n in names], [present[n] for n in names]
         if self.weighting is not None:
-            return self.weighting([losses[n] for n in names], mask=[present[n] for n in names])
-        return L.average_losses([losses[n] for n in names])
+            return self.weighting(values, mask=mask)
+        return L.average_losses(values, mask=mask)
 
     def uncertainties(self):
         """Current s_i by task name (empty for average weighting)."""

@@ -1,0 +1,110 @@
+"""End to end: named experiments build, `smoke` trains and writes its run folder, export."""
+
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from experiments import configs
+from portrait_keras.config import override
+from portrait_keras.training import build_trainer, check_run_dir, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(config, csv_path, epochs=1):
+    """`config` on the tiny test data with the tiny backbone and small images."""
+    c = dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, csv=str(csv_path), image_size=(64, 32), batch_size=16, p=4, k=4),
+        model=dataclasses.replace(config.model, backbone="tiny"),
+    )
+    return override(c, "train.epochs", epochs)
+
+
+@pytest.mark.parametrize("name", list(configs.EXPERIMENTS))
+def test_every_named_experiment_builds_its_model(name, tiny_annotations):
+    config = configs.get(name)
+    if config.model.backbone != "tiny":
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, backbone="tiny"))
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, image_size=(64, 32)))
+    model, trainer = build_trainer(config, tiny_annotations.schema, len(tiny_annotations.train_ids), 10)
+    expected = config.model.tasks or tiny_annotations.schema.names
+    assert {t.name for t in trainer.tasks} == set(expected)
+    for task in expected:
+        assert task in model.output_names and f"{task}_feature" in model.output_names
+
+
+def test_smoke_run_writes_a_complete_run_folder(tiny_synth, tmp_path):
+    config = tiny(configs.get("smoke"), tiny_synth, epochs=2)
+    metrics = train(config, run_dir=tmp_path / "run", verbose=0)
+    run = tmp_path / "run"
+    for name in ("config.json", "schema.json", "history.csv", "metrics.json", "model.keras", "saved_model"):
+        assert (run / name).exists(), name
+    assert not (run / "backup").exists() or not os.listdir(run / "backup")  # removed when finished
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    for key in ("loss", "loss_id", "loss_expression", "s_id", "s_expression", "piq", "reid_mAP", "f1_gender"):
+        assert key in rows[0], key
+    # The uncertainty weights s_i (eq. 6) start at 0 and move during fit.
+    assert any(abs(float(rows[-1][f"s_{t}"])) > 1e-4 for t in ("id", "gender", "expression"))
+    assert 0.0 <= metrics["piq"] <= 1.0
+    assert json.loads((run / "metrics.json").read_text())["piq"] == pytest.approx(metrics["piq"])
+
+
+def test_saved_model_serves_what_the_keras_model_computes(tiny_synth, tmp_path):
+    import tensorflow as tf
+
+    config = tiny(configs.get("smoke"), tiny_synth, epochs=1)
+    train(config, run_dir=tmp_path / "run", verbose=0)
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")  # safe_mode=True by default
+    served = tf.saved_model.load(str(tmp_path / "run" / "saved_model"))
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 32, 3), dtype=np.uint8)
+    out = served.serve(tf.constant(images))
+    ref = model(images.astype("float32"), training=False)
+    np.testing.assert_allclose(out["embedding"].numpy(), keras.ops.convert_to_numpy(ref["embedding"]), atol=1e-4)
+    gender = keras.ops.convert_to_numpy(keras.ops.softmax(ref["gender"]))
+    np.testing.assert_allclose(out["gender"].numpy(), gender, atol=1e-5)
+    expr = out["expression"].numpy()
+    assert expr.shape == (3, 7) and ((expr >= 0) & (expr <= 1)).all()
+    with pytest.raises((TypeError, ValueError)):
+        served.serve(tf.constant(images.astype("float32")))
+
+
+def test_unwritable_run_folder_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="not writable"):
+        check_run_dir(str(blocker / "run"))
+
+
+def test_mirrored_strategy_on_two_cpu_replicas(tiny_synth, tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import dataclasses, sys
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        sys.path.insert(0, {REPO!r})
+        from experiments import configs
+        from tests.test_training import tiny
+        from portrait_keras.training import train
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert strategy.num_replicas_in_sync == 2
+        config = tiny(configs.get("smoke"), {str(tiny_synth)!r}, epochs=1)
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, jit_compile=False))
+        metrics = train(config, run_dir={str(tmp_path / "run")!r}, strategy=strategy, verbose=0)
+        print("PIQ", metrics["piq"])
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PIQ" in result.stdout
