@@ -1,0 +1,41 @@
+"""Models of portrait interpretation (paper §5, Fig. 6): backbone → Feature Space Split →
+BNNeck → heads. Only keras.ops and registered layers, so a saved `.keras` file loads with
+`safe_mode=True` and the model runs on every Keras backend.
+"""
+
+from portrait_keras.models.backbones import BACKBONES, build_backbone
+from portrait_keras.models.heads import probabilities, task_head
+from portrait_keras.models.hrnet import hrnet, hrnet_w32
+from portrait_keras.models.portrait_model import build_portrait_model
+from portrait_keras.models.preprocessing import ImageNormalization
+from portrait_keras.models.resnet import resnet50
+from portrait_keras.models.subspaces import (
+    LAYOUTS,
+    FeatureSpaceSplit,
+    fss_blocks,
+    fss_layout,
+    make_layout,
+    sim_mtl_layout,
+    single_task_layout,
+)
+from portrait_keras.models.tiny import tiny
+
+__all__ = [
+    "BACKBONES",
+    "FeatureSpaceSplit",
+    "ImageNormalization",
+    "LAYOUTS",
+    "build_backbone",
+    "build_portrait_model",
+    "fss_blocks",
+    "fss_layout",
+    "hrnet",
+    "hrnet_w32",
+    "make_layout",
+    "probabilities",
+    "resnet50",
+    "sim_mtl_layout",
+    "single_task_layout",
+    "task_head",
+    "tiny",
+]
