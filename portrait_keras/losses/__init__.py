@@ -1,0 +1,26 @@
+"""Losses of the portrait model (paper §5, eqs. 4–6): plain functions of tensors, keras.ops only.
+
+Masked entries (`-1`) contribute nothing; an all-masked batch gives 0.
+"""
+
+from portrait_keras.losses.batch_rank import BatchRankLoss, batch_rank_loss
+from portrait_keras.losses.classification import has_labels, masked_multilabel_bce, masked_sparse_ce
+from portrait_keras.losses.hfe import hfe_loss, hfe_terms, hfe_weight
+from portrait_keras.losses.triplet import BatchHardTripletLoss, batch_hard_triplet_loss
+from portrait_keras.losses.uncertainty import UncertaintyWeighting, average_losses, task_loss
+
+__all__ = [
+    "BatchHardTripletLoss",
+    "BatchRankLoss",
+    "UncertaintyWeighting",
+    "average_losses",
+    "batch_hard_triplet_loss",
+    "batch_rank_loss",
+    "has_labels",
+    "hfe_loss",
+    "hfe_terms",
+    "hfe_weight",
+    "masked_multilabel_bce",
+    "masked_sparse_ce",
+    "task_loss",
+]

@@ -1,0 +1,52 @@
+"""Batch Rank loss (paper eq. 4)."""
+
+import keras
+from keras import ops
+
+from portrait_keras.losses._masks import as_float, l2_normalize, label_masks, not_self
+
+
+def batch_rank_loss(embeddings, labels):
+    """Batch Rank (BR) loss of paper eq. 4, with unlabelled samples removed first.
+
+        L_BR = 1/N Σ_i Σ_{j≠i, y_j = y_i} −log( exp(cos(f_i, f_j)) / Σ_{c≠i} exp(cos(f_i, f_c)) )
+
+    Every labelled sample is an anchor; samples labelled `-1` are removed before anything
+    is computed: they are neither anchors, nor positives, nor terms of the denominators,
+    and N is the number of labelled samples (masks, not gathers, so shapes stay static).
+
+    Args:
+        embeddings: float tensor `[B, D]`. Features before the BNNeck (L2-normalised here).
+        labels: tensor `[B]` int (`-1` = unknown) or `[B, C]` multi-hot (a row of `-1` =
+            unknown; positives are identical rows).
+
+    Returns:
+        Scalar; `0` when no sample is labelled or no labelled sample has a positive.
+    """
+    f = l2_normalize(as_float(embeddings))
+    cos = ops.matmul(f, ops.transpose(f))
+    valid, same = label_masks(labels)
+    others = not_self(ops.shape(f)[0]) & valid[None, :]  # the c of the denominator
+    positives = others & same & valid[:, None]
+    denominator = ops.sum(ops.where(others, ops.exp(cos), ops.zeros_like(cos)), axis=-1)
+    # An anchor alone in the batch has no positive; keep its log finite (no NaN gradient).
+    log_denominator = ops.log(ops.where(denominator > 0, denominator, ops.ones_like(denominator)))
+    pair_loss = log_denominator[:, None] - cos
+    total = ops.sum(ops.where(positives, pair_loss, ops.zeros_like(pair_loss)))
+    return total / ops.maximum(ops.sum(ops.cast(valid, "float32")), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="portrait_keras")
+class BatchRankLoss(keras.losses.Loss):
+    """`keras.losses.Loss` wrapper of `batch_rank_loss`: `y_true` labels, `y_pred` features.
+
+    Args:
+        name: str. Loss name. Defaults to `"batch_rank_loss"`.
+        **kwargs: base `Loss` arguments.
+    """
+
+    def __init__(self, name="batch_rank_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return batch_rank_loss(y_pred, y_true)

@@ -1,0 +1,61 @@
+"""Batch-hard triplet loss on L2-normalised features (Hermans et al. 2017; paper §6.3, Table 4)."""
+
+import keras
+from keras import ops
+
+from portrait_keras.losses._masks import as_float, l2_normalize, label_masks, masked_mean, not_self
+
+
+def batch_hard_triplet_loss(embeddings, labels, margin=0.3):
+    """Batch-hard triplet loss with the Euclidean distance of normalised features (paper eq. 3).
+
+        L = mean_i [ max_{p: y_p = y_i} d(f_i, f_p) − min_{n: y_n ≠ y_i} d(f_i, f_n) + margin ]_+
+
+    with d(a, b) = ‖a/‖a‖ − b/‖b‖‖ = √(2 − 2 cos(a, b)). Samples labelled `-1` are removed;
+    the mean runs over anchors that have both a positive and a negative in the batch.
+
+    Args:
+        embeddings: float tensor `[B, D]`. Features before the BNNeck.
+        labels: tensor `[B]` int (`-1` = unknown) or `[B, C]` multi-hot (a row of `-1` = unknown).
+        margin: float ≥ 0. Defaults to `0.3`.
+
+    Returns:
+        Scalar; `0` when no anchor has both a positive and a negative.
+    """
+    if not isinstance(margin, (int, float)) or margin < 0:
+        raise ValueError(f"margin must be a number ≥ 0. Received: margin={margin!r}")
+    f = l2_normalize(as_float(embeddings))
+    cos = ops.matmul(f, ops.transpose(f))
+    # The floor keeps sqrt's gradient finite for identical features.
+    dist = ops.sqrt(ops.maximum(2.0 - 2.0 * cos, 1e-12))
+    valid, same = label_masks(labels)
+    pairs = not_self(ops.shape(f)[0]) & valid[:, None] & valid[None, :]
+    positives = pairs & same
+    negatives = pairs & ~same
+    hardest_positive = ops.max(ops.where(positives, dist, ops.zeros_like(dist)), axis=-1)
+    hardest_negative = ops.min(ops.where(negatives, dist, ops.full_like(dist, 4.0)), axis=-1)
+    per_anchor = ops.relu(hardest_positive - hardest_negative + margin)
+    return masked_mean(per_anchor, ops.any(positives, axis=-1) & ops.any(negatives, axis=-1))
+
+
+@keras.saving.register_keras_serializable(package="portrait_keras")
+class BatchHardTripletLoss(keras.losses.Loss):
+    """`keras.losses.Loss` wrapper of `batch_hard_triplet_loss`: `y_true` labels, `y_pred` features.
+
+    Args:
+        margin: float ≥ 0. Defaults to `0.3`.
+        name: str. Loss name. Defaults to `"batch_hard_triplet_loss"`.
+        **kwargs: base `Loss` arguments.
+    """
+
+    def __init__(self, margin=0.3, name="batch_hard_triplet_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not isinstance(margin, (int, float)) or margin < 0:
+            raise ValueError(f"margin must be a number ≥ 0. Received: margin={margin!r}")
+        self.margin = margin
+
+    def call(self, y_true, y_pred):
+        return batch_hard_triplet_loss(y_pred, y_true, self.margin)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
