@@ -1,0 +1,292 @@
+"""Re-identification metrics: (Macro) mAP and (Macro) CMC, paper §4.3.
+
+Retrieval ranks the gallery by cosine distance to each query (features are
+L2-normalised, so the ranking is by decreasing float32 dot product). The
+evaluation runs in bounded memory at Portrait250K size (12,361 queries x
+86,006 gallery images): queries are processed in chunks, and for each query
+only the positions of its positives are computed (one sort of the gallery
+items that can outrank a positive), never a full distance matrix or a full
+argsort.
+"""
+
+import numpy as np
+
+# The similarity block of one chunk of queries stays under this many bytes.
+_BLOCK_BYTES = 64 << 20
+# Above this fraction of candidates a full sort is cheaper than selecting them first.
+_FULL_SORT_FRACTION = 0.7
+
+
+def evaluate_reid(
+    query_features,
+    gallery_features,
+    query_ids,
+    gallery_ids,
+    *,
+    query_groups=None,
+    gallery_groups=None,
+    query_cams=None,
+    gallery_cams=None,
+    macro=True,
+    max_rank=10,
+    chunk_size=None,
+):
+    """Mean average precision and CMC of gallery retrieval.
+
+    Each query ranks the gallery by cosine distance. A gallery image is a
+    positive of a query when it has the query's id; images with id `-1`
+    (unknown) are always negatives. Ignored gallery images (removed from the
+    query's ranking) are:
+
+    - with cameras: those with the query's id and the query's camera (the
+      Market-1501 protocol; camera `-1` means unknown and never matches);
+    - with groups: those in the query's near-duplicate group, whatever their id
+      (paper §4.3; group `-1` means no group).
+
+    Queries left without any positive are skipped (as torchreid does). With
+    `macro=True`, AP and CMC are averaged over the queries of each id first and
+    then over ids: the paper's Macro mAP and Macro CMC (§4.3), whose rank-1 and
+    mAP enter PIQ (eq. 2). With `macro=False` they are averaged over queries,
+    which equals torchreid's `eval_market1501`.
+
+    Ties: gallery items are ordered by decreasing float32 similarity, and items
+    with equal similarity by increasing gallery index, i.e. the order of a
+    stable argsort of the distance (`np.argsort(-sim, kind="stable")`).
+
+    Args:
+        query_features: float array `[Q, D]`. Query embeddings (cast to float32).
+        gallery_features: float array `[G, D]`. Gallery embeddings.
+        query_ids: int array `[Q]`. Identity of each query, `-1` unknown (such a
+            query has no positive and is skipped).
+        gallery_ids: int array `[G]`. Identity of each gallery image, `-1` unknown.
+        query_groups: int array `[Q]` or None. Near-duplicate group, `-1` none.
+            Give both group arrays or neither.
+        gallery_groups: int array `[G]` or None.
+        query_cams: int array `[Q]` or None. Camera, `-1` unknown. Give both
+            camera arrays or neither.
+        gallery_cams: int array `[G]` or None.
+        macro: bool. Average per id first (Macro mAP / Macro CMC). Defaults to
+            `True`.
+        max_rank: int. Largest CMC rank reported. Defaults to `10`.
+        chunk_size: int or None. Queries per chunk; None picks a chunk whose
+            similarity block stays under 64 MiB. Results do not depend on it.
+
+    Returns:
+        dict with `mAP` and `rank1` ... `rank{max_rank}` as fractions in
+        [0, 1], `num_queries` (queries with a positive) and `num_ids` (their
+        distinct ids).
+
+    Example:
+    >>> rng = np.random.default_rng(0)
+    >>> gallery = rng.normal(size=(6, 4))
+    >>> result = evaluate_reid(gallery[:2] + 0.01, gallery, [0, 1], [0, 1, 2, 0, 1, 2])
+    >>> result["rank1"], result["num_queries"]
+    (1.0, 2)
+    """
+    query_features = _features(query_features, "query_features")
+    gallery_features = _features(gallery_features, "gallery_features")
+    if query_features.shape[1] != gallery_features.shape[1]:
+        raise ValueError(
+            "query_features and gallery_features must have the same feature size. "
+            f"Received: shapes {query_features.shape} and {gallery_features.shape}"
+        )
+    num_query, num_gallery = len(query_features), len(gallery_features)
+    query_ids = _labels(query_ids, num_query, "query_ids")
+    gallery_ids = _labels(gallery_ids, num_gallery, "gallery_ids")
+    query_groups, gallery_groups = _pair(query_groups, gallery_groups, num_query, num_gallery, "groups")
+    query_cams, gallery_cams = _pair(query_cams, gallery_cams, num_query, num_gallery, "cams")
+    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
+        raise ValueError(f"max_rank must be a positive int. Received: max_rank={max_rank!r}")
+    if chunk_size is None:
+        chunk_size = max(1, _BLOCK_BYTES // (4 * num_gallery))
+    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int or None. Received: chunk_size={chunk_size!r}")
+
+    query_features = _l2_normalize(query_features)
+    gallery_features = _l2_normalize(gallery_features)
+    by_id = _Index(gallery_ids)
+    by_group = _Index(gallery_groups) if gallery_groups is not None else None
+
+    ap = np.zeros(num_query)
+    first = np.zeros(num_query, np.int64)  # 1-based rank of the best positive, 0 = skipped
+    block = np.empty((min(chunk_size, num_query), num_gallery), np.float32)
+    for start in range(0, num_query, chunk_size):
+        stop = min(start + chunk_size, num_query)
+        sims = block[: stop - start]
+        np.matmul(query_features[start:stop], gallery_features.T, out=sims)
+        ap[start:stop], first[start:stop] = _rank_chunk(
+            sims,
+            query_ids[start:stop],
+            gallery_ids,
+            by_id,
+            None if query_groups is None else query_groups[start:stop],
+            gallery_groups,
+            by_group,
+            None if query_cams is None else query_cams[start:stop],
+            gallery_cams,
+        )
+
+    valid = first > 0
+    if not valid.any():
+        raise ValueError(
+            "No query has a positive in the gallery, so mAP and CMC are undefined. "
+            f"Received: {num_query} queries, {num_gallery} gallery images"
+        )
+    ranks = np.arange(1, max_rank + 1)
+    cmc = first[valid, None] <= ranks  # [valid queries, max_rank]
+    ids, inverse = np.unique(query_ids[valid], return_inverse=True)
+    if macro:
+        per_id = np.bincount(inverse, minlength=len(ids))
+        mean_ap = np.mean(np.bincount(inverse, weights=ap[valid]) / per_id)
+        cmc_curve = np.stack([np.bincount(inverse, weights=c) for c in cmc.T], 1) / per_id[:, None]
+        cmc_curve = cmc_curve.mean(0)
+    else:
+        mean_ap = ap[valid].mean()
+        cmc_curve = cmc.mean(0)
+    result = {"mAP": float(mean_ap)}
+    result.update({f"rank{k}": float(v) for k, v in zip(ranks, cmc_curve)})
+    result["num_queries"] = int(valid.sum())
+    result["num_ids"] = len(ids)
+    return result
+
+
+class _Index:
+    """Gallery positions of each label value, as contiguous runs of one sorted order."""
+
+    def __init__(self, labels):
+        self.order = np.argsort(labels, kind="stable")
+        self.values, self.starts, self.counts = np.unique(
+            labels[self.order], return_index=True, return_counts=True
+        )
+
+    def expand(self, labels):
+        """(row, gallery position) pairs of every gallery item labelled like each entry
+        of `labels` (`-1` matches nothing), row-major, positions ascending."""
+        loc = np.clip(np.searchsorted(self.values, labels), 0, max(len(self.values) - 1, 0))
+        found = (labels != -1) & (self.values[loc] == labels)
+        counts = np.where(found, self.counts[loc], 0)
+        rows = np.repeat(np.arange(len(labels)), counts)
+        offsets = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+        return rows, self.order[np.repeat(self.starts[loc], counts) + offsets]
+
+
+def _rank_chunk(sims, query_ids, gallery_ids, by_id, query_groups, gallery_groups, by_group,
+                query_cams, gallery_cams):
+    """AP and 1-based rank of the first positive of each query of a chunk.
+
+    `sims` is the float32 similarity block `[B, G]`. Returns float64 AP `[B]` and
+    int64 first-positive rank `[B]` (0 for a query without positives).
+    """
+    rows, cols = by_id.expand(query_ids)
+    ignored = np.zeros(len(rows), bool)
+    in_group = np.zeros(len(rows), bool)
+    if query_cams is not None:
+        cam = query_cams[rows]
+        ignored |= (cam != -1) & (gallery_cams[cols] == cam)
+    if query_groups is not None:
+        group = query_groups[rows]
+        in_group = (group != -1) & (gallery_groups[cols] == group)
+    positive = ~(ignored | in_group)
+    # Ignored items: the query's whole group (any id) plus same-camera positives outside it.
+    ignored_rows, ignored_cols = rows[ignored & ~in_group], cols[ignored & ~in_group]
+    if by_group is not None:
+        group_rows, group_cols = by_group.expand(query_groups)
+        ignored_rows = np.concatenate([ignored_rows, group_rows])
+        ignored_cols = np.concatenate([ignored_cols, group_cols])
+    rows, cols = rows[positive], cols[positive]
+
+    num_rows, num_items = sims.shape
+    target = sims[rows, cols]
+    bounds = np.searchsorted(rows, np.arange(num_rows + 1))
+    # Per row, the positives' similarities ascending, and how many items of any kind
+    # (valid or ignored) come before each of them in the ranking.
+    sorted_target = np.empty_like(target)
+    above = np.empty(len(rows), np.int64)
+    for r in range(num_rows):
+        lo, hi = bounds[r], bounds[r + 1]
+        if lo == hi:
+            continue
+        row = sims[r]
+        t = np.sort(target[lo:hi])
+        candidates = np.flatnonzero(row >= t[0])  # items below every positive outrank none
+        if len(candidates) > _FULL_SORT_FRACTION * num_items:
+            ranked = np.sort(row)
+        else:
+            ranked = row.take(candidates)
+            ranked.sort()
+        n = len(ranked)
+        left = np.searchsorted(ranked, t, side="left")
+        above[lo:hi] = n - 1 - left  # exact unless another item has the same similarity
+        sorted_target[lo:hi] = t
+        tied = (left + 1 < n) & (ranked.take(np.minimum(left + 1, n - 1)) == t)
+        if not tied.any():
+            continue
+        for value in np.unique(t[tied]):
+            above[lo:hi][t == value] = _tied_above(row, value, n - np.searchsorted(ranked, value, "right"),
+                                                   cols[lo:hi][target[lo:hi] == value],
+                                                   ignored_cols[ignored_rows == r])
+    # Remove ignored items that outrank a positive of the same query.
+    ignored_keys = np.sort(_row_keys(ignored_rows, sims[ignored_rows, ignored_cols]))
+    above -= np.searchsorted(ignored_keys, (rows + 1) << 32, side="left") - np.searchsorted(
+        ignored_keys, _row_keys(rows, sorted_target), side="right"
+    )
+
+    rank = np.sort(rows * (num_items + 1) + above + 1) - rows * (num_items + 1)
+    hits = np.arange(len(rows)) - bounds[rows] + 1  # positives up to and including this one
+    counts = np.diff(bounds)
+    ap = np.bincount(rows, weights=hits / rank, minlength=num_rows) / np.maximum(counts, 1)
+    first = np.zeros(num_rows, np.int64)
+    has = counts > 0
+    first[has] = rank[bounds[:-1][has]]
+    return ap, first
+
+
+def _tied_above(row, value, num_higher, positive_cols, ignored_cols):
+    """Items before each positive of similarity `value` in a stable ranking: the
+    `num_higher` items (of any kind) with a higher similarity, plus the valid items
+    with the same similarity and a lower gallery index. Returns int64 `[len(positive_cols)]`,
+    ascending."""
+    equal = np.flatnonzero(row == value)
+    equal = equal[~np.isin(equal, ignored_cols)]
+    return num_higher + np.searchsorted(equal, np.sort(positive_cols))
+
+
+def _row_keys(rows, values):
+    """int64 keys ordering (row, float32 value) pairs: row first, then value."""
+    bits = (values.astype(np.float32) + np.float32(0)).view(np.int32)  # + 0 turns -0.0 into 0.0
+    monotone = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64) + (1 << 31)
+    return (rows.astype(np.int64) << 32) | monotone
+
+
+def _l2_normalize(x):
+    norm = np.sqrt(np.einsum("ij,ij->i", x, x))
+    return x / np.maximum(norm, np.float32(1e-12))[:, None]
+
+
+def _features(x, name):
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0 or not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"{name} must be a non-empty numeric [N, D] array. Received: shape {x.shape}, dtype {x.dtype}")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} must be finite. Received: {np.count_nonzero(~np.isfinite(x))} NaN/inf entries")
+    return x
+
+
+def _labels(x, n, name):
+    x = np.asarray(x)
+    if x.shape != (n,) or not (np.issubdtype(x.dtype, np.integer) or x.size == 0):
+        raise ValueError(f"{name} must be an int array of shape ({n},). Received: shape {x.shape}, dtype {x.dtype}")
+    return x.astype(np.int64, copy=False)
+
+
+def _pair(query, gallery, num_query, num_gallery, name):
+    if (query is None) != (gallery is None):
+        raise ValueError(
+            f"Give both query_{name} and gallery_{name}, or neither. Received: "
+            f"query_{name} is {'None' if query is None else 'set'}, gallery_{name} is "
+            f"{'None' if gallery is None else 'set'}"
+        )
+    if query is None:
+        return None, None
+    return _labels(query, num_query, f"query_{name}"), _labels(gallery, num_gallery, f"gallery_{name}")
