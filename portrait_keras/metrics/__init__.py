@@ -1,5 +1,8 @@
 """Metrics of portrait interpretation: functions of numpy arrays (paper §4.3)."""
 
+from portrait_keras.metrics.classification import macro_f1, par_metrics
+from portrait_keras.metrics.lts import lts
+from portrait_keras.metrics.piq import piq
 from portrait_keras.metrics.reid import evaluate_reid
 
-__all__ = ["evaluate_reid"]
+__all__ = ["evaluate_reid", "lts", "macro_f1", "par_metrics", "piq"]

@@ -1,0 +1,99 @@
+import doctest
+import importlib
+
+import numpy as np
+import pytest
+
+from portrait_keras.metrics import macro_f1, par_metrics
+
+
+@pytest.mark.parametrize("name", ["classification", "lts", "piq", "reid"])
+def test_docstring_examples(name):
+    # import_module: the package's `lts` and `piq` attributes are the functions, not the modules.
+    module = importlib.import_module(f"portrait_keras.metrics.{name}")
+    assert doctest.testmod(module).failed == 0
+
+
+def test_macro_f1_single_label_hand_case():
+    # Known rows: true [0, 1, 1], pred [0, 1, 0]: F1 = 2/3 for both classes.
+    assert macro_f1([0, 1, 1, -1], [0, 1, 0, 2]) == pytest.approx(2 / 3)
+    # A class absent from truth and prediction counts only when num_classes says so.
+    assert macro_f1([0, 1, 1], [0, 1, 0], num_classes=3) == pytest.approx(4 / 9)
+
+
+def test_macro_f1_multi_label_hand_case():
+    y_true = [[1, 0, 0], [0, 0, 0], [-1, -1, -1], [1, 1, 0]]
+    y_pred = [[1, 0, 1], [0, 0, 0], [1, 1, 1], [0, 1, 0]]
+    # Columns: F1 = 2/3, 1, 0 (predicted, never true).
+    assert macro_f1(y_true, y_pred) == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert macro_f1(np.array([[True, False]]), np.array([[True, True]])) == 0.5
+
+
+def test_macro_f1_single_label_equals_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y_true = rng.integers(-1, 6, 200)
+        y_pred = rng.integers(0, 7, 200)
+        known = y_true != -1
+        expected = metrics.f1_score(y_true[known], y_pred[known], average="macro", zero_division=0)
+        assert macro_f1(y_true, y_pred) == pytest.approx(expected, abs=1e-12)
+        expected = metrics.f1_score(
+            y_true[known], y_pred[known], labels=np.arange(8), average="macro", zero_division=0
+        )
+        assert macro_f1(y_true, y_pred, num_classes=8) == pytest.approx(expected, abs=1e-12)
+
+
+def test_macro_f1_multi_label_equals_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        y_true = (rng.random((150, 7)) < 0.2).astype(np.float32)
+        y_true[rng.random(150) < 0.2] = -1  # unknown rows
+        y_true[:5] = 0  # rows without any label
+        y_true[:, 6] = np.where(y_true[:, 6] == -1, -1, 0)  # a class that never occurs
+        y_pred = (rng.random((150, 7)) < 0.25).astype(np.int64)
+        known = ~(y_true == -1).all(1)
+        expected = metrics.f1_score(y_true[known], y_pred[known], average="macro", zero_division=0)
+        assert macro_f1(y_true, y_pred) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "y_true, y_pred, kwargs, message",
+    [
+        ([0, 1], [0], {}, "same shape"),
+        ([-1, -1], [0, 1], {}, "no known rows"),
+        ([0, 1], [0, -1], {}, "y_pred must hold class indices >= 0"),
+        ([0, -2], [0, 1], {}, "y_true labels must be >= 0"),
+        ([0, 3], [0, 1], {"num_classes": 3}, "Labels must be < num_classes=3"),
+        ([0, 1], [0, 1], {"num_classes": 0}, "num_classes must be a positive int"),
+        (["a", "b"], [0, 1], {}, "integer labels"),
+        ([0.5, 1], [0, 1], {}, "integer labels"),
+        ([[1, 0]], [[1, 0]], {"num_classes": 2}, "single-label tasks only"),
+        ([[1, -1]], [[1, 0]], {}, "must be 0/1"),
+        ([[1, 0]], [[2, 0]], {}, "must be 0/1"),
+    ],
+)
+def test_macro_f1_errors(y_true, y_pred, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        macro_f1(y_true, y_pred, **kwargs)
+
+
+def test_par_metrics_hand_case():
+    y_true = np.array([[1, 0, 1], [0, 0, 0], [1, 1, 0], [-1, -1, -1]])
+    y_pred = np.array([[1, 1, 0], [0, 0, 0], [1, 1, 0], [1, 1, 1]])
+    result = par_metrics(y_true, y_pred)
+    # Attributes over the 3 known rows: (TPR + TNR) / 2 = (1 + 1)/2, (1 + 1/2)/2, (0 + 1)/2.
+    assert result["mA"] == pytest.approx((1 + 0.75 + 0.5) / 3)
+    # Rows: |Y∩Ŷ| = 1, 0, 2; |Y∪Ŷ| = 3, 0, 2; |Ŷ| = 2, 0, 2; |Y| = 2, 0, 2 (0/0 -> 0).
+    assert result["accuracy"] == pytest.approx((1 / 3 + 0 + 1) / 3)
+    assert result["precision"] == pytest.approx((1 / 2 + 0 + 1) / 3)
+    assert result["recall"] == pytest.approx((1 / 2 + 0 + 1) / 3)
+    assert result["f1"] == pytest.approx(0.5)  # 2PR/(P+R) with P = R = 1/2
+
+
+def test_par_metrics_zero_division_is_zero():
+    result = par_metrics([[0, 0]], [[0, 0]])
+    assert result == {"mA": 0.5, "accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    with pytest.raises(ValueError, match=r"matrices \[N, L\]"):
+        par_metrics([0, 1], [0, 1])
