@@ -170,8 +170,8 @@ def hrnet(
         `keras.Model` mapping images `[B, H, W, C]` to features `[B, final_channels]`.
 
     Example:
-    >>> model = hrnet((64, 32, 3), width=4, stem_channels=8,
-    ...               head_channels=(4, 8, 16, 32), final_channels=64)
+    >>> model = hrnet((64, 32, 3), width=4, stem_channels=8, num_modules=(1, 1, 1),
+    ...               num_blocks=1, head_channels=(4, 8, 16, 32), final_channels=64)
     >>> model.output_shape
     (None, 64)
     """
