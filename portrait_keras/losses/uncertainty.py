@@ -59,8 +59,11 @@ def _losses_and_mask(losses, mask, task_names):
             raise ValueError(f"Unknown task losses {sorted(unknown)}. Allowed: {', '.join(task_names)}")
         given = [t in losses for t in task_names]
         losses = {t: as_float(losses.get(t, 0.0)) for t in task_names}
-        if isinstance(mask, dict):
-            mask = {t: mask.get(t, True) for t in task_names}
+    if isinstance(mask, dict):
+        unknown = set(mask) - set(task_names)
+        if unknown:
+            raise ValueError(f"Unknown tasks in mask {sorted(unknown)}. Allowed: {', '.join(task_names)}")
+        mask = {t: mask.get(t, True) for t in task_names}
     values = as_float(_to_vector(losses, task_names, "loss"))
     if mask is not None:
         mask = ops.cast(_to_vector(mask, task_names, "mask value"), "bool")
