@@ -1,0 +1,1 @@
+"""Dataset preparation scripts (pHash, near-duplicate groups, statistics); run as `python data_prep/x.py`."""
