@@ -1,0 +1,142 @@
+"""The same model and losses under `KERAS_BACKEND=jax`: models/ and losses/ use keras.ops only.
+
+This process (the TensorFlow backend, as usual) builds the tiny FSS model, saves it and
+computes every loss; a subprocess with the JAX backend rebuilds the model, loads the weights
+(and the `.keras` file), runs the forward pass and the losses on the same inputs and one
+training step. Outputs and losses must agree.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from portrait_keras import losses as L
+from portrait_keras.models import build_portrait_model
+from portrait_keras.schema import default_schema
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SHAPE = (64, 32, 3)
+NUM_IDS = 4
+
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+
+
+def make_model():
+    return build_portrait_model(default_schema(), NUM_IDS, input_shape=SHAPE)
+
+
+def make_inputs():
+    """Fixed images and labels: ids with pairs, unknowns (-1) in every task."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (8, *SHAPE)).astype("float32")
+    labels = {
+        "id": np.array([0, 0, 1, 1, 2, -1, 3, 3]),
+        "gender": np.array([0, 0, 1, 1, 0, 1, -1, 1]),
+        "age": np.array([1, 4, -1, 2, 0, 3, 3, 1]),
+        "expression": rng.integers(0, 2, (8, 7)).astype("float32"),
+    }
+    labels["expression"][2] = -1
+    return images, labels
+
+
+def compute_losses(outputs, labels):
+    """Every loss of portrait_keras.losses on the model outputs, as floats."""
+    return {k: float(v) for k, v in compute_losses_pure(outputs, labels).items()}
+
+
+def compute_losses_pure(outputs, labels):
+    """Every loss of portrait_keras.losses on the model outputs, as scalar tensors."""
+    weighting = L.UncertaintyWeighting(["id", "gender", "expression"])
+    weighting.log_vars.assign(np.array([0.3, -0.2, 0.1], "float32"))
+    values = {
+        "ce_id": L.masked_sparse_ce(labels["id"], outputs["id"]),
+        "ce_age_smoothed": L.masked_sparse_ce(labels["age"], outputs["age"], label_smoothing=0.1),
+        "bce_expression": L.masked_multilabel_bce(labels["expression"], outputs["expression"]),
+        "batch_rank_id": L.batch_rank_loss(outputs["id_feature"], labels["id"]),
+        "batch_rank_expression": L.batch_rank_loss(outputs["expression_feature"], labels["expression"]),
+        "triplet_id": L.batch_hard_triplet_loss(outputs["id_feature"], labels["id"]),
+        "hfe_gender": L.hfe_loss(outputs["gender_feature"], labels["gender"], labels["id"]),
+        "hfe_weight": L.hfe_weight(30, 100, 1.0),
+    }
+    values["task_id"] = L.task_loss(values["ce_id"], values["batch_rank_id"])
+    per_task = [values["task_id"], values["ce_age_smoothed"], values["bce_expression"]]
+    values["uncertainty"] = weighting(per_task, mask=[True, True, False])
+    values["average"] = L.average_losses(per_task, mask=[True, False, True])
+    return values
+
+
+def jax_side(workdir):
+    """Runs in the JAX subprocess; writes outputs, losses, gradient checks and fit losses."""
+    import jax
+
+    assert keras.backend.backend() == "jax"
+    images, labels = make_inputs()
+    model = make_model()
+    model.load_weights(os.path.join(workdir, "model.weights.h5"))
+    outputs = model.predict(images, batch_size=8, verbose=0)
+    loaded = keras.models.load_model(os.path.join(workdir, "model.keras"))
+    np.savez(os.path.join(workdir, "jax_outputs.npz"), **outputs)
+    np.savez(os.path.join(workdir, "jax_reloaded.npz"), **loaded.predict(images, batch_size=8, verbose=0))
+    losses = jax.jit(lambda out: compute_losses_pure(out, labels))(outputs)
+
+    # Gradients at the edge cases: duplicated features, a lone labelled sample, unknowns.
+    f = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, 2.0]], "float32")
+    finite = {}
+    for ids in ([0, 0, 1, 1], [3, -1, -1, -1], [-1, -1, -1, -1]):
+        ids = np.array(ids)
+        for name, fn in (
+            ("batch_rank", lambda x: L.batch_rank_loss(x, ids)),
+            ("triplet", lambda x: L.batch_hard_triplet_loss(x, ids)),
+            ("hfe", lambda x: L.hfe_loss(x, ids % 2, ids)),
+        ):
+            finite[f"{name}{ids.tolist()}"] = bool(np.isfinite(np.asarray(jax.grad(fn)(f))).all())
+
+    model.compile(
+        optimizer="adam",
+        loss={"id": L.masked_sparse_ce, "gender": L.masked_sparse_ce, "expression": L.masked_multilabel_bce},
+        jit_compile=True,
+    )
+    y = {k: labels[k] for k in ("id", "gender", "expression")}
+    history = model.fit(images, y, epochs=2, batch_size=8, verbose=0).history
+    result = {
+        "losses": {k: float(v) for k, v in losses.items()},
+        "finite_gradients": finite,
+        "fit_loss": history["loss"],
+    }
+    with open(os.path.join(workdir, "jax.json"), "w") as f:
+        json.dump(result, f)
+
+
+@needs_jax
+def test_model_and_losses_agree_under_jax(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = make_model()
+    model.save_weights(tmp_path / "model.weights.h5")
+    model.save(tmp_path / "model.keras")
+    images, labels = make_inputs()
+    expected = {k: np.asarray(v) for k, v in model(images, training=False).items()}
+    expected_losses = compute_losses(expected, labels)
+
+    code = f"import sys; sys.path.insert(0, {HERE!r}); import test_jax_backend as t; t.jax_side({str(tmp_path)!r})"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
+    # XLA's backend optimisations cost seconds per small compiled op; none is needed here.
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    for name in ("jax_outputs.npz", "jax_reloaded.npz"):
+        got = np.load(tmp_path / name)
+        assert set(got.files) == set(expected)
+        for key, value in expected.items():
+            np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-4, err_msg=f"{name}: {key}")
+    result = json.loads((tmp_path / "jax.json").read_text())
+    assert result["losses"] == pytest.approx(expected_losses, rel=1e-4, abs=1e-5)
+    assert all(result["finite_gradients"].values()), result["finite_gradients"]
+    assert np.isfinite(result["fit_loss"]).all() and result["fit_loss"][1] < result["fit_loss"][0]
