@@ -223,6 +223,15 @@ def test_chunk_size_does_not_change_results(features):
         assert other == pytest.approx(results[0], abs=1e-12)
 
 
+def test_feature_scale_does_not_matter():
+    query, gallery, q_ids, g_ids, labels = _exact_case(5)
+    expected = evaluate_reid(query, gallery, q_ids, g_ids, **labels)
+    # Squares of 1e20 overflow float32; the norms are then taken in float64.
+    assert evaluate_reid(query * 1e20, gallery * 0.5, q_ids, g_ids, **labels) == expected
+    gallery[0] = 0  # a zero feature is similar (0) to every query
+    assert evaluate_reid(query, gallery, q_ids, g_ids, **labels)["num_queries"] == expected["num_queries"]
+
+
 def test_max_rank_sets_the_cmc_keys():
     result = evaluate_reid(QUERY, _at([0.9, 0.5]), [1], [0, 1], max_rank=3)
     assert [k for k in result if k.startswith("rank")] == ["rank1", "rank2", "rank3"]

@@ -5,9 +5,14 @@ L2-normalised, so the ranking is by decreasing float32 dot product). The
 evaluation runs in bounded memory at Portrait250K size (12,361 queries x
 86,006 gallery images): queries are processed in chunks, and for each query
 only the positions of its positives are computed (one sort of the gallery
-items that can outrank a positive), never a full distance matrix or a full
-argsort.
+items that can outrank a positive, in parallel threads), never a full distance
+matrix or a full argsort.
 """
+
+import contextlib
+import functools
+import os
+from concurrent import futures
 
 import numpy as np
 
@@ -15,6 +20,8 @@ import numpy as np
 _BLOCK_BYTES = 64 << 20
 # Above this fraction of candidates a full sort is cheaper than selecting them first.
 _FULL_SORT_FRACTION = 0.7
+# Threads ranking the rows of a chunk (at most one per CPU).
+_MAX_THREADS = 8
 
 
 def evaluate_reid(
@@ -83,8 +90,8 @@ def evaluate_reid(
     >>> result["rank1"], result["num_queries"]
     (1.0, 2)
     """
-    query_features = _features(query_features, "query_features")
-    gallery_features = _features(gallery_features, "gallery_features")
+    query_features = _unit_rows(query_features, "query_features")
+    gallery_features = _unit_rows(gallery_features, "gallery_features")
     if query_features.shape[1] != gallery_features.shape[1]:
         raise ValueError(
             "query_features and gallery_features must have the same feature size. "
@@ -102,29 +109,30 @@ def evaluate_reid(
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int or None. Received: chunk_size={chunk_size!r}")
 
-    query_features = _l2_normalize(query_features)
-    gallery_features = _l2_normalize(gallery_features)
     by_id = _Index(gallery_ids)
     by_group = _Index(gallery_groups) if gallery_groups is not None else None
 
     ap = np.zeros(num_query)
     first = np.zeros(num_query, np.int64)  # 1-based rank of the best positive, 0 = skipped
     block = np.empty((min(chunk_size, num_query), num_gallery), np.float32)
-    for start in range(0, num_query, chunk_size):
-        stop = min(start + chunk_size, num_query)
-        sims = block[: stop - start]
-        np.matmul(query_features[start:stop], gallery_features.T, out=sims)
-        ap[start:stop], first[start:stop] = _rank_chunk(
-            sims,
-            query_ids[start:stop],
-            gallery_ids,
-            by_id,
-            None if query_groups is None else query_groups[start:stop],
-            gallery_groups,
-            by_group,
-            None if query_cams is None else query_cams[start:stop],
-            gallery_cams,
-        )
+    workers = min(os.cpu_count() or 1, _MAX_THREADS, chunk_size)
+    with futures.ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as executor:
+        for start in range(0, num_query, chunk_size):
+            stop = min(start + chunk_size, num_query)
+            sims = block[: stop - start]
+            np.matmul(query_features[start:stop], gallery_features.T, out=sims)
+            ap[start:stop], first[start:stop] = _rank_chunk(
+                sims,
+                query_ids[start:stop],
+                by_id,
+                None if query_groups is None else query_groups[start:stop],
+                gallery_groups,
+                by_group,
+                None if query_cams is None else query_cams[start:stop],
+                gallery_cams,
+                executor,
+                workers,
+            )
 
     valid = first > 0
     if not valid.any():
@@ -170,11 +178,12 @@ class _Index:
         return rows, self.order[np.repeat(self.starts[loc], counts) + offsets]
 
 
-def _rank_chunk(sims, query_ids, gallery_ids, by_id, query_groups, gallery_groups, by_group,
-                query_cams, gallery_cams):
+def _rank_chunk(sims, query_ids, by_id, query_groups, gallery_groups, by_group, query_cams, gallery_cams,
+                executor, workers):
     """AP and 1-based rank of the first positive of each query of a chunk.
 
-    `sims` is the float32 similarity block `[B, G]`. Returns float64 AP `[B]` and
+    `sims` is the float32 similarity block `[B, G]`; the rows are ranked by the
+    `workers` threads of `executor` (inline when it is None). Returns float64 AP `[B]` and
     int64 first-positive rank `[B]` (0 for a query without positives).
     """
     rows, cols = by_id.expand(query_ids)
@@ -202,7 +211,34 @@ def _rank_chunk(sims, query_ids, gallery_ids, by_id, query_groups, gallery_group
     # (valid or ignored) come before each of them in the ranking.
     sorted_target = np.empty_like(target)
     above = np.empty(len(rows), np.int64)
-    for r in range(num_rows):
+    rank_rows = functools.partial(_rank_rows, sims=sims, target=target, cols=cols, bounds=bounds,
+                                  ignored_rows=ignored_rows, ignored_cols=ignored_cols,
+                                  sorted_target=sorted_target, above=above)
+    parts = [range(i, num_rows, workers) for i in range(workers)]
+    list(executor.map(rank_rows, parts) if executor is not None else map(rank_rows, parts))
+
+    # Remove ignored items that outrank a positive of the same query.
+    ignored_keys = np.sort(_row_keys(ignored_rows, sims[ignored_rows, ignored_cols]))
+    above -= np.searchsorted(ignored_keys, (rows + 1) << 32, side="left") - np.searchsorted(
+        ignored_keys, _row_keys(rows, sorted_target), side="right"
+    )
+
+    rank = np.sort(rows * (num_items + 1) + above + 1) - rows * (num_items + 1)
+    hits = np.arange(len(rows)) - bounds[rows] + 1  # positives up to and including this one
+    counts = np.diff(bounds)
+    ap = np.bincount(rows, weights=hits / rank, minlength=num_rows) / np.maximum(counts, 1)
+    first = np.zeros(num_rows, np.int64)
+    has = counts > 0
+    first[has] = rank[bounds[:-1][has]]
+    return ap, first
+
+
+def _rank_rows(rows, sims, target, cols, bounds, ignored_rows, ignored_cols, sorted_target, above):
+    """Fills `sorted_target` and `above` for the positives of the given rows of `sims`
+    (each row's slice `bounds[r]:bounds[r + 1]`; rows write disjoint slices, so
+    threads can share the arrays: numpy releases the GIL in the heavy calls)."""
+    num_items = sims.shape[1]
+    for r in rows:
         lo, hi = bounds[r], bounds[r + 1]
         if lo == hi:
             continue
@@ -225,20 +261,6 @@ def _rank_chunk(sims, query_ids, gallery_ids, by_id, query_groups, gallery_group
             above[lo:hi][t == value] = _tied_above(row, value, n - np.searchsorted(ranked, value, "right"),
                                                    cols[lo:hi][target[lo:hi] == value],
                                                    ignored_cols[ignored_rows == r])
-    # Remove ignored items that outrank a positive of the same query.
-    ignored_keys = np.sort(_row_keys(ignored_rows, sims[ignored_rows, ignored_cols]))
-    above -= np.searchsorted(ignored_keys, (rows + 1) << 32, side="left") - np.searchsorted(
-        ignored_keys, _row_keys(rows, sorted_target), side="right"
-    )
-
-    rank = np.sort(rows * (num_items + 1) + above + 1) - rows * (num_items + 1)
-    hits = np.arange(len(rows)) - bounds[rows] + 1  # positives up to and including this one
-    counts = np.diff(bounds)
-    ap = np.bincount(rows, weights=hits / rank, minlength=num_rows) / np.maximum(counts, 1)
-    first = np.zeros(num_rows, np.int64)
-    has = counts > 0
-    first[has] = rank[bounds[:-1][has]]
-    return ap, first
 
 
 def _tied_above(row, value, num_higher, positive_cols, ignored_cols):
@@ -258,19 +280,19 @@ def _row_keys(rows, values):
     return (rows.astype(np.int64) << 32) | monotone
 
 
-def _l2_normalize(x):
-    norm = np.sqrt(np.einsum("ij,ij->i", x, x))
-    return x / np.maximum(norm, np.float32(1e-12))[:, None]
-
-
-def _features(x, name):
+def _unit_rows(x, name):
+    """Validated float32 `[N, D]` array with each row scaled to unit L2 norm (zero rows stay 0)."""
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0 or not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"{name} must be a non-empty numeric [N, D] array. Received: shape {x.shape}, dtype {x.dtype}")
     x = x.astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} must be finite. Received: {np.count_nonzero(~np.isfinite(x))} NaN/inf entries")
-    return x
+    squared = np.einsum("ij,ij->i", x, x)
+    if not np.isfinite(squared).all():  # a NaN/inf entry, or squares beyond float32
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name} must be finite. Received: {np.count_nonzero(~np.isfinite(x))} NaN/inf entries")
+        squared = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    scale = (1 / np.maximum(np.sqrt(squared), 1e-12)).astype(np.float32)
+    return x * scale[:, None]
 
 
 def _labels(x, n, name):
