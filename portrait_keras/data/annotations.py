@@ -1,0 +1,399 @@
+"""Read and validate an annotation table: one CSV row per image, one column per task.
+
+Columns (header on line 1):
+
+| column       | content                                                             |
+|--------------|---------------------------------------------------------------------|
+| `path`       | image path relative to the dataset root (no `..`, no absolute path)   |
+| `split`      | `train`, `query` or `gallery` (paper §4.1)                           |
+| `id`         | integer identity, `-1` = unknown (paper §4.2, "semi-supervised ID")  |
+| single tasks | one class name of the schema, empty = unknown                        |
+| multi tasks  | `;`-separated class names (e.g. `happy;surprise`), empty = unknown   |
+| `source`     | optional: movie or camera stream the image comes from               |
+| `frame`      | optional integer frame number, empty = none                          |
+| `camera`     | optional integer camera, `-1` or empty = none                        |
+| `group`      | optional integer near-duplicate group (paper §4.3), `-1` or empty = none |
+
+Task column names come from the schema (`default_schema()` unless a `schema.json` sits
+beside the CSV). Every row is checked, and one `AnnotationError` lists every problem as
+`FILE:LINE: column 'x': value 'v': what was expected`.
+"""
+
+import os
+import posixpath
+
+import numpy as np
+import pandas as pd
+
+from portrait_keras import schema as schema_lib
+
+SPLITS = ("train", "query", "gallery")
+TEST_SPLITS = ("query", "gallery")
+OPTIONAL_INT_COLUMNS = ("frame", "camera", "group")
+UNKNOWN = -1
+# The message shows this many problems; `AnnotationError.problems` keeps all of them.
+MAX_LISTED = 50
+
+_INT_PATTERN = r"-?\d{1,18}"  # fits int64
+
+
+class AnnotationError(ValueError):
+    """Problems found in an annotation CSV, all of them at once.
+
+    Args:
+        csv_path: path-like. The annotation file.
+        problems: list of `(line, column, value, message)`; `line` is the line in the
+            CSV file (the header is line 1).
+
+    Attributes:
+        csv_path: str. The annotation file.
+        problems: list of `(line, column, value, message)`, sorted by line.
+    """
+
+    def __init__(self, csv_path, problems):
+        self.csv_path = os.fspath(csv_path)
+        self.problems = sorted(problems, key=lambda p: p[0])
+        lines = [
+            f"{self.csv_path}:{line}: column {column!r}: value {value!r}: {message}"
+            for line, column, value, message in self.problems[:MAX_LISTED]
+        ]
+        more = len(self.problems) - MAX_LISTED
+        if more > 0:
+            lines.append(f"... and {more} more (see AnnotationError.problems)")
+        count = len(self.problems)
+        super().__init__(
+            f"{count} problem{'s' if count != 1 else ''} in {self.csv_path}:\n" + "\n".join(lines)
+        )
+
+
+class Annotations:
+    """A validated annotation table with labels encoded per split.
+
+    Built by `read_annotations`; see `docs/design.md` for the contract.
+
+    Attributes:
+        schema: `Schema`. The tasks the table is labelled with.
+        root: str. Absolute dataset root; `path` values are relative to it.
+        csv_path: str. The annotation file.
+        table: `pandas.DataFrame`. The CSV as strings (spaces after commas dropped), one
+            row per image, indexed by the CSV line number (`table.index.name == "line"`).
+        splits: tuple of str. The splits that have rows, in `train, query, gallery` order.
+        train_ids: int64 `[num_ids]`. Sorted known identities of the train split: the
+            re-id classes (a training label is the index into this array).
+
+    Example:
+    >>> ann = read_annotations("annotations.csv")  # doctest: +SKIP
+    >>> ann.labels("train")["age"][:3]  # doctest: +SKIP
+    array([2, -1, 4], dtype=int32)
+    """
+
+    def __init__(self, schema, root, csv_path, table, encoded):
+        self.schema = schema
+        self.root = root
+        self.csv_path = csv_path
+        self.table = table
+        self._encoded = encoded
+        split = table["split"].to_numpy()
+        self._rows = {s: np.flatnonzero(split == s) for s in SPLITS}
+        self.splits = tuple(s for s in SPLITS if self._rows[s].size)
+        identity = schema.identity_task
+        if identity is None:
+            self.train_ids = np.zeros([0], np.int64)
+        else:
+            ids = encoded[identity.name][self._rows["train"]]
+            self.train_ids = np.unique(ids[ids != UNKNOWN])
+
+    def __len__(self):
+        return len(self.table)
+
+    def __repr__(self):
+        sizes = ", ".join(f"{s}={self.num_images(s)}" for s in self.splits)
+        return f"Annotations({self.csv_path!r}, {sizes}, train_ids={self.train_ids.size})"
+
+    def rows(self, split):
+        """Positions (int64 `[n]`) of the split's rows in `table`, in file order."""
+        if split not in SPLITS:
+            raise ValueError(f"Unknown split {split!r}. Allowed: {', '.join(SPLITS)}")
+        rows = self._rows[split]
+        if not rows.size:
+            present = ", ".join(self.splits) or "none"
+            raise AnnotationError(
+                self.csv_path,
+                [(1, "split", split, f"no rows in this split (splits present: {present})")],
+            )
+        return rows
+
+    def num_images(self, split):
+        """Number of images in `split` (0 when the split is absent)."""
+        if split not in SPLITS:
+            raise ValueError(f"Unknown split {split!r}. Allowed: {', '.join(SPLITS)}")
+        return int(self._rows[split].size)
+
+    def labels(self, split):
+        """Labels of `split`, a dict keyed by task name, in file order.
+
+        - identity task: int64 `[n]`, the raw id, `-1` unknown;
+        - single-label task: int32 `[n]`, class index, `-1` unknown;
+        - multi-label task: float32 `[n, C]` multi-hot, a row of `-1` when unknown.
+        """
+        rows = self.rows(split)
+        return {t.name: self._encoded[t.name][rows] for t in self.schema.tasks}
+
+    def paths(self, split):
+        """Absolute image paths of `split` (object array of str `[n]`), in file order."""
+        return self._encoded["path"][self.rows(split)]
+
+    def groups(self, split):
+        """Near-duplicate group per image (int64 `[n]`, `-1` none), paper §4.3."""
+        return self._encoded["group"][self.rows(split)]
+
+    def cameras(self, split):
+        """Camera per image (int64 `[n]`, `-1` none)."""
+        return self._encoded["camera"][self.rows(split)]
+
+    def frames(self, split):
+        """Frame number per image (int64 `[n]`, `-1` none)."""
+        return self._encoded["frame"][self.rows(split)]
+
+
+def read_annotations(csv_path, root=None, schema=None, *, required_splits=()):
+    """Read, validate and encode an annotation CSV.
+
+    Args:
+        csv_path: path-like. The annotation file (format in the module docstring).
+        root: path-like. Folder the `path` column is relative to. Defaults to the
+            CSV's folder.
+        schema: `Schema`. The tasks and class lists. Defaults to the `schema.json`
+            beside the CSV when there is one, else `default_schema()`.
+        required_splits: iterable of str. Splits that must have at least one row.
+
+    Returns:
+        `Annotations`.
+
+    Raises:
+        AnnotationError: listing every problem found, each as
+            `FILE:LINE: column 'x': value 'v': what was expected`.
+    """
+    csv_path = os.fspath(csv_path)
+    if schema is None:
+        beside = os.path.join(os.path.dirname(os.path.abspath(csv_path)), "schema.json")
+        schema = schema_lib.Schema.load(beside) if os.path.exists(beside) else schema_lib.default_schema()
+    root = os.path.abspath(os.path.dirname(os.path.abspath(csv_path)) if root is None else os.fspath(root))
+    for split in required_splits:
+        if split not in SPLITS:
+            raise ValueError(f"Unknown split {split!r}. Allowed: {', '.join(SPLITS)}")
+
+    table = _read_table(csv_path)
+    problems = []
+    _check_columns(table, schema, problems)
+    encoded = {}
+    present = set(table.columns)
+    if "path" in present:
+        encoded["path"] = _check_paths(table["path"], root, problems)
+    if "split" in present:
+        _check_choice(table, "split", SPLITS, False, problems)
+        split_ok = table["split"].isin(SPLITS)
+        for split in required_splits:
+            if not (table["split"] == split).any():
+                problems.append((1, "split", split, f"no rows in split {split!r}, which is required"))
+    for column in OPTIONAL_INT_COLUMNS:
+        encoded[column] = _check_int(table, column, True, problems) if column in present else (
+            np.full([len(table)], UNKNOWN, np.int64)
+        )
+    for task in schema.tasks:
+        if task.name not in present:
+            continue
+        if task.kind == schema_lib.IDENTITY:
+            encoded[task.name] = _check_int(table, task.name, False, problems)
+            if "split" in present:
+                _check_id_splits(table, task.name, encoded[task.name], split_ok, problems)
+        elif task.kind == schema_lib.SINGLE:
+            encoded[task.name] = _check_choice(table, task.name, task.classes, True, problems)
+        else:
+            encoded[task.name] = _check_multi(table, task.name, task.classes, problems)
+    if problems:
+        raise AnnotationError(csv_path, problems)
+    return Annotations(schema, root, csv_path, table, encoded)
+
+
+def _read_table(csv_path):
+    """The CSV as a string DataFrame indexed by file line; blank lines dropped."""
+    try:
+        table = pd.read_csv(
+            csv_path, dtype=str, keep_default_na=False, skip_blank_lines=False, skipinitialspace=True
+        )
+    except pd.errors.EmptyDataError:
+        raise AnnotationError(csv_path, [(1, "", "", "empty file; expected a header line")]) from None
+    except pd.errors.ParserError as e:
+        # pandas words it "Expected N fields in line L, saw M".
+        message = str(e).replace("Error tokenizing data. C error: ", "").strip()
+        raise AnnotationError(csv_path, [(_parser_line(message), "", "", message)]) from None
+    table.columns = [str(c).strip() for c in table.columns]
+    table.index = pd.RangeIndex(2, len(table) + 2, name="line")
+    blank = (table == "").all(axis=1)
+    return table[~blank]
+
+
+def _parser_line(message):
+    words = message.replace(",", " ").split()
+    for before, word in zip(words, words[1:]):
+        if before == "line" and word.isdigit():
+            return int(word)
+    return 1
+
+
+def _report(table, column, mask, message, problems):
+    """Adds one problem per row of `table` where `mask` holds."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return
+    lines = table.index.to_numpy()[mask]
+    shown = table[column].to_numpy()[mask]
+    messages = message if isinstance(message, (list, np.ndarray)) else [message] * len(lines)
+    problems.extend(zip(lines.tolist(), [column] * len(lines), shown.tolist(), messages))
+
+
+def _check_columns(table, schema, problems):
+    required = ["path", "split"] + list(schema.names)
+    header = ", ".join(table.columns)
+    for column in required:
+        if column not in table.columns:
+            problems.append((1, column, "", f"missing required column (header has: {header})"))
+
+
+def _check_choice(table, column, allowed, allow_empty, problems):
+    """Class index (int32 `[n]`, -1 empty) of a one-of column; reports other values."""
+    values = table[column]
+    bad = ~values.isin(allowed) & ~(allow_empty & (values == ""))
+    empty_note = ", or empty for unknown" if allow_empty else ""
+    _report(table, column, bad, f"expected one of {', '.join(allowed)}{empty_note}", problems)
+    return pd.Categorical(values, categories=list(allowed)).codes.astype(np.int32)
+
+
+def _check_int(table, column, optional, problems):
+    """int64 `[n]` of an integer column (-1 unknown); reports non-integers and < -1."""
+    values = table[column]
+    empty = (values == "") if optional else np.zeros(len(values), bool)
+    is_int = values.str.fullmatch(_INT_PATTERN)
+    numbers = pd.to_numeric(values.where(is_int, str(UNKNOWN))).to_numpy(np.int64, copy=True)
+    bad = ~(is_int | empty) | (numbers < UNKNOWN)
+    what = "an integer >= 0, or -1 or empty for none" if optional else "an integer >= 0, or -1 for unknown"
+    _report(table, column, bad, f"expected {what}", problems)
+    numbers[np.asarray(empty, bool) | np.asarray(bad, bool)] = UNKNOWN
+    return numbers
+
+
+def _check_multi(table, column, classes, problems):
+    """Multi-hot float32 `[n, C]` (a row of -1 when empty) of a `;`-separated column."""
+    values = table[column]
+    n = len(values)
+    hot = np.zeros([n, len(classes)], np.float32)
+    filled = (values != "").to_numpy()
+    hot[~filled] = UNKNOWN
+    items = values[filled].str.split(";").explode().str.strip()
+    rows = np.flatnonzero(filled).repeat(values[filled].str.count(";").to_numpy() + 1)
+    codes = pd.Categorical(items, categories=list(classes)).codes
+    allowed = f"expected ';'-separated names from {', '.join(classes)} (each at most once), or empty for unknown"
+    empty_item = (items == "").to_numpy()
+    unknown = (codes < 0) & ~empty_item
+    duplicate = pd.DataFrame({"row": rows, "code": codes}).duplicated().to_numpy() & (codes >= 0)
+    for kind, mask in (("an empty item", empty_item), ("unknown class", unknown), ("duplicate class", duplicate)):
+        if not mask.any():
+            continue
+        names = pd.Series(items.to_numpy()[mask]).groupby(rows[mask]).agg(lambda s: ", ".join(map(repr, s)))
+        row_mask = np.zeros(n, bool)
+        row_mask[names.index.to_numpy()] = True
+        if kind == "an empty item":
+            messages = [f"{kind}; {allowed}"] * len(names)
+        else:
+            messages = [f"{kind} {found}; {allowed}" for found in names.to_numpy()]
+        _report(table, column, row_mask, messages, problems)
+    ok = codes >= 0
+    hot[rows[ok], codes[ok]] = 1.0
+    return hot
+
+
+def _check_id_splits(table, column, ids, split_ok, problems):
+    """Re-id split rules (paper §4.1): train and test ids disjoint, query ids in the gallery."""
+    split = table["split"].to_numpy()
+    valid = split_ok.to_numpy() & (table[column].str.fullmatch(_INT_PATTERN)).to_numpy()
+    known = valid & (ids != UNKNOWN)
+    query = valid & (split == "query")
+    _report(table, column, query & (ids == UNKNOWN), "a query image needs a known id (>= 0)", problems)
+    gallery_ids = np.unique(ids[known & (split == "gallery")])
+    absent = query & known & ~np.isin(ids, gallery_ids)
+    _report(table, column, absent, "query id absent from the gallery; query ids must be gallery ids", problems)
+    train = known & (split == "train")
+    first_train = pd.Series(table.index.to_numpy()[train]).groupby(ids[train]).min()
+    in_test = known & np.isin(split, TEST_SPLITS) & np.isin(ids, first_train.index.to_numpy())
+    if in_test.any():
+        messages = [
+            f"id also in split 'train' (line {first_train[i]}); train and query/gallery ids must be disjoint"
+            for i in ids[in_test]
+        ]
+        _report(table, column, in_test, messages, problems)
+
+
+def _check_paths(paths, root, problems):
+    """Absolute paths (object `[n]`); reports bad, escaping, duplicate and missing files."""
+    table = paths.to_frame()
+    raw = paths.to_numpy()
+    empty = raw == ""
+    absolute = (paths.str.startswith("/") | paths.str.startswith("\\") | paths.str.match(r"^[A-Za-z]:")).to_numpy()
+    _report(table, "path", empty, "expected an image path relative to the dataset root", problems)
+    _report(table, "path", absolute & ~empty, f"expected a path relative to the dataset root {root}", problems)
+    norm = raw.copy()
+    # normpath only where it changes something: it is the slow part for 250k rows.
+    messy = paths.str.contains(r"(?:^|/)\.\.?(?:/|$)|//|/$").to_numpy()
+    norm[messy] = [posixpath.normpath(p) for p in raw[messy]]
+    escapes = ~empty & ~absolute & ((norm == "..") | pd.Series(norm).str.startswith("../").to_numpy())
+    _report(table, "path", escapes, f"escapes the dataset root {root}", problems)
+    usable = ~(empty | absolute | escapes)
+
+    duplicate = usable & pd.Series(norm).where(usable).duplicated().to_numpy()
+    if duplicate.any():
+        first = pd.Series(table.index.to_numpy()[usable]).groupby(norm[usable]).min()
+        messages = [f"duplicate path (first at line {first[p]})" for p in norm[duplicate]]
+        _report(table, "path", duplicate, messages, problems)
+
+    _check_files(table, norm, usable, root, problems)
+    return (root.rstrip("/") + "/") + norm
+
+
+def _check_files(table, norm, usable, root, problems):
+    """Reports missing files and files that resolve outside `root` (symlinks)."""
+    real_root = os.path.realpath(root)
+    parts = pd.Series(norm[usable]).str.rpartition("/")
+    dirs, names = parts[0].to_numpy(), parts[2].to_numpy()
+    positions = np.flatnonzero(usable)
+    missing = np.zeros(len(norm), bool)
+    outside = np.zeros(len(norm), bool)
+    for directory, index in pd.Series(range(len(dirs))).groupby(dirs).indices.items():
+        folder = os.path.join(root, directory)
+        real = os.path.realpath(folder)
+        if not _inside(real, real_root):
+            outside[positions[index]] = True
+            continue
+        files, links = _list_folder(folder)
+        found = pd.Series(names[index]).isin(files).to_numpy()
+        missing[positions[index[~found]]] = True
+        for i in index[pd.Series(names[index]).isin(links).to_numpy()]:
+            if not _inside(os.path.realpath(os.path.join(folder, names[i])), real_root):
+                outside[positions[i]] = True
+    _report(table, "path", missing & ~outside, f"missing image file (under {root})", problems)
+    _report(table, "path", outside, f"resolves outside the dataset root {root} (symlink)", problems)
+
+
+def _list_folder(folder):
+    """(files, symlinks) in `folder`; files follow symlinks; empty when absent."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return [], []
+    files = [e.name for e in entries if e.is_file()]
+    links = [e.name for e in entries if e.is_symlink()]
+    return files, links
+
+
+def _inside(path, real_root):
+    return path == real_root or path.startswith(real_root.rstrip(os.sep) + os.sep)

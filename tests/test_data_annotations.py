@@ -1,0 +1,310 @@
+"""read_annotations: encoding of a good table, and one test per class of bad row."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from portrait_keras.data.annotations import AnnotationError, read_annotations
+from portrait_keras.schema import Schema, Task
+
+HEADER = "path,split,id,gender,age,physique,height,body,arm,expression,source,frame,camera,group"
+GOOD_ROWS = [
+    "a.jpg,train,5,female,child,thin,short,standing,arms_down,happy,m1,10,1,0",
+    "b.jpg,train,-1,,elderly,,tall,lying,arms_crossed,,m1,11,1,0",
+    "c.jpg,train,9,male,,heavy,,sitting,,sad;angry,m2,,,",
+    "d.jpg,query,7,male,teenager,medium,medium,walking,one_arm_raised,surprise,m3,3,2,4",
+    "e.jpg,gallery,7,male,teenager,medium,medium,squatting,hands_on_hips,neutral,m3,4,3,4",
+    "f.jpg,gallery,-1,female,young_adult,thin,short,standing,both_arms_raised,fear;disgust,m3,9,3,5",
+]
+
+
+def write_dataset(folder, rows, header=HEADER, images=None):
+    """Writes `annotations.csv` and a tiny JPEG for every path in `images` (default:
+    the first column of every row that looks like a relative path)."""
+    os.makedirs(folder, exist_ok=True)
+    if images is None:
+        images = [r.split(",")[0] for r in rows]
+        images = [p for p in images if p and not p.startswith("/") and ".." not in p]
+    for path in images:
+        full = os.path.join(folder, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        Image.new("RGB", (4, 8), (10, 20, 30)).save(full)
+    csv_path = os.path.join(folder, "annotations.csv")
+    with open(csv_path, "w") as f:
+        f.write("\n".join([header] + rows) + "\n")
+    return csv_path
+
+
+def problems_of(csv_path, **kwargs):
+    with pytest.raises(AnnotationError) as info:
+        read_annotations(csv_path, **kwargs)
+    return info.value
+
+
+def assert_problem(error, csv_path, line, column, value, expected_words=()):
+    """The error lists `FILE:LINE: column 'c': value 'v': ...` with `expected_words`."""
+    prefix = f"{csv_path}:{line}: column {column!r}: value {value!r}: "
+    lines = [text for text in str(error).splitlines() if text.startswith(prefix)]
+    assert lines, f"{prefix!r} not in:\n{error}"
+    for word in expected_words:
+        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
+    assert (line, column, value) in [p[:3] for p in error.problems]
+
+
+def test_good_table_is_encoded(tmp_path):
+    csv_path = write_dataset(tmp_path, GOOD_ROWS)
+    ann = read_annotations(csv_path)
+    assert ann.splits == ("train", "query", "gallery")
+    assert [ann.num_images(s) for s in ann.splits] == [3, 1, 2]
+    np.testing.assert_array_equal(ann.train_ids, [5, 9])
+    labels = ann.labels("train")
+    assert labels["id"].dtype == np.int64 and labels["gender"].dtype == np.int32
+    np.testing.assert_array_equal(labels["id"], [5, -1, 9])
+    np.testing.assert_array_equal(labels["gender"], [0, -1, 1])
+    np.testing.assert_array_equal(labels["age"], [0, 4, -1])
+    np.testing.assert_array_equal(labels["arm"], [0, 3, -1])
+    assert labels["expression"].dtype == np.float32 and labels["expression"].shape == (3, 7)
+    np.testing.assert_array_equal(labels["expression"][0], [0, 0, 0, 1, 0, 0, 0])
+    np.testing.assert_array_equal(labels["expression"][1], [-1] * 7)
+    np.testing.assert_array_equal(labels["expression"][2], [1, 0, 0, 0, 1, 0, 0])
+    assert list(ann.paths("query")) == [os.path.join(str(tmp_path), "d.jpg")]
+    np.testing.assert_array_equal(ann.groups("train"), [0, 0, -1])
+    np.testing.assert_array_equal(ann.cameras("gallery"), [3, 3])
+    np.testing.assert_array_equal(ann.frames("train"), [10, 11, -1])
+    assert list(ann.table.index) == [2, 3, 4, 5, 6, 7]  # CSV line numbers
+
+
+def test_optional_columns_and_blank_lines(tmp_path):
+    header = "path,split,id,gender,age,physique,height,body,arm,expression"
+    rows = [",".join(r.split(",")[:10]) for r in GOOD_ROWS]
+    csv_path = write_dataset(tmp_path, rows[:2] + [""] + rows[2:], header=header)
+    ann = read_annotations(csv_path)
+    assert ann.num_images("train") == 3
+    np.testing.assert_array_equal(ann.groups("gallery"), [-1, -1])
+    assert list(ann.table.index) == [2, 3, 5, 6, 7, 8]
+
+
+def test_schema_json_beside_csv_and_root(tmp_path):
+    schema = Schema((Task("id", "appearance", "identity"), Task("mood", "emotion", "multi", ("calm", "wild"))))
+    images = tmp_path / "pics"
+    csv_path = write_dataset(
+        tmp_path,
+        ["x.jpg,train,1,calm;wild", "y.jpg,query,2,", "z.jpg,gallery,2,wild"],
+        header="path,split,id,mood",
+        images=[],
+    )
+    write_dataset(images, [], images=["x.jpg", "y.jpg", "z.jpg"])
+    schema.save(tmp_path / "schema.json")
+    ann = read_annotations(csv_path, root=images)
+    np.testing.assert_array_equal(ann.labels("train")["mood"], [[1, 1]])
+    assert ann.paths("gallery")[0] == os.path.join(str(images), "z.jpg")
+
+
+def test_missing_required_column(tmp_path):
+    header = HEADER.replace(",gender", "")
+    rows = [",".join(p for i, p in enumerate(r.split(",")) if i != 3) for r in GOOD_ROWS]
+    csv_path = write_dataset(tmp_path, rows, header=header)
+    assert_problem(problems_of(csv_path), csv_path, 1, "gender", "", ["missing required column"])
+
+
+def test_unknown_class(tmp_path):
+    rows = list(GOOD_ROWS)
+    rows[1] = rows[1].replace(",elderly,", ",ancient,")
+    csv_path = write_dataset(tmp_path, rows)
+    assert_problem(problems_of(csv_path), csv_path, 3, "age", "ancient", ["child, teenager", "elderly"])
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("happy;;sad", ["an empty item"]),
+        ("happy;happy", ["duplicate class 'happy'"]),
+        ("happy;grumpy", ["unknown class 'grumpy'", "angry, disgust"]),
+        ("happy;", ["an empty item"]),
+    ],
+)
+def test_malformed_expression_list(tmp_path, value, words):
+    rows = list(GOOD_ROWS)
+    rows[0] = rows[0].replace(",happy,", f",{value},")
+    csv_path = write_dataset(tmp_path, rows)
+    assert_problem(problems_of(csv_path), csv_path, 2, "expression", value, words)
+
+
+def test_bad_split(tmp_path):
+    rows = list(GOOD_ROWS)
+    rows[2] = rows[2].replace(",train,", ",val,")
+    csv_path = write_dataset(tmp_path, rows)
+    assert_problem(problems_of(csv_path), csv_path, 4, "split", "val", ["train, query, gallery"])
+
+
+@pytest.mark.parametrize(
+    "column, index, value",
+    [("id", 2, "abc"), ("id", 2, "-2"), ("id", 2, ""), ("frame", 11, "1.5"), ("camera", 12, "x"), ("group", 13, "-7")],
+)
+def test_non_integer_id_camera_group_frame(tmp_path, column, index, value):
+    rows = list(GOOD_ROWS)
+    cells = rows[0].split(",")
+    cells[index] = value
+    rows[0] = ",".join(cells)
+    csv_path = write_dataset(tmp_path, rows)
+    assert_problem(problems_of(csv_path), csv_path, 2, column, value, ["integer"])
+
+
+def test_query_id_absent_from_gallery(tmp_path):
+    rows = list(GOOD_ROWS)
+    rows[3] = rows[3].replace(",query,7,", ",query,8,")
+    csv_path = write_dataset(tmp_path, rows)
+    assert_problem(problems_of(csv_path), csv_path, 5, "id", "8", ["absent from the gallery"])
+
+
+def test_unknown_query_id(tmp_path):
+    rows = list(GOOD_ROWS) + ["g.jpg,query,-1,male,,,,,,,m3,5,2,6"]
+    csv_path = write_dataset(tmp_path, rows)
+    assert_problem(problems_of(csv_path), csv_path, 8, "id", "-1", ["needs a known id"])
+
+
+def test_id_in_train_and_test(tmp_path):
+    rows = list(GOOD_ROWS)
+    rows[4] = rows[4].replace(",gallery,7,", ",gallery,5,")
+    rows[3] = rows[3].replace(",query,7,", ",query,5,")
+    csv_path = write_dataset(tmp_path, rows)
+    error = problems_of(csv_path)
+    assert_problem(error, csv_path, 5, "id", "5", ["also in split 'train' (line 2)", "disjoint"])
+    assert_problem(error, csv_path, 6, "id", "5", ["also in split 'train' (line 2)"])
+
+
+def test_missing_image_file(tmp_path):
+    csv_path = write_dataset(tmp_path, GOOD_ROWS)
+    os.remove(tmp_path / "c.jpg")
+    assert_problem(problems_of(csv_path), csv_path, 4, "path", "c.jpg", ["missing image file"])
+
+
+def test_missing_image_folder(tmp_path):
+    rows = list(GOOD_ROWS)
+    rows[0] = rows[0].replace("a.jpg", "nowhere/a.jpg")
+    csv_path = write_dataset(tmp_path, rows, images=["b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"])
+    assert_problem(problems_of(csv_path), csv_path, 2, "path", "nowhere/a.jpg", ["missing image file"])
+
+
+def test_absolute_path(tmp_path):
+    rows = list(GOOD_ROWS)
+    absolute = str(tmp_path / "a.jpg")
+    rows[0] = rows[0].replace("a.jpg", absolute)
+    csv_path = write_dataset(tmp_path, rows, images=["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"])
+    assert_problem(problems_of(csv_path), csv_path, 2, "path", absolute, ["relative to the dataset root"])
+
+
+def test_path_escaping_root(tmp_path):
+    root = tmp_path / "data"
+    write_dataset(tmp_path, [], images=["outside.jpg"])
+    rows = list(GOOD_ROWS)
+    rows[0] = rows[0].replace("a.jpg", "sub/../../outside.jpg")
+    csv_path = write_dataset(root, rows)
+    assert_problem(problems_of(csv_path), csv_path, 2, "path", "sub/../../outside.jpg", ["escapes the dataset root"])
+
+
+def test_symlink_out_of_root(tmp_path):
+    root = tmp_path / "data"
+    write_dataset(tmp_path / "elsewhere", [], images=["secret.jpg", "dir/x.jpg"])
+    rows = GOOD_ROWS + ["link.jpg,train,-1,,,,,,,,m1,1,1,1", "linked/x.jpg,train,-1,,,,,,,,m1,1,1,1"]
+    csv_path = write_dataset(root, rows, images=["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"])
+    os.symlink(tmp_path / "elsewhere" / "secret.jpg", root / "link.jpg")
+    os.symlink(tmp_path / "elsewhere" / "dir", root / "linked")
+    error = problems_of(csv_path)
+    assert_problem(error, csv_path, 8, "path", "link.jpg", ["outside the dataset root"])
+    assert_problem(error, csv_path, 9, "path", "linked/x.jpg", ["outside the dataset root"])
+    assert len(error.problems) == 2
+
+
+def test_symlink_inside_root_is_fine(tmp_path):
+    rows = GOOD_ROWS[:5] + ["alias.jpg,gallery,-1,,,,,,,,m3,9,3,5"]
+    csv_path = write_dataset(tmp_path, rows, images=["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"])
+    os.symlink(tmp_path / "a.jpg", tmp_path / "alias.jpg")
+    assert read_annotations(csv_path).num_images("gallery") == 2
+
+
+def test_duplicate_paths(tmp_path):
+    rows = list(GOOD_ROWS)
+    rows[5] = rows[5].replace("f.jpg", "./b.jpg")
+    csv_path = write_dataset(tmp_path, rows)
+    assert_problem(problems_of(csv_path), csv_path, 7, "path", "./b.jpg", ["duplicate path (first at line 3)"])
+
+
+def test_empty_split_when_required(tmp_path):
+    rows = [r for r in GOOD_ROWS if ",query," not in r]
+    csv_path = write_dataset(tmp_path, rows)
+    assert_problem(problems_of(csv_path, required_splits=("query",)), csv_path, 1, "split", "query", ["no rows"])
+    ann = read_annotations(csv_path)
+    assert ann.splits == ("train", "gallery") and ann.num_images("query") == 0
+    with pytest.raises(AnnotationError, match=r"annotations.csv:1: column 'split': value 'query': no rows"):
+        ann.labels("query")
+    with pytest.raises(ValueError, match="Unknown split 'val'"):
+        ann.paths("val")
+
+
+def test_unparsable_row(tmp_path):
+    rows = list(GOOD_ROWS)
+    rows[1] += ",extra"
+    csv_path = write_dataset(tmp_path, rows)
+    error = problems_of(csv_path)
+    assert error.problems[0][0] == 3 and "Expected 14 fields" in str(error)
+
+
+def test_all_problems_listed_at_once(tmp_path):
+    rows = list(GOOD_ROWS)
+    rows[0] = rows[0].replace(",female,", ",robot,").replace(",happy,", ",happy;;sad,")
+    rows[1] = rows[1].replace(",train,", ",valid,")
+    rows[2] = rows[2].replace("c.jpg", "missing.jpg").replace(",9,", ",nine,")
+    rows[3] = rows[3].replace(",query,7,", ",query,8,")
+    rows[5] = rows[5].replace("f.jpg", "a.jpg").replace(",m3,9,", ",m3,9.5,")
+    csv_path = write_dataset(tmp_path, rows, images=["a.jpg", "b.jpg", "d.jpg", "e.jpg"])
+    error = problems_of(csv_path)
+    expected = [
+        (2, "gender", "robot"),
+        (2, "expression", "happy;;sad"),
+        (3, "split", "valid"),
+        (4, "path", "missing.jpg"),
+        (4, "id", "nine"),
+        (5, "id", "8"),
+        (7, "path", "a.jpg"),
+        (7, "frame", "9.5"),
+    ]
+    assert sorted(p[:3] for p in error.problems) == sorted(expected)
+    assert str(error).startswith(f"8 problems in {csv_path}:")
+    lines = [p[0] for p in error.problems]
+    assert lines == sorted(lines)
+    for line, column, value in expected:
+        assert_problem(error, csv_path, line, column, value)
+
+
+def test_long_problem_lists_are_cut_in_the_message(tmp_path):
+    rows = [f"x{i}.jpg,train,-1,robot,,,,,,,m,1,1,1" for i in range(60)]
+    csv_path = write_dataset(tmp_path, rows)
+    error = problems_of(csv_path)
+    assert len(error.problems) == 60
+    assert "... and 10 more (see AnnotationError.problems)" in str(error)
+
+
+@pytest.mark.slow
+def test_reads_250k_rows_in_seconds(tmp_path):
+    count = 250_000
+    for d in range(100):
+        os.makedirs(tmp_path / f"{d:03d}")
+    rows = []
+    for i in range(count):
+        path = f"{i % 100:03d}/{i}.jpg"
+        open(tmp_path / path, "w").close()
+        split, ident = ("train", i % 640) if i < 150_000 else ("query", 1000 + i % 400) if i < 162_000 else (
+            "gallery",
+            1000 + i % 400,
+        )
+        rows.append(f"{path},{split},{ident},male,elderly,thin,tall,standing,arms_down,happy;sad,m,{i},-1,{i // 3}")
+    csv_path = write_dataset(tmp_path, rows, images=[])
+    start = time.perf_counter()
+    ann = read_annotations(csv_path)
+    seconds = time.perf_counter() - start
+    assert ann.num_images("gallery") == 88_000
+    assert seconds < 10, f"read_annotations took {seconds:.1f} s for {count} rows"
