@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny SynthPortrait dataset, generated once per test session."""
+
+import pytest
+
+TINY_IDENTITIES = 16
+TINY_IMAGES_PER_IDENTITY = 8
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory):
+    """Path of the `annotations.csv` of a tiny SynthPortrait (about 320 images, seed 0).
+
+    It has all three splits, unknown ids, missing labels, two-expression images and
+    near-duplicate groups; about 9 train identities.
+    """
+    from portrait_keras.data.synthetic import generate
+
+    return generate(
+        tmp_path_factory.mktemp("tiny_synth"),
+        identities=TINY_IDENTITIES,
+        seed=0,
+        images_per_identity=TINY_IMAGES_PER_IDENTITY,
+        workers=1,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_annotations(tiny_synth):
+    """`read_annotations(tiny_synth)`."""
+    from portrait_keras.data.annotations import read_annotations
+
+    return read_annotations(tiny_synth)
