@@ -104,6 +104,14 @@ def test_sources_restrict_groups():
     assert near_duplicate_groups(hashes, 0, sources=["a", "b", "a", "a"]).tolist() == [0, -1, 0, -1]
 
 
+def test_popcount_without_numpy_bitwise_count(monkeypatch):
+    values = np.array([0, 1, 2**64 - 1, 0xF0F0], np.uint64)
+    expected = dedup._popcount(values)
+    monkeypatch.delattr(np, "bitwise_count")  # numpy < 2.0
+    np.testing.assert_array_equal(dedup._popcount(values), expected)
+    assert expected.tolist() == [0, 1, 64, 8]
+
+
 def test_empty_and_invalid_input():
     assert near_duplicate_groups(np.zeros(0, np.uint64)).shape == (0,)
     with pytest.raises(ValueError, match="threshold must be an int in \\[0, 64\\]. Received: threshold=65"):

@@ -297,7 +297,7 @@ def _unit_rows(x, name):
 
 def _labels(x, n, name):
     x = np.asarray(x)
-    if x.shape != (n,) or not (np.issubdtype(x.dtype, np.integer) or x.size == 0):
+    if x.shape != (n,) or not np.issubdtype(x.dtype, np.integer):
         raise ValueError(f"{name} must be an int array of shape ({n},). Received: shape {x.shape}, dtype {x.dtype}")
     return x.astype(np.int64, copy=False)
 
