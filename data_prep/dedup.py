@@ -5,7 +5,8 @@ at most `threshold`; groups are the connected components of that relation (every
 within the threshold is in one group, transitively). Re-id evaluation ignores the
 gallery images in a query's group (`portrait_keras.metrics.evaluate_reid`).
 
-Exact and without a loop over pairs: multi-index hashing. Split the 64 bits into `m`
+Exact and without a loop over pairs: identical hashes are merged first, then
+multi-index hashing finds the other pairs. Split the 64 bits into `m`
 blocks; two hashes within distance `t` differ in at most `t // m` bits of some block
 (pigeonhole). For each block, a table indexed by the block's value lists the images,
 and every image probes the values within `t // m` bits of its own; the candidate pairs
@@ -86,24 +87,28 @@ def near_duplicate_groups(hashes, threshold=DEFAULT_THRESHOLD, sources=None):
     array([ 0,  0,  0, -1])
     """
     hashes = _hashes(hashes)
-    first, second = near_duplicate_pairs(hashes, threshold)
-    if sources is not None:
+    if sources is None:
+        codes = np.zeros(len(hashes), np.int64)
+    else:
         sources = np.asarray(sources)
         if sources.shape != hashes.shape:
             raise ValueError(f"sources must have shape {hashes.shape}. Received: shape {sources.shape}")
-        same = sources[first] == sources[second]
-        first, second = first[same], second[same]
-    n = len(hashes)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    graph = coo_matrix((np.ones(len(first), np.int8), (first, second)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    sizes = np.bincount(labels)
+        codes = np.unique(sources, return_inverse=True)[1].reshape(-1)
+    # Identical (source, hash) images are one node: a run of identical frames stays linear.
+    nodes, node_of = np.unique(np.rec.fromarrays([codes, hashes]), return_inverse=True)
+    node_of = node_of.reshape(-1)
+    first, second = near_duplicate_pairs(nodes["f1"], threshold)
+    same = nodes["f0"][first] == nodes["f0"][second]
+    first, second = first[same], second[same]
+    graph = coo_matrix((np.ones(len(first), np.int8), (first, second)), shape=(len(nodes), len(nodes)))
+    labels = connected_components(graph, directed=False)[1][node_of]
     # Number the groups of two or more images by their first image.
-    _, first_index = np.unique(labels, return_index=True)
-    shared = sizes > 1
-    number = np.full(len(sizes), -1, np.int64)
-    number[shared] = np.argsort(np.argsort(first_index[shared]))
+    sizes = np.bincount(labels, minlength=len(nodes))
+    first_index = np.full(len(nodes), len(labels))
+    np.minimum.at(first_index, labels, np.arange(len(labels)))
+    shared = np.flatnonzero(sizes > 1)
+    number = np.full(len(nodes), -1, np.int64)
+    number[shared[np.argsort(first_index[shared], kind="stable")]] = np.arange(len(shared))
     return number[labels]
 
 

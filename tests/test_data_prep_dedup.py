@@ -98,6 +98,13 @@ def test_planted_duplicates_and_nothing_else():
     assert np.count_nonzero(groups >= 0) == 5
 
 
+def test_many_identical_hashes_are_one_group():
+    # 20,000 identical frames: 2e8 pairs if listed; one node when collapsed.
+    hashes = np.concatenate([np.full(20000, 12345, np.uint64), [2**40, 12345 ^ 1]]).astype(np.uint64)
+    groups = near_duplicate_groups(hashes, 2)
+    assert (groups[:20000] == 0).all() and groups[20001] == 0 and groups[20000] == -1
+
+
 def test_sources_restrict_groups():
     hashes = np.array([5, 5, 5, 2**40], np.uint64)
     assert near_duplicate_groups(hashes, 0).tolist() == [0, 0, 0, -1]
