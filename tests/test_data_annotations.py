@@ -142,7 +142,14 @@ def test_bad_split(tmp_path):
 
 @pytest.mark.parametrize(
     "column, index, value",
-    [("id", 2, "abc"), ("id", 2, "-2"), ("id", 2, ""), ("frame", 11, "1.5"), ("camera", 12, "x"), ("group", 13, "-7")],
+    [
+        ("id", 2, "abc"),
+        ("id", 2, "-2"),
+        ("id", 2, ""),
+        ("frame", 11, "1.5"),
+        ("camera", 12, "x"),
+        ("group", 13, "-7"),
+    ],
 )
 def test_non_integer_id_camera_group_frame(tmp_path, column, index, value):
     rows = list(GOOD_ROWS)
@@ -203,7 +210,8 @@ def test_path_escaping_root(tmp_path):
     rows = list(GOOD_ROWS)
     rows[0] = rows[0].replace("a.jpg", "sub/../../outside.jpg")
     csv_path = write_dataset(root, rows)
-    assert_problem(problems_of(csv_path), csv_path, 2, "path", "sub/../../outside.jpg", ["escapes the dataset root"])
+    error = problems_of(csv_path)
+    assert_problem(error, csv_path, 2, "path", "sub/../../outside.jpg", ["escapes the dataset root"])
 
 
 def test_symlink_out_of_root(tmp_path):
@@ -301,7 +309,8 @@ def test_reads_250k_rows_in_seconds(tmp_path):
             "gallery",
             1000 + i % 400,
         )
-        rows.append(f"{path},{split},{ident},male,elderly,thin,tall,standing,arms_down,happy;sad,m,{i},-1,{i // 3}")
+        labels = "male,elderly,thin,tall,standing,arms_down,happy;sad"
+        rows.append(f"{path},{split},{ident},{labels},m,{i},-1,{i // 3}")
     csv_path = write_dataset(tmp_path, rows, images=[])
     start = time.perf_counter()
     ann = read_annotations(csv_path)

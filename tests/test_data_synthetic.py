@@ -105,7 +105,8 @@ def test_label_statistics_are_realistic():
 
 
 def test_cli_and_montage(tmp_path, capsys):
-    assert synthetic.main([str(tmp_path / "cli"), "--identities", "3", "--images-per-identity", "2", "--workers", "1"]) == 0
+    argv = [str(tmp_path / "cli"), "--identities", "3", "--images-per-identity", "2", "--workers", "1"]
+    assert synthetic.main(argv) == 0
     assert "images/s" in capsys.readouterr().out
     csv_path = tmp_path / "cli" / "annotations.csv"
     read_annotations(csv_path)

@@ -432,12 +432,15 @@ def _skeleton(app, body, arm, rng):
     shoulders = [(-sx, shoulder_y + app["arm_w"] * 0.6), (sx, shoulder_y + app["arm_w"] * 0.6)]
 
     def down(s):
-        return [(s * (sx + 0.1 * ua) + wobble(0.01), shoulder_y + ua), (s * (sx + 0.14 * ua), shoulder_y + ua + fa)]
+        elbow = (s * (sx + 0.1 * ua) + wobble(0.01), shoulder_y + ua)
+        return [elbow, (s * (sx + 0.14 * ua), shoulder_y + ua + fa)]
 
     def raised(s):
         if rng.random() < 0.5:  # straight up
-            return [(s * (sx + 0.25 * ua), shoulder_y - 0.85 * ua), (s * (sx + 0.35 * ua), shoulder_y - 0.85 * ua - fa)]
-        return [(s * (sx + ua), shoulder_y - 0.1 * ua), (s * (sx + 1.05 * ua), shoulder_y - 0.1 * ua - fa)]  # waving
+            elbow_x, elbow_y, hand_x = sx + 0.25 * ua, shoulder_y - 0.85 * ua, sx + 0.35 * ua
+        else:  # waving: upper arm sideways, forearm up
+            elbow_x, elbow_y, hand_x = sx + ua, shoulder_y - 0.1 * ua, sx + 1.05 * ua
+        return [(s * elbow_x, elbow_y), (s * hand_x, elbow_y - fa)]
 
     if arm == "arms_down":
         arms = [down(-1), down(1)]
@@ -484,28 +487,20 @@ def _draw_figure(canvas, app, sk, expression, accessories):
             canvas.line([(x, hip_y), (x, 0)], _darker(seat_color), 3)
     if app["hair"] == "long":
         cy = sk["head_cy"]
-        canvas.polygon(
-            [(-head_rx * 1.15, cy), (head_rx * 1.15, cy), (head_rx * 1.05, cy + head_ry * 1.7), (-head_rx * 1.05, cy + head_ry * 1.7)],
-            app["hair_color"],
-        )
+        canvas.polygon(_trapezoid(cy, head_rx * 1.15, cy + head_ry * 1.7, head_rx * 1.05), app["hair_color"])
     # Legs, shoes, then skirt or trouser top.
     leg_color = app["skin"] if app["skirt"] else app["bottom"]
     for hip, knee, foot in zip(sk["hips"], sk["knees"], sk["feet"]):
         canvas.limb([hip, knee, foot], leg_color, app["leg_w"], edge)
-        canvas.ellipse(foot[0], foot[1] - app["leg_w"] * 0.3, app["leg_w"] * 0.75, app["leg_w"] * 0.45, app["shoes"])
+        shoe = app["leg_w"]
+        canvas.ellipse(foot[0], foot[1] - shoe * 0.3, shoe * 0.75, shoe * 0.45, app["shoes"])
     if app["skirt"]:
         flare = app["hip"] * 1.5
         length = app["leg"] * 0.38 if sk["knees"][0][1] > hip_y else app["leg"] * 0.2
-        canvas.polygon(
-            [(-app["hip"] * 1.05, hip_y - 4), (app["hip"] * 1.05, hip_y - 4), (flare, hip_y + length), (-flare, hip_y + length)],
-            app["bottom"],
-            outline=edge,
-        )
+        skirt = _trapezoid(hip_y - 4, app["hip"] * 1.05, hip_y + length, flare)
+        canvas.polygon(skirt, app["bottom"], outline=edge)
     else:
-        canvas.polygon(
-            [(-app["hip"] * 1.05, hip_y - 4), (app["hip"] * 1.05, hip_y - 4), (app["hip"] * 1.05, hip_y + 6), (-app["hip"] * 1.05, hip_y + 6)],
-            app["bottom"],
-        )
+        canvas.polygon(_trapezoid(hip_y - 4, app["hip"] * 1.05, hip_y + 6, app["hip"] * 1.05), app["bottom"])
     # Torso.
     waist_y = shoulder_y + 0.6 * app["torso_h"]
     torso = [
@@ -523,14 +518,11 @@ def _draw_figure(canvas, app, sk, expression, accessories):
         canvas.polygon(torso, None, outline=edge)
     if accessories["bag"]:
         s = app["bag_side"]
-        canvas.line([(-s * app["shoulder"] * 0.8, shoulder_y), (s * app["hip"] * 1.2, hip_y - 6)], _darker(app["bag"]), 2)
+        strap = [(-s * app["shoulder"] * 0.8, shoulder_y), (s * app["hip"] * 1.2, hip_y - 6)]
+        canvas.line(strap, _darker(app["bag"]), 2)
         bag_w, bag_h = app["size"] * 0.07, app["size"] * 0.06
         bx = s * (app["hip"] * 1.2 + bag_w * 0.3)
-        canvas.polygon(
-            [(bx - bag_w, hip_y - bag_h), (bx + bag_w, hip_y - bag_h), (bx + bag_w, hip_y + bag_h), (bx - bag_w, hip_y + bag_h)],
-            app["bag"],
-            outline=edge,
-        )
+        canvas.polygon(_trapezoid(hip_y - bag_h, bag_w, hip_y + bag_h, bag_w, cx=bx), app["bag"], outline=edge)
     # Neck, head, hair, face.
     canvas.line([(0, shoulder_y + 2), (0, sk["head_cy"] + head_ry * 0.8)], app["skin"], head_rx * 0.7)
     cy = sk["head_cy"]
@@ -540,7 +532,8 @@ def _draw_figure(canvas, app, sk, expression, accessories):
     if accessories["hat"]:
         hat = app["hat"]
         canvas.polygon(_arc(0, cy, head_rx * 1.08, head_ry * 1.05, 180, 360, -0.6), hat, outline=edge)
-        canvas.line([(-head_rx * 1.4, cy - head_ry * 0.6), (head_rx * 1.4, cy - head_ry * 0.6)], _darker(hat, 0.8), 3)
+        brim_y = cy - head_ry * 0.6
+        canvas.line([(-head_rx * 1.4, brim_y), (head_rx * 1.4, brim_y)], _darker(hat, 0.8), 3)
     # Arms in front of the torso: sleeve, forearm, hand.
     sleeve = app["top"]
     forearm = app["top"] if app["long_sleeves"] else app["skin"]
@@ -551,6 +544,12 @@ def _draw_figure(canvas, app, sk, expression, accessories):
     if accessories["cane"]:
         hand = sk["arms"][1][1]
         canvas.line([hand, (hand[0] + 3, 0)], (90, 60, 30), 3)
+
+
+def _trapezoid(top_y, top_half, bottom_y, bottom_half, cx=0.0):
+    """Corners of a trapezoid (or rectangle) symmetric about x = `cx`."""
+    top = [(cx - top_half, top_y), (cx + top_half, top_y)]
+    return top + [(cx + bottom_half, bottom_y), (cx - bottom_half, bottom_y)]
 
 
 def _arc(cx, cy, rx, ry, a0, a1, cut):
@@ -573,10 +572,9 @@ def _draw_hair(canvas, app, cy, rx, ry):
     if app["hair"] == "ponytail":
         canvas.ellipse(rx * 1.15, cy - ry * 0.2, rx * 0.35, ry * 0.45, color)
     if app["beard"]:
-        canvas.polygon(
-            [(-rx * 0.75, cy + ry * 0.35), (-rx * 0.45, cy + ry * 0.85), (0, cy + ry * 1.05), (rx * 0.45, cy + ry * 0.85), (rx * 0.75, cy + ry * 0.35), (rx * 0.45, cy + ry * 0.72), (-rx * 0.45, cy + ry * 0.72)],
-            color,
-        )
+        # Chin and cheeks, leaving the mouth (at 0.55) free.
+        beard = [(-0.75, 0.35), (-0.45, 0.85), (0, 1.05), (0.45, 0.85), (0.75, 0.35), (0.45, 0.72), (-0.45, 0.72)]
+        canvas.polygon([(rx * u, cy + ry * v) for u, v in beard], color)
 
 
 # Face parts per expression, in head units (x across -1..1, y down -1..1).
@@ -613,7 +611,8 @@ def _draw_face(canvas, app, cy, rx, ry, expression):
         canvas.ellipse(s * 0.38 * rx, eye_y, ew * rx, max(1.0, eh * ry), (250, 250, 250), outline=dark)
         pupil = max(1.2, min(ew * rx, eh * ry) * 0.8)
         canvas.ellipse(s * 0.38 * rx, eye_y + (0.04 * ry if upper == "sad" else 0), pupil, pupil, dark)
-        canvas.line([(s * 0.14 * rx, cy + inner * ry), (s * 0.62 * rx, cy + outer * ry)], _darker(app["hair_color"], 0.6), stroke)
+        brow = [(s * 0.14 * rx, cy + inner * ry), (s * 0.62 * rx, cy + outer * ry)]
+        canvas.line(brow, _darker(app["hair_color"], 0.6), stroke)
     if app["glasses"]:
         for s in (-1, 1):
             canvas.ellipse(s * 0.38 * rx, eye_y, 0.3 * rx, 0.2 * ry, None, outline=(20, 20, 20))
@@ -634,14 +633,15 @@ def _draw_mouth(canvas, mouth, my, rx, ry, stroke):
             canvas.polygon(points + [(w * 0.9, my - bend * 0.6), (-w * 0.9, my - bend * 0.6)], inside)
         canvas.line(points, lips, stroke)
     elif mouth == "angry":  # bared teeth
-        canvas.polygon([(-w, my - 0.07 * ry), (w, my - 0.07 * ry), (w * 0.9, my + 0.09 * ry), (-w * 0.9, my + 0.09 * ry)], (240, 240, 235), outline=lips)
+        canvas.polygon(_trapezoid(my - 0.07 * ry, w, my + 0.09 * ry, w * 0.9), (240, 240, 235), outline=lips)
         canvas.line([(-w, my), (w, my)], (150, 140, 140), 1)
     elif mouth == "surprise":  # round open mouth
         canvas.ellipse(0, my + 0.05 * ry, 0.17 * rx, 0.16 * ry, inside, outline=lips)
     elif mouth == "fear":  # wide stretched mouth
         canvas.ellipse(0, my, w * 1.1, 0.08 * ry, inside, outline=lips)
     else:  # disgust: lopsided sneer
-        canvas.line([(-w, my + 0.06 * ry), (-w * 0.2, my + 0.02 * ry), (w * 0.3, my - 0.05 * ry), (w, my - 0.14 * ry)], lips, stroke)
+        sneer = [(-1, 0.06), (-0.2, 0.02), (0.3, -0.05), (1, -0.14)]
+        canvas.line([(w * u, my + ry * v) for u, v in sneer], lips, stroke)
 
 
 # === Scene ===
@@ -791,7 +791,13 @@ def _render_chunk(task):
     return sum(_render_run((out_dir, seed, run)) for run in runs)
 
 
-def generate(out_dir, identities=DEFAULT_IDENTITIES, seed=DEFAULT_SEED, images_per_identity=DEFAULT_IMAGES_PER_IDENTITY, workers=None):
+def generate(
+    out_dir,
+    identities=DEFAULT_IDENTITIES,
+    seed=DEFAULT_SEED,
+    images_per_identity=DEFAULT_IMAGES_PER_IDENTITY,
+    workers=None,
+):
     """Writes a SynthPortrait dataset: JPEGs, `annotations.csv` and `schema.json`.
 
     Args:
