@@ -92,6 +92,8 @@ class PortraitTrainer(keras.Model):
         names = [t.name for t in self.tasks]
         self.weighting = L.UncertaintyWeighting(names, name="uncertainty") if multitask == "uncertainty" else None
         self.task_trackers = {n: keras.metrics.Mean(name=f"loss_{n}") for n in names}
+        # Every weight exists already (functional model, s_i): BackupAndRestore needs `built`.
+        self.built = True
 
     def call(self, images, training=False):
         return self.portrait(images, training=training)
