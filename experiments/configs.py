@@ -106,21 +106,24 @@ EXPERIMENTS = {
     "smoke": smoke,
 }
 
-# CPU-sized setting for the embedded SynthPortrait default.
+# CPU-sized setting for the embedded SynthPortrait default: 128×64 inputs train about 4× faster
+# than 256×128 on 2 cores, which keeps `fss_uncert` within 15 minutes.
 SYNTHETIC_EPOCHS = 30
 SYNTHETIC_BATCH = 64
+SYNTHETIC_IMAGE_SIZE = (128, 64)
 
 
 def synthetic_default(config):
-    """`config` sized for 2 CPU cores on the embedded SynthPortrait: the tiny backbone, batch 64,
-    the paper's schedule shape over `SYNTHETIC_EPOCHS` epochs. `smoke` is kept as it is."""
+    """`config` sized for 2 CPU cores on the embedded SynthPortrait: the tiny backbone, 128×64
+    images, batch 64, the paper's schedule shape over `SYNTHETIC_EPOCHS` epochs. `smoke` is kept
+    as it is."""
     if config.name == "smoke":
         return config
     p = max(SYNTHETIC_BATCH // config.data.k, 1)
     return _with(
         config,
         config.name,
-        data={"batch_size": SYNTHETIC_BATCH, "p": p},
+        data={"batch_size": SYNTHETIC_BATCH, "p": p, "image_size": SYNTHETIC_IMAGE_SIZE},
         model={"backbone": "tiny", "backbone_weights": None, "backbone_kwargs": {}},
         train=dataclasses.asdict(rescale_epochs(config.train, SYNTHETIC_EPOCHS)),
     )

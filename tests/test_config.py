@@ -54,6 +54,7 @@ def test_rescale_epochs_keeps_the_schedule_shape():
 def test_synthetic_default_is_cpu_sized():
     c = configs.synthetic_default(configs.get("sim_mtl_r50"))
     assert c.model.backbone == "tiny" and c.train.epochs == configs.SYNTHETIC_EPOCHS
+    assert c.data.image_size == configs.SYNTHETIC_IMAGE_SIZE and c.data.batch_size == configs.SYNTHETIC_BATCH
     assert c.data.sampler == "random" and c.model.head == "sim_mtl"
 
 
