@@ -42,10 +42,16 @@ def test_every_named_experiment_builds_its_model(name, tiny_annotations):
         assert task in model.output_names and f"{task}_feature" in model.output_names
 
 
-def test_smoke_run_writes_a_complete_run_folder(tiny_synth, tmp_path):
-    config = tiny(configs.get("smoke"), tiny_synth, epochs=2)
-    metrics = train(config, run_dir=tmp_path / "run", verbose=0)
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def smoke_run(tiny_synth, tmp_path_factory):
+    """One finished two-epoch `smoke` run shared by the tests below: (run folder, metrics)."""
+    run = tmp_path_factory.mktemp("smoke") / "run"
+    metrics = train(tiny(configs.get("smoke"), tiny_synth, epochs=2), run_dir=run, verbose=0)
+    return run, metrics
+
+
+def test_smoke_run_writes_a_complete_run_folder(smoke_run):
+    run, metrics = smoke_run
     for name in ("config.json", "schema.json", "history.csv", "metrics.json", "model.keras", "saved_model"):
         assert (run / name).exists(), name
     assert not (run / "backup").exists() or not os.listdir(run / "backup")  # removed when finished
@@ -60,13 +66,12 @@ def test_smoke_run_writes_a_complete_run_folder(tiny_synth, tmp_path):
     assert json.loads((run / "metrics.json").read_text())["piq"] == pytest.approx(metrics["piq"])
 
 
-def test_saved_model_serves_what_the_keras_model_computes(tiny_synth, tmp_path):
+def test_saved_model_serves_what_the_keras_model_computes(smoke_run):
     import tensorflow as tf
 
-    config = tiny(configs.get("smoke"), tiny_synth, epochs=1)
-    train(config, run_dir=tmp_path / "run", verbose=0)
-    model = keras.models.load_model(tmp_path / "run" / "model.keras")  # safe_mode=True by default
-    served = tf.saved_model.load(str(tmp_path / "run" / "saved_model"))
+    run, _ = smoke_run
+    model = keras.models.load_model(run / "model.keras")  # safe_mode=True by default
+    served = tf.saved_model.load(str(run / "saved_model"))
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 32, 3), dtype=np.uint8)
     out = served.serve(tf.constant(images))
     ref = model(images.astype("float32"), training=False)
@@ -77,6 +82,16 @@ def test_saved_model_serves_what_the_keras_model_computes(tiny_synth, tmp_path):
     assert expr.shape == (3, 7) and ((expr >= 0) & (expr <= 1)).all()
     with pytest.raises((TypeError, ValueError)):
         served.serve(tf.constant(images.astype("float32")))
+
+
+def test_evaluate_command_reproduces_the_run_metrics(smoke_run, capsys):
+    from portrait_keras.evaluate import main
+
+    run, metrics = smoke_run
+    assert main([str(run), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    for key in ("piq", "reid_mAP", "reid_rank1", "f1_gender", "f1_expression"):
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
 
 
 def test_unwritable_run_folder_fails_before_training(tmp_path):
