@@ -1,7 +1,6 @@
 """read_annotations: encoding of a good table, and one test per class of bad row."""
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -297,23 +296,22 @@ def test_long_problem_lists_are_cut_in_the_message(tmp_path):
 
 
 @pytest.mark.slow
-def test_reads_250k_rows_in_seconds(tmp_path):
-    count = 250_000
+def test_reads_a_large_table_whole(tmp_path):
+    # Correctness at scale; the speed at Portrait250K size is benchmarks/read_annotations.py.
+    count = 20_000
     for d in range(100):
         os.makedirs(tmp_path / f"{d:03d}")
     rows = []
     for i in range(count):
         path = f"{i % 100:03d}/{i}.jpg"
         open(tmp_path / path, "w").close()
-        split, ident = ("train", i % 640) if i < 150_000 else ("query", 1000 + i % 400) if i < 162_000 else (
+        split, ident = ("train", i % 640) if i < 12_000 else ("query", 1000 + i % 400) if i < 13_000 else (
             "gallery",
             1000 + i % 400,
         )
         labels = "male,elderly,thin,tall,standing,arms_down,happy;sad"
         rows.append(f"{path},{split},{ident},{labels},m,{i},-1,{i // 3}")
-    csv_path = write_dataset(tmp_path, rows, images=[])
-    start = time.perf_counter()
-    ann = read_annotations(csv_path)
-    seconds = time.perf_counter() - start
-    assert ann.num_images("gallery") == 88_000
-    assert seconds < 10, f"read_annotations took {seconds:.1f} s for {count} rows"
+    ann = read_annotations(write_dataset(tmp_path, rows, images=[]))
+    assert (ann.num_images("train"), ann.num_images("query"), ann.num_images("gallery")) == (12_000, 1_000, 7_000)
+    assert len(ann.train_ids) == 640
+    assert (ann.labels("gallery")["expression"].sum(axis=1) == 2).all()
