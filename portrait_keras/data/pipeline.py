@@ -133,7 +133,7 @@ def make_dataset(
     if drop_remainder is None:
         drop_remainder = bool(training)
 
-    paths = tf.constant(annotations.paths(split).astype(str))
+    paths = tf.constant(annotations.paths(split))
     labels = {name: tf.constant(value) for name, value in split_labels(annotations, split).items()}
 
     def gather_labels(index):

@@ -30,7 +30,10 @@ Usage:
 """
 
 import argparse
+import bisect
 import csv
+import itertools
+import math
 import multiprocessing
 import os
 import shutil
@@ -45,7 +48,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from portrait_keras import schema as schema_lib
 
 HEIGHT, WIDTH = 256, 128
-VERSION = "v1"
+VERSION = "v2"
 DEFAULT_IDENTITIES = 120
 DEFAULT_IMAGES_PER_IDENTITY = 12
 DEFAULT_SEED = 0
@@ -109,7 +112,8 @@ COLUMNS = ("path", "split", "id") + ATTRIBUTE_TASKS + SCENE_TASKS + ("source", "
 
 # Figure geometry per class, as fractions of the standing height S in pixels.
 STANDING_HEIGHT = {"child": 150, "teenager": 188, "young_adult": 212, "middle_aged": 210, "elderly": 204}
-HEAD_RATIO = {"child": 0.25, "teenager": 0.2, "young_adult": 0.18, "middle_aged": 0.18, "elderly": 0.18}
+# Cartoon proportions: heads big enough for the face to show an expression at 256x128.
+HEAD_RATIO = {"child": 0.27, "teenager": 0.22, "young_adult": 0.2, "middle_aged": 0.2, "elderly": 0.2}
 HEIGHT_SCALE = {"short": 0.88, "medium": 1.0, "tall": 1.1}
 TORSO_RATIO = {"short": 0.33, "medium": 0.3, "tall": 0.27}
 BODY_WIDTH = {"thin": 0.75, "medium": 1.0, "heavy": 1.4}
@@ -153,9 +157,10 @@ _check_priors()
 
 def _choice(rng, prior):
     """One class name drawn from a `{name: probability}` prior."""
+    # bisect on the cumulative weights: Generator.choice(p=...) costs 20x more per call.
+    cumulative = list(itertools.accumulate(prior.values()))
     names = list(prior)
-    p = np.asarray(list(prior.values()), np.float64)
-    return names[rng.choice(len(names), p=p / p.sum())]
+    return names[min(bisect.bisect_right(cumulative, rng.random() * cumulative[-1]), len(names) - 1)]
 
 
 def _height_prior(age):
@@ -285,7 +290,9 @@ def _rows(rng, run, index):
 
 
 def _jitter(rng, color, amount):
-    return tuple(int(c) for c in np.clip(np.asarray(color) + rng.integers(-amount, amount + 1, 3), 0, 255))
+    """`color` with each channel moved by up to +-`amount`."""
+    offsets = rng.integers(-amount, amount + 1, 3).tolist()
+    return tuple(min(255, max(0, int(c) + o)) for c, o in zip(color, offsets))
 
 
 def _appearance(rng, attrs):
@@ -473,8 +480,8 @@ def _skeleton(app, body, arm, rng):
     }
 
 
-def _draw_figure(canvas, app, sk, expression, accessories):
-    """Draws one person; `sk` from `_skeleton`."""
+def _draw_figure(canvas, app, sk, expression, accessories, face_marks):
+    """Draws one person; `sk` from `_skeleton`; `face_marks` adds the cartoon colour cues."""
     edge = (30, 25, 25)
     hip_y, shoulder_y = sk["hip_y"], sk["shoulder_y"]
     head_rx, head_ry = app["head_h"] * 0.4, app["head_h"] / 2
@@ -526,12 +533,16 @@ def _draw_figure(canvas, app, sk, expression, accessories):
     # Neck, head, hair, face.
     canvas.line([(0, shoulder_y + 2), (0, sk["head_cy"] + head_ry * 0.8)], app["skin"], head_rx * 0.7)
     cy = sk["head_cy"]
-    canvas.ellipse(0, cy, head_rx, head_ry, app["skin"], outline=_darker(app["skin"], 0.7))
+    face = app["skin"]
+    if face_marks and expression[0] in FACE_TINTS:
+        tint, amount = FACE_TINTS[expression[0]]
+        face = tuple(int(c + (t - c) * amount) for c, t in zip(face, tint))
+    canvas.ellipse(0, cy, head_rx, head_ry, face, outline=_darker(app["skin"], 0.7))
     _draw_hair(canvas, app, cy, head_rx, head_ry)
-    _draw_face(canvas, app, cy, head_rx, head_ry, expression)
+    _draw_face(canvas, app, cy, head_rx, head_ry, expression, face_marks)
     if accessories["hat"]:
         hat = app["hat"]
-        canvas.polygon(_arc(0, cy, head_rx * 1.08, head_ry * 1.05, 180, 360, -0.6), hat, outline=edge)
+        canvas.polygon(_cap(0, cy, head_rx * 1.08, head_ry * 1.05, -0.6), hat, outline=edge)
         brim_y = cy - head_ry * 0.6
         canvas.line([(-head_rx * 1.4, brim_y), (head_rx * 1.4, brim_y)], _darker(hat, 0.8), 3)
     # Arms in front of the torso: sleeve, forearm, hand.
@@ -552,11 +563,12 @@ def _trapezoid(top_y, top_half, bottom_y, bottom_half, cx=0.0):
     return top + [(cx + bottom_half, bottom_y), (cx - bottom_half, bottom_y)]
 
 
-def _arc(cx, cy, rx, ry, a0, a1, cut):
-    """Points of the ellipse arc a0..a1 degrees, closed by a chord at height `cut` (-1..1)."""
-    angles = np.radians(np.linspace(a0, a1, 13))
-    points = [(cx + rx * np.cos(a), cy + min(ry * np.sin(a), ry * cut)) for a in angles]
-    return points
+_UPPER_HALF = [(math.cos(a), math.sin(a)) for a in np.radians(np.linspace(180, 360, 13))]
+
+
+def _cap(cx, cy, rx, ry, cut):
+    """The top of an ellipse down to height `cut` (-1..1): hair, hats."""
+    return [(cx + rx * c, cy + ry * min(s, cut)) for c, s in _UPPER_HALF]
 
 
 def _draw_hair(canvas, app, cy, rx, ry):
@@ -566,7 +578,7 @@ def _draw_hair(canvas, app, cy, rx, ry):
             canvas.ellipse(s * rx * 0.92, cy - ry * 0.05, rx * 0.18, ry * 0.3, color)
         return
     fringe = -0.62 if app["hair"] == "short" else -0.58  # above the highest eyebrow
-    canvas.polygon(_arc(0, cy, rx * 1.06, ry * 1.06, 180, 360, fringe), color)
+    canvas.polygon(_cap(0, cy, rx * 1.06, ry * 1.06, fringe), color)
     for s in (-1, 1):  # sideburns / temples
         canvas.ellipse(s * rx * 0.95, cy - ry * 0.3, rx * 0.16, ry * 0.3, color)
     if app["hair"] == "ponytail":
@@ -588,59 +600,74 @@ BROWS = {
     "fear": ((-0.5, -0.36), (-0.5, -0.36)),
     "disgust": ((-0.16, -0.2), (-0.32, -0.36)),
 }
+# Cartoon face colours (blend target, amount) by the eyebrow expression, shown in
+# FACE_MARK_RATE of the runs: a coarse cue a small CNN finds before the fine lines.
+FACE_TINTS = {"angry": ((220, 40, 30), 0.3), "fear": ((190, 205, 235), 0.35), "disgust": ((120, 170, 60), 0.25)}
+FACE_MARK_RATE = 0.6
 # Eyes: (half width, half height) of the white, in head units.
 EYES = {
-    "neutral": (0.2, 0.12),
-    "happy": (0.2, 0.05),
-    "angry": (0.2, 0.06),
-    "sad": (0.18, 0.1),
-    "surprise": (0.22, 0.18),
-    "fear": (0.22, 0.18),
-    "disgust": (0.2, 0.05),
+    "neutral": (0.24, 0.14),
+    "happy": (0.24, 0.06),
+    "angry": (0.24, 0.07),
+    "sad": (0.22, 0.12),
+    "surprise": (0.26, 0.22),
+    "fear": (0.26, 0.22),
+    "disgust": (0.24, 0.06),
 }
 
 
-def _draw_face(canvas, app, cy, rx, ry, expression):
-    """Eyebrows and eyes of the first expression, mouth of the last (paper §3, 7 basic)."""
+def _draw_face(canvas, app, cy, rx, ry, expression, face_marks):
+    """Eyebrows and eyes of the first expression, mouth of the last (paper §3, 7 basic).
+
+    With `face_marks`, cartoon conventions add coarse colour cues that survive
+    downsampling: rosy cheeks when happy, a tear when sad (the face tint is drawn by
+    `_draw_figure`).
+    """
     upper, mouth = expression[0], expression[-1]
     dark = (25, 20, 20)
     eye_y = cy - 0.05 * ry
     ew, eh = EYES[upper]
-    stroke = max(1.5, rx * 0.14)
+    stroke = max(2.5, rx * 0.24)
     for s, (inner, outer) in zip((-1, 1), BROWS[upper]):
         canvas.ellipse(s * 0.38 * rx, eye_y, ew * rx, max(1.0, eh * ry), (250, 250, 250), outline=dark)
-        pupil = max(1.2, min(ew * rx, eh * ry) * 0.8)
+        pupil = max(1.2, min(ew * rx, eh * ry) * 0.55)
         canvas.ellipse(s * 0.38 * rx, eye_y + (0.04 * ry if upper == "sad" else 0), pupil, pupil, dark)
-        brow = [(s * 0.14 * rx, cy + inner * ry), (s * 0.62 * rx, cy + outer * ry)]
-        canvas.line(brow, _darker(app["hair_color"], 0.6), stroke)
+        brow = [(s * 0.12 * rx, cy + inner * ry), (s * 0.66 * rx, cy + outer * ry)]
+        canvas.line(brow, dark, stroke)
     if app["glasses"]:
         for s in (-1, 1):
             canvas.ellipse(s * 0.38 * rx, eye_y, 0.3 * rx, 0.2 * ry, None, outline=(20, 20, 20))
         canvas.line([(-0.1 * rx, eye_y), (0.1 * rx, eye_y)], (20, 20, 20), 1)
     canvas.line([(0, cy + 0.1 * ry), (0.05 * rx, cy + 0.28 * ry)], _darker(app["skin"], 0.7), 1)
+    if face_marks and "happy" in expression:
+        cheek = tuple(int(c + (t - c) * 0.5) for c, t in zip(app["skin"], (235, 110, 120)))
+        for s in (-1, 1):
+            canvas.ellipse(s * 0.62 * rx, cy + 0.3 * ry, 0.17 * rx, 0.12 * ry, cheek)
+    if face_marks and "sad" in expression:
+        canvas.ellipse(0.4 * rx, eye_y + 0.3 * ry, 0.09 * rx, 0.13 * ry, (80, 150, 255))
     _draw_mouth(canvas, mouth, cy + 0.55 * ry, rx, ry, stroke)
 
 
 def _draw_mouth(canvas, mouth, my, rx, ry, stroke):
     lips = (120, 30, 35)
     inside = (60, 10, 15)
-    w = 0.38 * rx
+    w = 0.55 * rx
     xs = np.linspace(-1, 1, 9)
     if mouth in ("neutral", "happy", "sad"):
-        bend = {"neutral": 0.0, "happy": 0.16, "sad": -0.14}[mouth] * ry
+        bend = {"neutral": 0.0, "happy": 0.24, "sad": -0.22}[mouth] * ry
         points = [(x * w, my - bend * (x * x) + bend * 0.4) for x in xs]
         if mouth == "happy":  # open smile
             canvas.polygon(points + [(w * 0.9, my - bend * 0.6), (-w * 0.9, my - bend * 0.6)], inside)
         canvas.line(points, lips, stroke)
     elif mouth == "angry":  # bared teeth
-        canvas.polygon(_trapezoid(my - 0.07 * ry, w, my + 0.09 * ry, w * 0.9), (240, 240, 235), outline=lips)
+        canvas.polygon(_trapezoid(my - 0.11 * ry, w, my + 0.13 * ry, w * 0.9), (240, 240, 235), outline=lips)
         canvas.line([(-w, my), (w, my)], (150, 140, 140), 1)
     elif mouth == "surprise":  # round open mouth
-        canvas.ellipse(0, my + 0.05 * ry, 0.17 * rx, 0.16 * ry, inside, outline=lips)
+        canvas.ellipse(0, my + 0.05 * ry, 0.26 * rx, 0.24 * ry, inside, outline=lips)
     elif mouth == "fear":  # wide stretched mouth
-        canvas.ellipse(0, my, w * 1.1, 0.08 * ry, inside, outline=lips)
+        canvas.ellipse(0, my, w * 1.05, 0.16 * ry, inside, outline=lips)
     else:  # disgust: lopsided sneer
-        sneer = [(-1, 0.06), (-0.2, 0.02), (0.3, -0.05), (1, -0.14)]
+        sneer = [(-1, 0.08), (-0.2, 0.03), (0.3, -0.06), (1, -0.18)]
         canvas.line([(w * u, my + ry * v) for u, v in sneer], lips, stroke)
 
 
@@ -705,13 +732,14 @@ def _scene(rng, app, run):
         shot_app[key] = _jitter(rng, app[key], 6)
     if body == "lying":
         turn = 1 if rng.random() < 0.5 else -1
-        scale = min(1.0, 118 / app["size"])
-        origin = (WIDTH / 2 - turn * app["size"] * scale / 2 + rng.uniform(-4, 4), HEIGHT * rng.uniform(0.55, 0.8))
+        # Lying figures are shrunk to fit across the 128 px width, head included.
+        scale = min(1.0, 110 / app["size"])
+        origin = (WIDTH / 2 - turn * app["size"] * scale / 2 + rng.uniform(-3, 3), HEIGHT * rng.uniform(0.55, 0.8))
     else:
         turn, scale = 0, 1.0
         origin = (WIDTH / 2 + rng.uniform(-9, 9), HEIGHT - rng.uniform(3, 14))
     occluder = None
-    if rng.random() < 0.2:
+    if body != "lying" and rng.random() < 0.2:  # a lying figure is small enough already
         ow, oh = WIDTH * rng.uniform(0.25, 0.6), HEIGHT * rng.uniform(0.12, 0.35)
         x0 = 0 if rng.random() < 0.5 else WIDTH - ow
         y0 = rng.uniform(HEIGHT * 0.45, HEIGHT - oh)
@@ -727,6 +755,7 @@ def _scene(rng, app, run):
         "lut": _lighting_lut(rng),
         "blur": rng.uniform(0.5, 1.0) if rng.random() < 0.15 else 0.0,
         "expression": run["scene"]["expression"],
+        "face_marks": rng.random() < FACE_MARK_RATE,
         "scale": scale,
     }
 
@@ -761,7 +790,7 @@ def _render_frame(scene, rng):
     origin = (ox + rng.uniform(-1.5, 1.5), oy + rng.uniform(-1.5, 1.5))
     canvas = _Canvas(image, origin, scene["turn"])
     sk = _scale_skeleton(scene["skeleton"], scene["scale"]) if scene["scale"] != 1.0 else scene["skeleton"]
-    _draw_figure(canvas, scene["app"], sk, scene["expression"], scene["accessories"])
+    _draw_figure(canvas, scene["app"], sk, scene["expression"], scene["accessories"], scene["face_marks"])
     if scene["occluder"]:
         box, color = scene["occluder"]
         canvas.draw.rectangle(box, fill=color, outline=_darker(color))
@@ -859,7 +888,7 @@ def default_dataset(cache_dir=None):
     so an interrupted or concurrent run never leaves a half-written dataset behind.
 
     Args:
-        cache_dir: path-like. Parent folder of `synthportrait-v1-seed0/`. Defaults to
+        cache_dir: path-like. Parent folder of `synthportrait-v2-seed0/`. Defaults to
             `default_cache_dir()`.
 
     Returns:
