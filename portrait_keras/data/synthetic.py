@@ -480,8 +480,8 @@ def _skeleton(app, body, arm, rng):
     }
 
 
-def _draw_figure(canvas, app, sk, expression, accessories, face_marks):
-    """Draws one person; `sk` from `_skeleton`; `face_marks` adds the cartoon colour cues."""
+def _draw_figure(canvas, app, sk, expression, accessories):
+    """Draws one person; `sk` from `_skeleton`."""
     edge = (30, 25, 25)
     hip_y, shoulder_y = sk["hip_y"], sk["shoulder_y"]
     head_rx, head_ry = app["head_h"] * 0.4, app["head_h"] / 2
@@ -533,13 +533,9 @@ def _draw_figure(canvas, app, sk, expression, accessories, face_marks):
     # Neck, head, hair, face.
     canvas.line([(0, shoulder_y + 2), (0, sk["head_cy"] + head_ry * 0.8)], app["skin"], head_rx * 0.7)
     cy = sk["head_cy"]
-    face = app["skin"]
-    if face_marks and expression[0] in FACE_TINTS:
-        tint, amount = FACE_TINTS[expression[0]]
-        face = tuple(int(c + (t - c) * amount) for c, t in zip(face, tint))
-    canvas.ellipse(0, cy, head_rx, head_ry, face, outline=_darker(app["skin"], 0.7))
+    canvas.ellipse(0, cy, head_rx, head_ry, app["skin"], outline=_darker(app["skin"], 0.7))
     _draw_hair(canvas, app, cy, head_rx, head_ry)
-    _draw_face(canvas, app, cy, head_rx, head_ry, expression, face_marks)
+    _draw_face(canvas, app, cy, head_rx, head_ry, expression)
     if accessories["hat"]:
         hat = app["hat"]
         canvas.polygon(_cap(0, cy, head_rx * 1.08, head_ry * 1.05, -0.6), hat, outline=edge)
@@ -600,10 +596,6 @@ BROWS = {
     "fear": ((-0.5, -0.36), (-0.5, -0.36)),
     "disgust": ((-0.16, -0.2), (-0.32, -0.36)),
 }
-# Cartoon face colours (blend target, amount) by the eyebrow expression, shown in
-# FACE_MARK_RATE of the runs: a coarse cue a small CNN finds before the fine lines.
-FACE_TINTS = {"angry": ((220, 40, 30), 0.3), "fear": ((190, 205, 235), 0.35), "disgust": ((120, 170, 60), 0.25)}
-FACE_MARK_RATE = 0.6
 # Eyes: (half width, half height) of the white, in head units.
 EYES = {
     "neutral": (0.24, 0.14),
@@ -616,13 +608,8 @@ EYES = {
 }
 
 
-def _draw_face(canvas, app, cy, rx, ry, expression, face_marks):
-    """Eyebrows and eyes of the first expression, mouth of the last (paper §3, 7 basic).
-
-    With `face_marks`, cartoon conventions add coarse colour cues that survive
-    downsampling: rosy cheeks when happy, a tear when sad (the face tint is drawn by
-    `_draw_figure`).
-    """
+def _draw_face(canvas, app, cy, rx, ry, expression):
+    """Eyebrows and eyes of the first expression, mouth of the last (paper §3, 7 basic)."""
     upper, mouth = expression[0], expression[-1]
     dark = (25, 20, 20)
     eye_y = cy - 0.05 * ry
@@ -639,12 +626,6 @@ def _draw_face(canvas, app, cy, rx, ry, expression, face_marks):
             canvas.ellipse(s * 0.38 * rx, eye_y, 0.3 * rx, 0.2 * ry, None, outline=(20, 20, 20))
         canvas.line([(-0.1 * rx, eye_y), (0.1 * rx, eye_y)], (20, 20, 20), 1)
     canvas.line([(0, cy + 0.1 * ry), (0.05 * rx, cy + 0.28 * ry)], _darker(app["skin"], 0.7), 1)
-    if face_marks and "happy" in expression:
-        cheek = tuple(int(c + (t - c) * 0.5) for c, t in zip(app["skin"], (235, 110, 120)))
-        for s in (-1, 1):
-            canvas.ellipse(s * 0.62 * rx, cy + 0.3 * ry, 0.17 * rx, 0.12 * ry, cheek)
-    if face_marks and "sad" in expression:
-        canvas.ellipse(0.4 * rx, eye_y + 0.3 * ry, 0.09 * rx, 0.13 * ry, (80, 150, 255))
     _draw_mouth(canvas, mouth, cy + 0.55 * ry, rx, ry, stroke)
 
 
@@ -755,7 +736,6 @@ def _scene(rng, app, run):
         "lut": _lighting_lut(rng),
         "blur": rng.uniform(0.5, 1.0) if rng.random() < 0.15 else 0.0,
         "expression": run["scene"]["expression"],
-        "face_marks": rng.random() < FACE_MARK_RATE,
         "scale": scale,
     }
 
@@ -790,7 +770,7 @@ def _render_frame(scene, rng):
     origin = (ox + rng.uniform(-1.5, 1.5), oy + rng.uniform(-1.5, 1.5))
     canvas = _Canvas(image, origin, scene["turn"])
     sk = _scale_skeleton(scene["skeleton"], scene["scale"]) if scene["scale"] != 1.0 else scene["skeleton"]
-    _draw_figure(canvas, scene["app"], sk, scene["expression"], scene["accessories"], scene["face_marks"])
+    _draw_figure(canvas, scene["app"], sk, scene["expression"], scene["accessories"])
     if scene["occluder"]:
         box, color = scene["occluder"]
         canvas.draw.rectangle(box, fill=color, outline=_darker(color))
