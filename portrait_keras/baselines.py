@@ -11,7 +11,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from portrait_keras.evaluate import EVAL_SPLITS, evaluate_outputs, format_table
+from portrait_keras.evaluation import EVAL_SPLITS, evaluate_outputs, format_table
 from portrait_keras.schema import IDENTITY, MULTI
 
 

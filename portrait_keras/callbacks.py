@@ -9,7 +9,7 @@ import sys
 
 import keras
 
-from portrait_keras.evaluate import evaluate
+from portrait_keras.evaluation import evaluate
 
 
 class PIQCallback(keras.callbacks.Callback):

@@ -5,14 +5,8 @@
 excluded), `f1_<task>` (Macro F1 over the query and gallery images) and `piq`, `reid`,
 `appearance`, `posture`, `emotion` (eq. 2) when the model covers every aspect.
 
-Command line: `python -m portrait_keras.evaluate RUN_DIR [--data CSV] [--json]` prints the
-table for a saved run (its `model.keras` and `schema.json`).
+The command line `python -m portrait_keras.evaluate RUN_DIR` lives in `evaluate.py`.
 """
-
-import argparse
-import json
-import os
-import sys
 
 import numpy as np
 
@@ -125,33 +119,3 @@ def format_table(metrics_dict):
     """Metrics as an aligned two-column text table."""
     width = max(len(k) for k in metrics_dict)
     return "\n".join(f"{k:<{width}}  {v:.4f}" for k, v in metrics_dict.items())
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m portrait_keras.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir", help="run folder written by experiments/run.py")
-    parser.add_argument("--data", help="annotation CSV (default: the run's own data)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
-
-    import keras
-
-    from portrait_keras.data import read_annotations
-    from portrait_keras.schema import Schema
-
-    model_path = os.path.join(args.run_dir, "model.keras")
-    if not os.path.exists(model_path):
-        parser.error(f"{model_path} does not exist: is {args.run_dir!r} a finished run folder?")
-    with open(os.path.join(args.run_dir, "config.json"), encoding="utf-8") as f:
-        run_config = json.load(f)
-    csv = args.data or run_config["data_csv"]
-    schema = Schema.load(os.path.join(args.run_dir, "schema.json"))
-    model = keras.models.load_model(model_path)
-    result = evaluate(model, read_annotations(csv, schema=schema), batch_size=args.batch_size)
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

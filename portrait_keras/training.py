@@ -196,7 +196,7 @@ def train(config, *, run_dir=None, strategy=None, callbacks=(), verbose="auto"):
     if keras.backend.backend() == "tensorflow":
         export_saved_model(model, schema, os.path.join(run_dir, "saved_model"))
     if has_eval:
-        from portrait_keras.evaluate import evaluate
+        from portrait_keras.evaluation import evaluate
 
         final = piq.last or evaluate(model, annotations, batch_size=d.batch_size)
     else:
