@@ -1,0 +1,38 @@
+import math
+
+import keras
+import pytest
+
+from portrait_keras.callbacks import NaNGuard, PIQCallback
+
+
+class _Model:
+    stop_training = False
+
+
+@pytest.mark.parametrize(
+    "logs, diverged",
+    [
+        ({"loss": 1.0, "loss_gender": 0.5, "loss_id": 2.0}, []),
+        ({"loss": math.nan, "loss_gender": math.nan, "loss_id": 2.0}, ["gender"]),
+        ({"loss": math.inf, "loss_gender": 0.5, "loss_arm": math.inf, "loss_id": math.nan}, ["arm", "id"]),
+        ({"loss": math.nan}, ["<total>"]),
+    ],
+)
+def test_nan_guard_names_the_diverged_tasks(logs, diverged, capsys):
+    guard = NaNGuard()
+    guard.set_model(_Model())
+    guard.on_train_batch_end(3, logs)
+    assert sorted(guard.diverged) == sorted(diverged)
+    assert guard.model.stop_training is bool(diverged)
+    err = capsys.readouterr().err
+    assert all(name in err for name in diverged)
+
+
+def test_piq_callback_runs_every_n_epochs_and_on_the_last():
+    cb = PIQCallback(annotations=None, every=3, epochs=7)
+    assert [e + 1 for e in range(7) if cb._due(e)] == [3, 6, 7]
+    assert [e + 1 for e in range(4) if PIQCallback(None, every=0, epochs=4)._due(e)] == [4]
+    with pytest.raises(ValueError, match="every must be >= 0"):
+        PIQCallback(None, every=-1)
+    assert isinstance(cb, keras.callbacks.Callback)
