@@ -48,7 +48,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from portrait_keras import schema as schema_lib
 
 HEIGHT, WIDTH = 256, 128
-VERSION = "v2"
+VERSION = "v3"
 DEFAULT_IDENTITIES = 120
 DEFAULT_IMAGES_PER_IDENTITY = 12
 DEFAULT_SEED = 0
