@@ -15,19 +15,6 @@ METRIC_LOSSES = ("none", "triplet", "batch_rank", "hfe")
 MULTITASK = ("average", "uncertainty")
 
 
-def multilabel_code(labels):
-    """Multi-hot rows `[B, C]` → one int per row (the label set as bits); -1 rows stay -1.
-
-    Metric-learning losses need one class per sample: for a multi-label task, samples are
-    positives when their label sets are equal.
-    """
-    known = ops.all(labels >= 0, axis=-1)
-    bits = ops.cast(labels > 0.5, "int32")
-    powers = ops.cast(2 ** ops.arange(ops.shape(labels)[-1]), "int32")
-    code = ops.sum(bits * powers, axis=-1)
-    return ops.where(known, code, -ops.ones_like(code))
-
-
 def _appearance_code(y, tasks):
     """One int per sample for the appearance attributes together (-1 if any is unknown)."""
     labels = [ops.cast(y[t.name], "int32") for t in tasks]
@@ -111,17 +98,16 @@ class PortraitTrainer(keras.Model):
             if task.kind == MULTI:
                 labels = ops.cast(labels, "float32")
                 cls = L.masked_multilabel_bce(labels, logits)
-                ml_labels = multilabel_code(labels)
             else:
                 labels = ops.cast(labels, "int32")
                 smoothing = 0.0 if task.kind == IDENTITY else self.label_smoothing
                 cls = L.masked_sparse_ce(labels, logits, label_smoothing=smoothing)
-                ml_labels = labels
             loss = cls
             if self.metric != "none" and self.lam > 0:
-                loss = L.task_loss(cls, self._metric_loss(task, feature, ml_labels, y), self.lam)
+                # Multi-hot rows go to the metric losses as they are: equal label sets are positives.
+                loss = L.task_loss(cls, self._metric_loss(task, feature, labels, y), self.lam)
             out[task.name] = loss
-            present[task.name] = ops.any(ml_labels >= 0)
+            present[task.name] = L.has_labels(labels)
         return out, present
 
     def _metric_loss(self, task, feature, labels, y):
