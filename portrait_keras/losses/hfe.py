@@ -79,13 +79,7 @@ def hfe_terms(embeddings, attribute_labels, id_labels, alpha1=0.3, alpha2=0.1, a
 def hfe_loss(embeddings, attribute_labels, id_labels, alpha1=0.3, alpha2=0.1, alpha3=5.0):
     """HFE loss L_inter + L_intra + L_ABR (HFE paper eq. 7) for one attribute.
 
-    Args:
-        embeddings: float tensor `[B, D]`. The attribute's features (not normalised).
-        attribute_labels: tensor `[B]` int (`-1` = unknown) or `[B, C]` multi-hot.
-        id_labels: int tensor `[B]`. Identity, `-1` = unknown.
-        alpha1: float. Inter-class margin. Defaults to `0.3`.
-        alpha2: float. Intra-class margin. Defaults to `0.1`.
-        alpha3: float. Absolute boundary of the ABR. Defaults to `5.0`.
+    Args: as `hfe_terms`.
 
     Returns:
         Scalar; `0` when no sample has both labels.
