@@ -1,0 +1,397 @@
+"""Inference on image files: load a trained model, read images, predict, describe.
+
+`load_predictor(path)` accepts the three things a run leaves behind:
+
+- a run folder (`schema.json` with `model.keras`, or with `saved_model/`);
+- a `.keras` file, with the `schema.json` of its run beside it;
+- a SavedModel folder written by `portrait_keras.export` (schema in `assets/schema.json`).
+
+`read_image` decodes any image file (JPEG, PNG, BMP and GIF as the training pipeline does; other
+formats through Pillow) and resizes it to the model's input size. `describe` turns one image's
+probabilities into the paper's three aspects: appearance, posture and emotion (§3).
+
+Example:
+>>> predictor = load_predictor("runs/fss_uncert")  # doctest: +SKIP
+>>> [result] = interpret(predictor, ["person.jpg"])  # doctest: +SKIP
+>>> result["appearance"]["gender"]["label"]  # doctest: +SKIP
+'female'
+>>> print(format_description(result))  # doctest: +SKIP
+"""
+
+import glob
+import hashlib
+import io
+import json
+import os
+
+import numpy as np
+
+from portrait_keras.schema import ASPECTS, IDENTITY, MULTI, Schema
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+DEFAULT_THRESHOLD = 0.5
+KERAS, SAVED_MODEL = "keras", "saved_model"
+
+
+class InputError(ValueError):
+    """A user input (model path, image file, gallery) that cannot be used; the message names it."""
+
+
+# === Model ===
+
+
+def model_kind(path):
+    """Which of the three model forms `path` is (module docstring), before loading anything.
+
+    Returns: `(kind, model_path, schema_path)` with `kind` `"keras"` or `"saved_model"`.
+    Raises: `InputError` naming `path` when it is none of them or its schema is missing.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such model file or folder")
+    if os.path.isfile(path):
+        if not path.endswith(".keras"):
+            raise InputError(
+                f"{path}: not a model. Expected a run folder, a .keras file or a SavedModel folder."
+            )
+        schema = os.path.join(os.path.dirname(os.path.abspath(path)), "schema.json")
+        if not os.path.isfile(schema):
+            raise InputError(
+                f"{path}: no schema.json beside it; the class names of a .keras model come from the "
+                f"schema.json of its run folder ({schema})"
+            )
+        return KERAS, path, schema
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        schema = os.path.join(path, "assets", "schema.json")
+        if not os.path.isfile(schema):
+            raise InputError(f"{path}: a SavedModel without assets/schema.json (not written by portrait_keras.export)")
+        return SAVED_MODEL, path, schema
+    schema = os.path.join(path, "schema.json")
+    keras_file = os.path.join(path, "model.keras")
+    saved = os.path.join(path, "saved_model")
+    if os.path.isfile(schema) and os.path.isfile(keras_file):
+        return KERAS, keras_file, schema
+    if os.path.isfile(schema) and os.path.isfile(os.path.join(saved, "saved_model.pb")):
+        return SAVED_MODEL, saved, schema
+    raise InputError(
+        f"{path}: not a model. Expected a run folder (schema.json with model.keras or saved_model/), "
+        f"a .keras file or a SavedModel folder (saved_model.pb)."
+    )
+
+
+def _fingerprint(kind, model_path, image_size):
+    """Short hash of the model files' paths, sizes and modification times (cache key)."""
+    if kind == KERAS:
+        files = [model_path]
+    else:
+        files = [os.path.join(model_path, "saved_model.pb")]
+        variables = os.path.join(model_path, "variables")
+        if os.path.isdir(variables):
+            files += [os.path.join(variables, n) for n in sorted(os.listdir(variables))]
+    stats = [(os.path.abspath(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    text = json.dumps({"kind": kind, "files": stats, "image_size": list(image_size)})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Predictor:
+    """A trained portrait model that maps uint8 images to probabilities and the re-id embedding.
+
+    Built by `load_predictor`.
+
+    Attributes:
+        path: str. The model file or folder that was loaded.
+        kind: str. `"keras"` or `"saved_model"`.
+        schema: `Schema`. Tasks and class names.
+        image_size: (int, int). The model's input `(height, width)`.
+        tasks: tuple of `Task`. The classification tasks the model predicts, in schema order.
+        has_embedding: bool. Whether the model outputs the re-id `embedding`.
+        fingerprint: str. Hash of the model files (paths, sizes, times): changes when they do.
+    """
+
+    def __init__(self, path, kind, schema, model):
+        self.path = os.fspath(path)
+        self.kind = kind
+        self.schema = schema
+        self._model = model
+        if kind == KERAS:
+            self.image_size = tuple(int(s) for s in model.input_shape[1:3])
+            names = set(model.output_names)
+            self.has_embedding = "embedding" in names
+        else:
+            spec = model.signatures["serve"].structured_input_signature[1]
+            self.image_size = tuple(int(s) for s in next(iter(spec.values())).shape[1:3])
+            names = set(model.signatures["serve"].structured_outputs)
+            self.has_embedding = "embedding" in names
+        self.tasks = tuple(t for t in schema.tasks if t.kind != IDENTITY and t.name in names)
+        self.fingerprint = _fingerprint(kind, self.path, self.image_size)
+
+    def __repr__(self):
+        return f"Predictor({self.path!r}, kind={self.kind!r}, image_size={self.image_size})"
+
+    def predict(self, images, batch_size=32):
+        """Probabilities and embedding of a batch of images.
+
+        Args:
+            images: uint8 `[N, H, W, 3]` at `image_size` (`read_images`).
+            batch_size: int. Images per forward pass. Defaults to `32`.
+
+        Returns:
+            dict of float32 numpy arrays: `"<task>"` `[N, C]` class probabilities (softmax;
+            sigmoid for multi-label tasks) per task of `tasks`, and `"embedding"` `[N, D]`
+            when the model has one.
+        """
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:3]) != self.image_size:
+            raise ValueError(
+                f"images must be uint8 [N, {self.image_size[0]}, {self.image_size[1]}, 3]. "
+                f"Received: dtype={images.dtype}, shape={images.shape}"
+            )
+        keys = [t.name for t in self.tasks] + (["embedding"] if self.has_embedding else [])
+        parts = [self._predict_batch(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+        if not parts:
+            return {k: np.zeros((0, 0), np.float32) for k in keys}
+        return {k: np.concatenate([p[k] for p in parts]).astype(np.float32) for k in keys}
+
+    def _predict_batch(self, images):
+        if self.kind == SAVED_MODEL:
+            import tensorflow as tf
+
+            out = self._model.serve(tf.constant(images))
+            return {k: v.numpy() for k, v in out.items()}
+        import keras
+
+        from portrait_keras.models import probabilities
+
+        # predict_on_batch runs the compiled inference function (training=False).
+        outputs = self._model.predict_on_batch(images.astype(np.float32))
+        result = {k: keras.ops.convert_to_numpy(v) for k, v in probabilities(outputs, self.schema).items()}
+        if self.has_embedding:
+            result["embedding"] = np.asarray(outputs["embedding"])
+        return result
+
+
+def load_predictor(path):
+    """Loads a run folder, `.keras` file or SavedModel folder (module docstring) as a `Predictor`.
+
+    The `.keras` file loads with `safe_mode=True`. Raises `InputError` naming `path` when it is
+    none of the three forms.
+    """
+    kind, model_path, schema_path = model_kind(path)
+    try:
+        schema = Schema.load(schema_path)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if kind == KERAS:
+        import keras
+
+        import portrait_keras.models  # noqa: F401  (registers the custom layers)
+
+        model = keras.models.load_model(model_path, compile=False, safe_mode=True)
+    else:
+        import tensorflow as tf
+
+        model = tf.saved_model.load(model_path)
+        if "serve" not in model.signatures:
+            raise InputError(f"{model_path}: the SavedModel has no 'serve' signature")
+    return Predictor(model_path, kind, schema, model)
+
+
+# === Images ===
+
+
+def _is_pattern(text):
+    return any(c in text for c in "*?[")
+
+
+def image_files_below(folder):
+    """Every image file below `folder` (extensions `IMAGE_EXTENSIONS`, hidden files skipped), sorted."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [
+            os.path.join(root, f)
+            for f in sorted(files)
+            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+    return found
+
+
+def expand_image_paths(items):
+    """Image files from files, folders and glob patterns.
+
+    A file is taken as it is (any extension); a folder gives every image file below it
+    (extensions `IMAGE_EXTENSIONS`, hidden files skipped, sorted); a pattern such as
+    `"shots/*.png"` or `"shots/**/*.jpg"` gives the files it matches.
+
+    Args:
+        items: iterable of str or path-like.
+
+    Returns: list of str, in the order given, without repeats.
+    Raises: `InputError` naming the item when it does not exist, a folder holds no image or a
+        pattern matches nothing.
+    """
+    paths = []
+    for item in items:
+        item = os.fspath(item)
+        if os.path.isdir(item):
+            found = image_files_below(item)
+            if not found:
+                raise InputError(f"{item}: no image files in this folder (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        elif os.path.isfile(item):
+            found = [item]
+        elif _is_pattern(item):
+            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise InputError(f"{item}: the pattern matches no file")
+        else:
+            raise InputError(f"{item}: no such image file or folder")
+        paths += found
+    return list(dict.fromkeys(paths))
+
+
+def _decode_with_pillow(path, data):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: cannot decode this file as an image (no format TensorFlow or Pillow reads)") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot decode this file as an image ({e})") from None
+
+
+def read_image(path, image_size):
+    """Reads one image file as uint8 `[H, W, 3]` of `image_size`.
+
+    JPEG, PNG, BMP and GIF (first frame) are decoded by TensorFlow exactly as the training
+    pipeline does (`portrait_keras.data.pipeline.decode`); other formats (WebP, TIFF, ...) by
+    Pillow. Grayscale and RGBA become RGB; another size is resized (bilinear, antialiased),
+    without keeping the aspect ratio, as in training.
+
+    Args:
+        path: str or path-like.
+        image_size: (int, int). `(height, width)`.
+
+    Raises: `InputError` naming `path` when it cannot be read or decoded.
+    """
+    import tensorflow as tf
+
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    try:
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+        image = tf.constant(_decode_with_pillow(path, data))
+    if tuple(image.shape[:2]) != tuple(image_size):
+        # The same resize as `pipeline.decode`, so a served image matches a training one.
+        image = tf.saturate_cast(tf.round(tf.image.resize(image, image_size, antialias=True)), tf.uint8)
+    return image.numpy()
+
+
+def read_images(paths, image_size):
+    """`read_image` for each path, stacked: uint8 `[N, H, W, 3]`."""
+    images = [read_image(p, image_size) for p in paths]
+    if not images:
+        return np.zeros((0, *image_size, 3), np.uint8)
+    return np.stack(images)
+
+
+# === Description ===
+
+
+def describe(probabilities, schema, threshold=DEFAULT_THRESHOLD):
+    """One image's probabilities as a description grouped by aspect (paper §3).
+
+    Args:
+        probabilities: dict task → float `[C]`, one image's class probabilities
+            (`Predictor.predict` rows).
+        schema: `Schema`. Class names and aspects.
+        threshold: float in (0, 1). A multi-label class is named when its probability is
+            above it. Defaults to `0.5`.
+
+    Returns:
+        dict aspect → dict task → entry, for the aspects and tasks in `probabilities`:
+        a single-label entry is `{"label", "probability", "probabilities"}` (the most probable
+        class, its probability, and every class's probability); a multi-label entry is
+        `{"labels", "probabilities"}`, `labels` being the classes above `threshold`, most
+        probable first (possibly none).
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1). Received: threshold={threshold!r}")
+    result = {}
+    for aspect in ASPECTS:
+        entries = {}
+        for task in schema.aspect_tasks(aspect):
+            if task.kind == IDENTITY or task.name not in probabilities:
+                continue
+            p = np.asarray(probabilities[task.name], dtype=np.float64)
+            if p.shape != (task.num_classes,):
+                raise ValueError(
+                    f"Task {task.name!r}: expected {task.num_classes} probabilities. Received shape {p.shape}"
+                )
+            every = {c: round(float(v), 6) for c, v in zip(task.classes, p)}
+            order = np.argsort(-p, kind="stable")
+            if task.kind == MULTI:
+                entries[task.name] = {
+                    "labels": [task.classes[i] for i in order if p[i] > threshold],
+                    "probabilities": every,
+                }
+            else:
+                best = int(order[0])
+                entries[task.name] = {
+                    "label": task.classes[best],
+                    "probability": round(float(p[best]), 6),
+                    "probabilities": every,
+                }
+        if entries:
+            result[aspect] = entries
+    return result
+
+
+def interpret(predictor, paths, threshold=DEFAULT_THRESHOLD, batch_size=32):
+    """Describes each image file: `[{"path": ..., "appearance": ..., "posture": ..., "emotion": ...}]`.
+
+    Args:
+        predictor: `Predictor`.
+        paths: list of image file paths (`expand_image_paths`).
+        threshold: float. Multi-label threshold of `describe`. Defaults to `0.5`.
+        batch_size: int. Images decoded and predicted together. Defaults to `32`.
+    """
+    results = []
+    for start in range(0, len(paths), batch_size):
+        chunk = [os.fspath(p) for p in paths[start : start + batch_size]]
+        probs = predictor.predict(read_images(chunk, predictor.image_size), batch_size=batch_size)
+        for i, path in enumerate(chunk):
+            one = {t.name: probs[t.name][i] for t in predictor.tasks}
+            results.append({"path": path, **describe(one, predictor.schema, threshold)})
+    return results
+
+
+def format_description(result, threshold=DEFAULT_THRESHOLD, top=3):
+    """A readable multi-line text of one `interpret` result.
+
+    Single-label tasks show their `top` most probable classes with probabilities; multi-label
+    tasks the classes above `threshold` (or the most probable one, marked, when none is).
+    """
+    lines = [result["path"]]
+    width = max((len(name) for aspect in ASPECTS for name in result.get(aspect, {})), default=0)
+    for aspect in ASPECTS:
+        if aspect not in result:
+            continue
+        lines.append(f"  {aspect}")
+        for name, entry in result[aspect].items():
+            ranked = sorted(entry["probabilities"].items(), key=lambda kv: -kv[1])
+            if "label" in entry:
+                text = "  ".join(f"{c} {p:.2f}" for c, p in ranked[:top])
+            elif entry["labels"]:
+                text = "  ".join(f"{c} {entry['probabilities'][c]:.2f}" for c in entry["labels"])
+            else:
+                c, p = ranked[0]
+                text = f"none above {threshold:.2f} (most probable: {c} {p:.2f})"
+            lines.append(f"    {name:<{width}}  {text}")
+    return "\n".join(lines)

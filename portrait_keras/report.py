@@ -1,0 +1,247 @@
+"""The report of a run: figures plus one Markdown and one HTML page, in `RUN_DIR/report/`.
+
+`write_report(run_dir)` draws (`portrait_keras.plots`, Agg):
+
+- `curves_loss.png`: total and per-task losses per epoch (`history.csv`);
+- `curves_uncertainty.png`: the s_i of eq. 6 (runs with uncertainty weighting);
+- `curves_scores.png`: PIQ and its four aspects (eq. 2), re-id mAP/rank-1 and per-task Macro F1;
+- `f1_bars.png`: the final per-task scores (`metrics.json`);
+- `confusion_<task>.png`: for each single-label task, the confusion matrix on the test split
+  (query + gallery, images whose label is known), from the run's `model.keras`;
+
+and writes `report.md` and `report.html` showing them (images by relative path) with the final
+metrics table. A figure whose data the run lacks is left out, and the page says why.
+
+Command line: `python -m portrait_keras report RUN_DIR [--data CSV]`.
+"""
+
+import html
+import json
+import os
+
+import numpy as np
+
+from portrait_keras import plots
+from portrait_keras.inference import InputError
+from portrait_keras.schema import SINGLE, Schema
+
+REPORT_FOLDER = "report"
+FIGURE_PREFIXES = ("curves_", "f1_bars", "confusion_")
+HEADLINE = ("piq", "reid", "appearance", "posture", "emotion")
+
+
+def confusion_counts(y_true, y_pred, num_classes):
+    """Confusion matrix int64 `[C, C]` (`[true, predicted]`) of the images whose label is known
+    (`y_true != -1`)."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    known = y_true >= 0
+    counts = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(counts, (y_true[known], y_pred[known]), 1)
+    return counts
+
+
+def confusion_matrices(model, annotations, batch_size=128):
+    """Confusion matrices of the model's single-label tasks on the test split (query + gallery).
+
+    Args:
+        model: the functional portrait model (logits per task).
+        annotations: `Annotations` with a query and/or gallery split.
+        batch_size: int. Inference batch size. Defaults to `128`.
+
+    Returns: dict task name → int64 `[C, C]` counts (`confusion_counts`).
+    """
+    from portrait_keras.evaluation import EVAL_SPLITS, classification_predictions, model_tasks, predict_split
+
+    splits = [s for s in EVAL_SPLITS if s in annotations.splits]
+    tasks = [t for t in model_tasks(model, annotations.schema) if t.kind == SINGLE]
+    if not splits or not tasks:
+        return {}
+    outputs = {s: predict_split(model, annotations, s, batch_size) for s in splits}
+    result = {}
+    for task in tasks:
+        y_true = np.concatenate([annotations.labels(s)[task.name] for s in splits])
+        y_pred = np.concatenate([classification_predictions(task, outputs[s][task.name]) for s in splits])
+        result[task.name] = confusion_counts(y_true, y_pred, task.num_classes)
+    return result
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def ordered_metrics(metrics):
+    """`(name, value)` pairs: PIQ and its aspects first, then the rest in their file order."""
+    head = [k for k in HEADLINE if k in metrics]
+    return [(k, metrics[k]) for k in head] + [(k, v) for k, v in metrics.items() if k not in head]
+
+
+def _load_model(run_dir):
+    import keras
+
+    import portrait_keras.models  # noqa: F401  (registers the custom layers)
+
+    return keras.models.load_model(os.path.join(run_dir, "model.keras"), compile=False, safe_mode=True)
+
+
+def _confusion_figures(run_dir, schema, config, annotations, model, batch_size, notes):
+    """`[(title, name, figure)]` of the confusion matrices; reasons for none go to `notes`."""
+    if model is None:
+        if not os.path.isfile(os.path.join(run_dir, "model.keras")):
+            notes.append("Confusion matrices: no model.keras in the run folder.")
+            return []
+        model = _load_model(run_dir)
+    model = getattr(model, "portrait", model)
+    if annotations is None:
+        csv = config.get("data_csv")
+        if not csv or not os.path.isfile(csv):
+            notes.append(f"Confusion matrices: the run's data CSV ({csv}) is not here; pass it with --data.")
+            return []
+        from portrait_keras.data import read_annotations
+
+        annotations = read_annotations(csv, schema=schema)
+    if not {"query", "gallery"} & set(annotations.splits):
+        notes.append("Confusion matrices: the data has no query or gallery split.")
+        return []
+    figures = []
+    for name, counts in confusion_matrices(model, annotations, batch_size).items():
+        task = schema.task(name)
+        title = f"{name}: test split (query + gallery), {int(counts.sum())} labelled images"
+        figures.append((f"Confusion matrix: {name}", f"confusion_{name}.png",
+                        plots.confusion_matrix_figure(counts, task.classes, title)))
+    return figures
+
+
+def _summary(config):
+    if not config:
+        return []
+    m, loss, train, data = (config.get(k, {}) for k in ("model", "loss", "train", "data"))
+    size = "×".join(str(s) for s in data.get("image_size", []))
+    return [
+        ("experiment", config.get("name")),
+        ("model", f"{m.get('backbone')} backbone, {m.get('head')} head" + (f", tasks {m['tasks']}" if m.get("tasks") else "")),
+        ("loss", f"metric {loss.get('metric')} (λ={loss.get('lam')}), multi-task {loss.get('multitask')}"),
+        ("training", f"{train.get('epochs')} epochs, batch {data.get('batch_size')}, {data.get('sampler')} sampling, {size} images"),
+        ("data", config.get("data_csv")),
+    ]
+
+
+def _markdown(title, summary, metrics, sections, notes):
+    lines = [f"# {title}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in summary]
+    lines += ["", "## Final metrics", ""]
+    if metrics:
+        lines += ["| metric | value |", "|---|---:|"] + [f"| {k} | {v:.4f} |" for k, v in metrics]
+    else:
+        lines.append("No metrics.json in the run folder.")
+    for heading, figures in sections:
+        if figures:
+            lines += ["", f"## {heading}"]
+            for t, name in figures:
+                lines += ["", f"![{t}]({name})"]
+    if notes:
+        lines += ["", "## Not drawn", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _html(title, summary, metrics, sections, notes):
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1040px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
+        "td.v{text-align:right;font-family:monospace}img{max-width:100%;display:block;margin:1em 0}</style>",
+        "</head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
+    if summary:
+        parts.append("<ul>" + "".join(f"<li><b>{e(str(k))}</b>: {e(str(v))}</li>" for k, v in summary) + "</ul>")
+    parts.append("<h2>Final metrics</h2>")
+    if metrics:
+        rows = "".join(f'<tr><td>{e(k)}</td><td class="v">{v:.4f}</td></tr>' for k, v in metrics)
+        parts.append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
+    else:
+        parts.append("<p>No metrics.json in the run folder.</p>")
+    for heading, figures in sections:
+        if figures:
+            parts.append(f"<h2>{e(heading)}</h2>")
+            parts += [f'<img src="{e(name)}" alt="{e(t)}">' for t, name in figures]
+    if notes:
+        parts.append("<h2>Not drawn</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(run_dir, annotations=None, *, model=None, batch_size=128):
+    """Writes the figures, `report.md` and `report.html` of a run into `RUN_DIR/report/`.
+
+    Args:
+        run_dir: path-like. A run folder (`portrait_keras.training.train`): `schema.json`, and
+            whichever of `config.json`, `history.csv`, `metrics.json`, `model.keras` it has.
+        annotations: `Annotations` or None. Data of the confusion matrices; defaults to the
+            run's own data CSV (`config.json` `data_csv`).
+        model: keras.Model or None. The trained functional model (or its `PortraitTrainer`);
+            defaults to loading `model.keras`, so passing it at the end of training saves a load.
+        batch_size: int. Inference batch size of the confusion matrices. Defaults to `128`.
+
+    Returns:
+        dict: `"markdown"` and `"html"` page paths, `"figures"` the PNG paths written.
+
+    Raises: `InputError` when `run_dir` is not a run folder.
+    """
+    run_dir = os.fspath(run_dir)
+    schema_path = os.path.join(run_dir, "schema.json")
+    if not os.path.isdir(run_dir) or not os.path.isfile(schema_path):
+        raise InputError(f"{run_dir}: not a run folder (no schema.json)")
+    schema = Schema.load(schema_path)
+    config_path = os.path.join(run_dir, "config.json")
+    config = _read_json(config_path) if os.path.isfile(config_path) else {}
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    metrics = _read_json(metrics_path) if os.path.isfile(metrics_path) else {}
+    history_path = os.path.join(run_dir, "history.csv")
+    history = plots.read_history(history_path) if os.path.isfile(history_path) else None
+
+    out = os.path.join(run_dir, REPORT_FOLDER)
+    os.makedirs(out, exist_ok=True)
+    for name in os.listdir(out):  # figures of an earlier report, so the pages list what exists
+        if name.endswith(".png") and name.startswith(FIGURE_PREFIXES):
+            os.remove(os.path.join(out, name))
+
+    notes = []
+    curves = []
+    if history is None:
+        notes.append("Training curves: no history.csv in the run folder.")
+    else:
+        for title, name, draw in (
+            ("Losses", "curves_loss.png", plots.loss_curves),
+            ("Uncertainty weights s_i", "curves_uncertainty.png", plots.uncertainty_curves),
+            ("PIQ, re-id and Macro F1", "curves_scores.png", plots.score_curves),
+        ):
+            curves.append((title, name, draw(history, schema)))
+    bars = [("Final per-task scores", "f1_bars.png", plots.f1_bars(metrics, schema))]
+    confusion = _confusion_figures(run_dir, schema, config, annotations, model, batch_size, notes)
+
+    sections, written = [], []
+    for heading, figures in (("Training curves", curves), ("Per-task scores", bars), ("Confusion matrices", confusion)):
+        kept = []
+        for title, name, figure in figures:
+            if figure is None:
+                notes.append(f"{title}: the run has no data for it ({name}).")
+                continue
+            written.append(plots.save(figure, os.path.join(out, name)))
+            kept.append((title, name))
+        sections.append((heading, kept))
+
+    title = f"Run report: {config.get('name') or os.path.basename(os.path.abspath(run_dir))}"
+    table = [(k, float(v)) for k, v in ordered_metrics(metrics)]
+    summary = _summary(config)
+    md_path = os.path.join(out, "report.md")
+    html_path = os.path.join(out, "report.html")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write(_markdown(title, summary, table, sections, notes))
+    with open(html_path, "w", encoding="utf-8") as f:
+        f.write(_html(title, summary, table, sections, notes))
+    return {"markdown": md_path, "html": html_path, "figures": written}

@@ -1,0 +1,287 @@
+"""Person search: the gallery images nearest to a query by the re-id embedding (cosine distance).
+
+A gallery is a folder (every image file below it) or an annotation CSV (`read_annotations`): the
+rows of its `gallery` split when it has one, else every row. With a CSV the identities are known,
+so each hit is marked as the query's identity or not (when the query is a row of the CSV too).
+
+The gallery's embeddings are cached in the gallery folder (the CSV's folder for a CSV) as
+`.portrait_embeddings-<model fingerprint>.npz`: plain arrays (no pickle), one row per image keyed
+by its path relative to that folder, its size and its modification time. A later search with the
+same model embeds only new or changed images and drops removed ones; another model (or the same
+model file rewritten) has its own cache file.
+
+Example:
+>>> predictor = load_predictor("runs/fss_uncert")  # doctest: +SKIP
+>>> result = search(predictor, load_gallery("data/annotations.csv"), "query.jpg", k=5)  # doctest: +SKIP
+>>> result.paths[0], result.distances[0]  # doctest: +SKIP
+"""
+
+import dataclasses
+import os
+import sys
+import tempfile
+import zipfile
+
+import numpy as np
+
+from portrait_keras.inference import InputError, image_files_below, read_images
+
+CACHE_PREFIX = ".portrait_embeddings-"
+UNKNOWN = -1
+
+
+@dataclasses.dataclass
+class Gallery:
+    """Images to search in.
+
+    Attributes:
+        folder: str. Absolute folder of the gallery (the CSV's folder for a CSV); the cache
+            lives here and cached paths are relative to it.
+        paths: list of str. Absolute image paths.
+        ids: int64 `[n]` identities (`-1` unknown), or None for a folder gallery.
+        known_ids: dict real path → identity for every row of the CSV (every split), so a
+            query taken from the same table has its identity; empty for a folder.
+    """
+
+    folder: str
+    paths: list
+    ids: np.ndarray = None
+    known_ids: dict = dataclasses.field(default_factory=dict)
+
+    def id_of(self, path):
+        """The identity of image `path` when the CSV lists it and it is known, else None."""
+        value = self.known_ids.get(os.path.realpath(path), UNKNOWN)
+        return None if value == UNKNOWN else int(value)
+
+
+def load_gallery(source):
+    """A `Gallery` from a folder or an annotation CSV (module docstring).
+
+    Raises: `InputError` naming `source` when it is neither or holds no image;
+        `AnnotationError` for an invalid CSV.
+    """
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        paths = image_files_below(source)
+        if not paths:
+            raise InputError(f"{source}: no image files in this gallery folder")
+        return Gallery(os.path.abspath(source), [os.path.abspath(p) for p in paths])
+    if not os.path.isfile(source):
+        raise InputError(f"{source}: no such gallery folder or CSV file")
+    if not source.lower().endswith(".csv"):
+        raise InputError(f"{source}: a gallery is a folder of images or an annotation CSV file")
+    from portrait_keras.data import read_annotations
+
+    annotations = read_annotations(source)
+    splits = ["gallery"] if "gallery" in annotations.splits else list(annotations.splits)
+    if not splits:
+        raise InputError(f"{source}: the annotation table has no rows")
+    identity = annotations.schema.identity_task
+    paths = [p for s in splits for p in annotations.paths(s)]
+    known = {}
+    ids = None
+    if identity is not None:
+        ids = np.concatenate([annotations.labels(s)[identity.name] for s in splits]).astype(np.int64)
+        for s in annotations.splits:
+            for p, i in zip(annotations.paths(s), annotations.labels(s)[identity.name]):
+                known[os.path.realpath(p)] = int(i)
+    return Gallery(os.path.dirname(os.path.abspath(source)), list(paths), ids, known)
+
+
+def cache_path(gallery, predictor):
+    """Path of the embedding cache of `gallery` for `predictor` (module docstring)."""
+    return os.path.join(gallery.folder, f"{CACHE_PREFIX}{predictor.fingerprint}.npz")
+
+
+def _file_key(path):
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise InputError(f"{path}: gallery image cannot be read ({e.strerror or e})") from None
+    return st.st_size, st.st_mtime_ns
+
+
+def _read_cache(path, fingerprint):
+    """`{relative path: (size, mtime_ns, embedding)}` of a cache file; empty when there is none."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["fingerprint"]) != fingerprint:
+                return {}
+            rows = zip(z["paths"].tolist(), z["sizes"].tolist(), z["mtimes"].tolist(), z["embeddings"])
+            return {p: (s, m, e) for p, s, m, e in rows}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        print(f"warning: {path}: unreadable embedding cache, rebuilding it ({e})", file=sys.stderr)
+        return {}
+
+
+def _write_cache(path, fingerprint, keys, embeddings):
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp", suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(
+                f,
+                fingerprint=np.array(fingerprint),
+                paths=np.array([k[0] for k in keys], dtype=str),
+                sizes=np.array([k[1] for k in keys], dtype=np.int64),
+                mtimes=np.array([k[2] for k in keys], dtype=np.int64),
+                embeddings=embeddings.astype(np.float32),
+            )
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the cache is as shareable as the images
+        os.replace(tmp, path)  # atomic: a concurrent search never reads half a file
+    except OSError as e:
+        print(f"warning: cannot write the embedding cache {path} ({e.strerror or e})", file=sys.stderr)
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@dataclasses.dataclass
+class GalleryEmbeddings:
+    """Re-id embeddings of a gallery.
+
+    Attributes:
+        embeddings: float32 `[n, D]`, rows in `Gallery.paths` order.
+        embedded: int. How many images went through the model for this call (the rest came
+            from the cache).
+        cache_file: str or None. The cache file read and written (None without cache).
+    """
+
+    embeddings: np.ndarray
+    embedded: int
+    cache_file: str = None
+
+
+def _require_embedding(predictor):
+    if not predictor.has_embedding:
+        raise InputError(f"{predictor.path}: the model has no re-id embedding (it was trained without the id task)")
+
+
+def embed(predictor, paths, batch_size=64):
+    """Re-id embeddings `[n, D]` float32 of image files, read `batch_size` at a time."""
+    _require_embedding(predictor)
+    parts = []
+    for start in range(0, len(paths), batch_size):
+        images = read_images(paths[start : start + batch_size], predictor.image_size)
+        parts.append(predictor.predict(images, batch_size=batch_size)["embedding"])
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def gallery_embeddings(predictor, gallery, *, batch_size=64, use_cache=True):
+    """Embeddings of every gallery image, from the cache where the file is unchanged.
+
+    Args:
+        predictor: `inference.Predictor` with a re-id embedding.
+        gallery: `Gallery`.
+        batch_size: int. Images per forward pass. Defaults to `64`.
+        use_cache: bool. Read and update the cache file (module docstring). Defaults to `True`.
+
+    Returns: `GalleryEmbeddings`.
+    """
+    _require_embedding(predictor)
+    keys = []
+    for p in gallery.paths:
+        size, mtime = _file_key(p)
+        keys.append((os.path.relpath(p, gallery.folder).replace(os.sep, "/"), size, mtime))
+    if not use_cache:
+        return GalleryEmbeddings(embed(predictor, gallery.paths, batch_size), len(keys))
+    path = cache_path(gallery, predictor)
+    cached = _read_cache(path, predictor.fingerprint)
+    stale = [i for i, (rel, size, mtime) in enumerate(keys) if cached.get(rel, (None, None))[:2] != (size, mtime)]
+    fresh = embed(predictor, [gallery.paths[i] for i in stale], batch_size)
+    new = dict(zip(stale, fresh))
+    embeddings = np.stack([new[i] if i in new else cached[k[0]][2] for i, k in enumerate(keys)]).astype(np.float32)
+    if stale or set(cached) != {k[0] for k in keys}:
+        _write_cache(path, predictor.fingerprint, keys, embeddings)
+    return GalleryEmbeddings(embeddings, len(stale), path)
+
+
+def cosine_distances(queries, gallery):
+    """`1 - cos(q, g)` for every pair: float32 `[Q, N]` in [0, 2]."""
+    q = np.asarray(queries, np.float32)
+    g = np.asarray(gallery, np.float32)
+    q = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
+    g = g / np.maximum(np.linalg.norm(g, axis=-1, keepdims=True), 1e-12)
+    return np.clip(1.0 - q @ g.T, 0.0, 2.0)
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """The `k` nearest gallery images to one query, nearest first.
+
+    Attributes:
+        query: str. The query image path.
+        query_id: int or None. Its identity, when the gallery CSV lists it.
+        paths: list of str. Gallery paths, nearest first.
+        distances: float32 `[k]` cosine distances.
+        ids: list of int or None. Gallery identities (None unknown), or None for a folder.
+        embedded: int. Gallery images that went through the model (not from the cache).
+    """
+
+    query: str
+    query_id: object
+    paths: list
+    distances: np.ndarray
+    ids: list = None
+    embedded: int = 0
+
+    @property
+    def same_id(self):
+        """Per hit: True/False when both identities are known, else None."""
+        if self.query_id is None or self.ids is None:
+            return [None] * len(self.paths)
+        return [None if i is None else i == self.query_id for i in self.ids]
+
+    def to_dict(self):
+        """JSON-ready dict: the query and the ranked hits."""
+        ids = self.ids or [None] * len(self.paths)
+        hits = [
+            {"rank": r + 1, "path": p, "distance": float(d), "id": i, "same_id": s}
+            for r, (p, d, i, s) in enumerate(zip(self.paths, self.distances, ids, self.same_id))
+        ]
+        return {"query": self.query, "query_id": self.query_id, "results": hits}
+
+    def format(self):
+        """A readable table: rank, distance, identity and match mark (when known), path."""
+        lines = [f"query: {self.query}" + ("" if self.query_id is None else f" (id {self.query_id})")]
+        ids = self.ids or [None] * len(self.paths)
+        for r, (p, d, i, s) in enumerate(zip(self.paths, self.distances, ids, self.same_id)):
+            mark = {True: "same id", False: "other id", None: ""}[s]
+            ident = "" if i is None else f"id {i}"
+            lines.append(f"{r + 1:>4}  {d:.4f}  {ident:<10} {mark:<8}  {p}")
+        return "\n".join(lines)
+
+
+def search(predictor, gallery, query, k=10, *, batch_size=64, use_cache=True):
+    """The `k` gallery images nearest to the image file `query` (cosine distance of embeddings).
+
+    Args:
+        predictor: `inference.Predictor` with a re-id embedding.
+        gallery: `Gallery` (`load_gallery`).
+        query: str. Image file.
+        k: int. Number of hits (at most the gallery size). Defaults to `10`.
+        batch_size: int. Images per forward pass. Defaults to `64`.
+        use_cache: bool. Use the gallery's embedding cache. Defaults to `True`.
+
+    Returns: `SearchResult`. Ties keep gallery order.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1. Received: k={k}")
+    query = os.fspath(query)
+    emb = gallery_embeddings(predictor, gallery, batch_size=batch_size, use_cache=use_cache)
+    distances = cosine_distances(embed(predictor, [query]), emb.embeddings)[0]
+    order = np.argsort(distances, kind="stable")[:k]
+    ids = None
+    if gallery.ids is not None:
+        ids = [None if gallery.ids[i] == UNKNOWN else int(gallery.ids[i]) for i in order]
+    return SearchResult(
+        query,
+        gallery.id_of(query),
+        [gallery.paths[i] for i in order],
+        distances[order],
+        ids,
+        emb.embedded,
+    )
