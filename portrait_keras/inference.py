@@ -207,13 +207,9 @@ def image_files_below(folder):
     """Every image file below `folder` (extensions `IMAGE_EXTENSIONS`, hidden files skipped), sorted."""
     found = []
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [
-            os.path.join(root, f)
-            for f in sorted(files)
-            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
-        ]
-    return found
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [os.path.join(root, f) for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
 
 
 def expand_image_paths(items):
@@ -392,6 +388,6 @@ def format_description(result, threshold=DEFAULT_THRESHOLD, top=3):
                 text = "  ".join(f"{c} {entry['probabilities'][c]:.2f}" for c in entry["labels"])
             else:
                 c, p = ranked[0]
-                text = f"none above {threshold:.2f} (most probable: {c} {p:.2f})"
+                text = f"none above {threshold:g} (most probable: {c} {p:.2f})"
             lines.append(f"    {name:<{width}}  {text}")
     return "\n".join(lines)

@@ -30,3 +30,20 @@ def tiny_annotations(tiny_synth):
     from portrait_keras.data.annotations import read_annotations
 
     return read_annotations(tiny_synth)
+
+
+@pytest.fixture(scope="session")
+def smoke_run_dir(tiny_synth, tmp_path_factory):
+    """Run folder of `python experiments/run.py smoke --data <tiny_synth> --epochs 2`.
+
+    The `smoke` experiment as the command runs it (tiny backbone, 128x64 images, FSS, Batch
+    Rank, uncertainty weighting), trained once per session for the commands that read a run
+    (interpret, search, report). Tests must not change it; they may add `report/`.
+    """
+    from experiments import run
+    from portrait_keras.training import train
+
+    config = run.build_config(run.parse_args(["smoke", "--data", str(tiny_synth), "--epochs", "2"]))
+    run_dir = tmp_path_factory.mktemp("smoke_run") / "run"
+    train(config, run_dir=run_dir, verbose=0)
+    return run_dir

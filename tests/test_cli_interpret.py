@@ -1,0 +1,229 @@
+"""`python -m portrait_keras interpret`: descriptions by aspect from the three model forms."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from portrait_keras.__main__ import main
+from portrait_keras.inference import describe, expand_image_paths, format_description, interpret, load_predictor
+from portrait_keras.schema import MULTI
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def keras_model(smoke_run_dir):
+    return keras.models.load_model(smoke_run_dir / "model.keras")
+
+
+@pytest.fixture(scope="module")
+def predictor(smoke_run_dir):
+    return load_predictor(smoke_run_dir)
+
+
+@pytest.fixture(scope="module")
+def sample_images(tiny_annotations):
+    """Three gallery images of the tiny dataset (256x128 JPEGs, so interpret resizes them)."""
+    return list(tiny_annotations.paths("gallery")[:3])
+
+
+@pytest.fixture
+def pixels():
+    """A 300x150 RGB picture with structure (gradients and a block), uint8."""
+    y, x = np.mgrid[0:300, 0:150]
+    image = np.stack([(x * 255 // 149), (y * 255 // 299), ((x + y) % 256)], axis=-1).astype(np.uint8)
+    image[100:200, 40:110] = [200, 30, 60]
+    return image
+
+
+def reference_probabilities(model, schema, path):
+    """What the Keras model gives for `path` decoded as the training pipeline decodes it."""
+    from portrait_keras.data.pipeline import decode
+
+    image = decode(str(path), tuple(model.input_shape[1:3])).numpy()[None].astype("float32")
+    outputs = model(image, training=False)
+    probs = {}
+    for task in schema.classification_tasks:
+        logits = keras.ops.convert_to_numpy(outputs[task.name])[0]
+        probs[task.name] = 1 / (1 + np.exp(-logits)) if task.kind == MULTI else np.exp(logits) / np.exp(logits).sum()
+    return probs
+
+
+def run_cli(args, capsys):
+    rc = main(args)
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_json_gives_the_keras_model_probabilities_for_every_task(smoke_run_dir, predictor, keras_model, sample_images, capsys):
+    rc, out, _ = run_cli(["interpret", str(smoke_run_dir), *sample_images, "--json"], capsys)
+    assert rc == 0
+    report = json.loads(out)
+    assert [r["path"] for r in report["images"]] == sample_images
+    predictor_schema = predictor.schema
+    for result in report["images"]:
+        ref = reference_probabilities(keras_model, predictor_schema, result["path"])
+        for task in predictor_schema.classification_tasks:
+            entry = result[task.aspect][task.name]
+            got = np.array([entry["probabilities"][c] for c in task.classes])
+            np.testing.assert_allclose(got, ref[task.name], atol=1e-5, err_msg=task.name)
+            if task.kind == MULTI:
+                above = [task.classes[i] for i in np.argsort(-ref[task.name]) if ref[task.name][i] > 0.5]
+                assert entry["labels"] == above
+            else:
+                assert entry["label"] == task.classes[int(np.argmax(ref[task.name]))]
+                assert entry["probability"] == pytest.approx(ref[task.name].max(), abs=1e-5)
+        assert set(result) == {"path", "appearance", "posture", "emotion"}
+        assert list(result["appearance"]) == ["gender", "age", "physique", "height"]
+        assert list(result["posture"]) == ["body", "arm"] and list(result["emotion"]) == ["expression"]
+
+
+def test_run_folder_keras_file_and_saved_model_agree(smoke_run_dir, tmp_path, pixels):
+    path = tmp_path / "big.png"
+    Image.fromarray(pixels).save(path)
+    results = {}
+    for form in (smoke_run_dir, smoke_run_dir / "model.keras", smoke_run_dir / "saved_model"):
+        predictor = load_predictor(form)
+        assert predictor.image_size == (128, 64)
+        [results[form.name]] = interpret(predictor, [str(path)])
+    assert load_predictor(smoke_run_dir / "saved_model").kind == "saved_model"
+    a, b, c = results.values()
+    for aspect in ("appearance", "posture", "emotion"):
+        for task, entry in a[aspect].items():
+            for other in (b, c):
+                for cls, p in entry["probabilities"].items():
+                    assert other[aspect][task]["probabilities"][cls] == pytest.approx(p, abs=1e-4)
+
+
+def test_threshold_chooses_the_expressions_named(smoke_run_dir, predictor, sample_images, capsys):
+    probs = interpret(predictor, sample_images[:1])[0]["emotion"]["expression"]["probabilities"]
+    values = sorted(probs.values())
+    threshold = (values[2] + values[3]) / 2  # between the 3rd and 4th lowest: 4 classes above
+    rc, out, _ = run_cli(["interpret", str(smoke_run_dir), sample_images[0], "--json", "--threshold", str(threshold)], capsys)
+    assert rc == 0
+    named = json.loads(out)["images"][0]["emotion"]["expression"]["labels"]
+    assert named == sorted((c for c, p in probs.items() if p > threshold), key=lambda c: -probs[c])
+    assert len(named) == 4
+    # Text: the same classes on the expression line; a threshold above all names none.
+    [result] = interpret(predictor, sample_images[:1], threshold)
+    line = next(x for x in format_description(result, threshold).splitlines() if x.strip().startswith("expression"))
+    assert [w for w in line.split() if w in probs] == named
+    [result] = interpret(predictor, sample_images[:1], 0.999)
+    best = max(probs, key=probs.get)
+    assert f"none above 0.999 (most probable: {best} {probs[best]:.2f})" in format_description(result, 0.999)
+
+
+def test_text_groups_by_aspect_with_probabilities(smoke_run_dir, predictor, sample_images, capsys):
+    [result] = interpret(predictor, sample_images[:1])
+    rc, text, _ = run_cli(["interpret", str(smoke_run_dir), *sample_images[:2]], capsys)
+    assert rc == 0
+    first, second = text.split("\n\n")
+    assert second.splitlines()[0] == sample_images[1]
+    lines = [line.strip() for line in first.splitlines()]
+    assert lines[0] == sample_images[0]
+    assert lines.index("appearance") < lines.index("posture") < lines.index("emotion")
+    gender = next(line for line in lines if line.startswith("gender"))
+    top = result["appearance"]["gender"]
+    assert gender.split()[1:3] == [top["label"], f"{top['probability']:.2f}"]
+
+
+def test_describe_names_expressions_above_the_threshold_only(tiny_annotations):
+    schema = tiny_annotations.schema
+    probs = {t.name: np.full(t.num_classes, 1.0 / t.num_classes) for t in schema.classification_tasks}
+    probs["age"] = np.array([0.1, 0.1, 0.6, 0.1, 0.1])
+    probs["expression"] = np.array([0.2, 0.1, 0.1, 0.7, 0.1, 0.9, 0.4])
+    d = describe(probs, schema, threshold=0.5)
+    assert d["appearance"]["age"]["label"] == "young_adult" and d["appearance"]["age"]["probability"] == 0.6
+    assert d["emotion"]["expression"]["labels"] == ["surprise", "happy"]
+    assert describe(probs, schema, threshold=0.3)["emotion"]["expression"]["labels"] == ["surprise", "happy", "neutral"]
+    assert describe(probs, schema, threshold=0.95)["emotion"]["expression"]["labels"] == []
+    with pytest.raises(ValueError, match="threshold"):
+        describe(probs, schema, threshold=1.5)
+
+
+def test_folders_and_globs_expand_to_their_image_files(tmp_path, pixels):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    Image.fromarray(pixels).save(tmp_path / "a" / "one.png")
+    Image.fromarray(pixels).save(tmp_path / "a" / "b" / "two.JPG")
+    Image.fromarray(pixels).save(tmp_path / "a" / ".hidden.png")
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    one, two = str(tmp_path / "a" / "one.png"), str(tmp_path / "a" / "b" / "two.JPG")
+    assert expand_image_paths([tmp_path / "a"]) == [two, one]
+    assert expand_image_paths([str(tmp_path / "a" / "**" / "*.png")]) == [one]
+    assert expand_image_paths([one, str(tmp_path / "a")]) == [one, two]  # no repeats
+
+
+def test_any_size_and_format_reads_like_its_png(predictor, tmp_path, pixels):
+    Image.fromarray(pixels).save(tmp_path / "rgb.png")
+    Image.fromarray(pixels).save(tmp_path / "rgb.webp", lossless=True)  # decoded by Pillow
+    Image.fromarray(pixels).save(tmp_path / "rgb.tiff")
+    rgba = np.concatenate([pixels, np.full(pixels.shape[:2] + (1,), 128, np.uint8)], axis=-1)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    gray = pixels[..., 0]
+    Image.fromarray(gray, "L").save(tmp_path / "gray.png")
+    Image.fromarray(np.repeat(gray[..., None], 3, axis=-1)).save(tmp_path / "gray_rgb.png")
+    names = ["rgb.png", "rgb.webp", "rgb.tiff", "rgba.png", "gray.png", "gray_rgb.png"]
+    results = interpret(predictor, [str(tmp_path / n) for n in names])
+
+    def flat(result):
+        return np.array([p for a in ("appearance", "posture", "emotion") for e in result[a].values() for p in e["probabilities"].values()])
+
+    rgb, webp, tiff, rgba_result, gray_result, gray_rgb = (flat(r) for r in results)
+    for same in (webp, tiff, rgba_result):
+        np.testing.assert_allclose(same, rgb, atol=1e-5)
+    np.testing.assert_allclose(gray_result, gray_rgb, atol=1e-5)
+    assert not np.allclose(gray_rgb, rgb, atol=1e-4)  # a different picture gives different output
+
+
+def test_undecodable_image_is_a_clear_error(smoke_run_dir, sample_images, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"this is not a JPEG")
+    rc, out, err = run_cli(["interpret", str(smoke_run_dir), sample_images[0], str(bad)], capsys)
+    assert rc == 2 and out == ""
+    assert err.startswith("error: ") and str(bad) in err and "decode" in err
+    assert "Traceback" not in err
+
+
+def test_keras_file_without_schema_is_a_clear_error(smoke_run_dir, sample_images, tmp_path, capsys):
+    lonely = tmp_path / "model.keras"
+    shutil.copy(smoke_run_dir / "model.keras", lonely)
+    rc, _, err = run_cli(["interpret", str(lonely), sample_images[0]], capsys)
+    assert rc == 2 and str(lonely) in err and "schema.json" in err
+    shutil.copy(smoke_run_dir / "schema.json", tmp_path / "schema.json")
+    rc, out, _ = run_cli(["interpret", str(lonely), sample_images[0], "--json"], capsys)
+    assert rc == 0 and json.loads(out)["images"][0]["path"] == sample_images[0]
+
+
+@pytest.mark.parametrize("case", ["missing_image", "empty_folder", "not_a_model", "pattern_matches_nothing"])
+def test_user_errors_exit_non_zero_without_traceback(case, smoke_run_dir, sample_images, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    model, images = str(smoke_run_dir), [sample_images[0]]
+    if case == "missing_image":
+        named = str(tmp_path / "nope.jpg")
+        images.append(named)
+    elif case == "empty_folder":
+        named = str(empty)
+        images.append(named)
+    elif case == "not_a_model":
+        model = named = str(empty)
+    else:
+        named = str(tmp_path / "*.png")
+        images.append(named)
+    result = subprocess.run(
+        [sys.executable, "-m", "portrait_keras", "interpret", model, *images],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and named in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
