@@ -1,0 +1,191 @@
+"""Figures (training curves, scores, confusion matrices, rank lists) and the run report."""
+
+import json
+import os
+import re
+import shutil
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from portrait_keras import plots
+from portrait_keras.__main__ import main
+from portrait_keras.report import confusion_counts, confusion_matrices, write_report
+from portrait_keras.schema import SINGLE, Schema
+
+
+def png_size(path):
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def line_labels(ax):
+    return [line.get_label() for line in ax.get_lines()]
+
+
+@pytest.fixture(scope="module")
+def schema(smoke_run_dir):
+    return Schema.load(smoke_run_dir / "schema.json")
+
+
+@pytest.fixture(scope="module")
+def history(smoke_run_dir):
+    return plots.read_history(smoke_run_dir / "history.csv")
+
+
+def test_curves_of_a_real_history(history, schema, tmp_path):
+    assert len(history) == 2
+    loss = plots.loss_curves(history, schema)
+    total, per_task = loss.axes
+    assert line_labels(total) == ["total"]
+    assert line_labels(per_task) == list(schema.names)  # loss_<task> for every task, schema order
+    np.testing.assert_allclose(per_task.get_lines()[0].get_ydata(), history["loss_id"])
+    np.testing.assert_array_equal(per_task.get_lines()[0].get_xdata(), [1, 2])  # epochs from 1
+    s = plots.uncertainty_curves(history, schema)
+    assert line_labels(s.axes[0]) == list(schema.names)
+    left, right = plots.score_curves(history, schema).axes
+    assert line_labels(left) == ["piq", "reid", "appearance", "posture", "emotion"]
+    assert line_labels(right) == ["reid_mAP", "reid_rank1"] + [f"f1_{t.name}" for t in schema.classification_tasks]
+    for name, figure in (("loss", loss), ("s", s)):
+        path = plots.save(figure, tmp_path / f"{name}.png")
+        assert os.path.getsize(path) > 10_000 and png_size(path) == (1000, 400)
+
+
+def test_val_columns_are_drawn_dashed_and_empty_ones_left_out(history, schema):
+    # The real history has val_ columns of NA only (no validation data): none is drawn.
+    assert history["val_loss"].isna().all()
+    assert not any("(val)" in label for label in line_labels(plots.loss_curves(history, schema).axes[1]))
+    with_val = history.copy()
+    for task in schema.names:
+        with_val[f"val_loss_{task}"] = history[f"loss_{task}"] * 1.5
+    with_val["val_piq"] = history["piq"] / 2
+    per_task = plots.loss_curves(with_val, schema).axes[1]
+    dashed = [line for line in per_task.get_lines() if line.get_label().endswith("(val)")]
+    assert len(dashed) == len(schema.names) and all(line.get_linestyle() == "--" for line in dashed)
+    np.testing.assert_allclose(dashed[0].get_ydata(), history["loss_id"] * 1.5)
+    left = plots.score_curves(with_val, schema).axes[0]
+    assert "piq (val)" in line_labels(left)
+
+
+def test_a_run_without_uncertainty_weighting_has_no_s_curve(history, schema):
+    average = history.drop(columns=[c for c in history.columns if c.startswith(("s_", "val_s_"))])
+    assert plots.uncertainty_curves(average, schema) is None
+    assert plots.loss_curves(average, schema) is not None
+
+
+def test_f1_bars_show_the_final_metrics(smoke_run_dir, schema, tmp_path):
+    metrics = json.loads((smoke_run_dir / "metrics.json").read_text())
+    figure = plots.f1_bars(metrics, schema)
+    ax = figure.axes[0]
+    heights = [bar.get_height() for bar in ax.patches]
+    expected = [metrics["reid_mAP"], metrics["reid_rank1"]] + [metrics[f"f1_{t.name}"] for t in schema.classification_tasks]
+    np.testing.assert_allclose(heights, expected)
+    assert [t.get_text() for t in ax.get_xticklabels()][2:] == [t.name for t in schema.classification_tasks]
+    piq_line = [line for line in ax.get_lines() if line.get_label().startswith("PIQ")]
+    assert piq_line and piq_line[0].get_ydata()[0] == pytest.approx(metrics["piq"])
+    assert png_size(plots.save(figure, tmp_path / "f1.png")) == (800, 400)
+    assert plots.f1_bars({}, schema) is None
+
+
+def test_confusion_counts_skip_unknown_labels():
+    counts = confusion_counts([0, 0, 1, 2, -1, 2, 2], [0, 1, 1, 0, 2, 2, 2], 3)
+    np.testing.assert_array_equal(counts, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+
+
+def test_confusion_matrices_count_the_model_decisions_on_the_test_split(smoke_run_dir, tiny_annotations):
+    from portrait_keras.data.pipeline import decode
+
+    model = keras.models.load_model(smoke_run_dir / "model.keras")
+    matrices = confusion_matrices(model, tiny_annotations)
+    singles = [t for t in tiny_annotations.schema.tasks if t.kind == SINGLE]
+    assert list(matrices) == [t.name for t in singles]
+    paths = list(tiny_annotations.paths("query")) + list(tiny_annotations.paths("gallery"))
+    images = np.stack([decode(p, (128, 64)).numpy() for p in paths]).astype("float32")
+    outputs = model.predict(images, verbose=0)
+    for task in singles:
+        truth = np.concatenate([tiny_annotations.labels(s)[task.name] for s in ("query", "gallery")])
+        pred = np.argmax(outputs[task.name], axis=-1)
+        known = truth >= 0
+        expected, _, _ = np.histogram2d(truth[known], pred[known], bins=task.num_classes, range=[[0, task.num_classes]] * 2)
+        np.testing.assert_array_equal(matrices[task.name], expected.astype(int), err_msg=task.name)
+
+
+def test_rank_list_borders_say_whether_the_identity_matches(tiny_annotations, tmp_path):
+    paths = list(tiny_annotations.paths("gallery")[:4])
+    figure = plots.rank_list(paths[0], paths[1:], [0.1, 0.2, 0.3], [True, False, None], query_id=3, ids=[3, 4, None])
+    path = plots.save(figure, tmp_path / "rank.png")
+    width, height = png_size(path)
+    assert (width, height) == (4 * 140, 340)
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    expected = ["#000000", plots.MATCH_COLORS[True], plots.MATCH_COLORS[False], plots.MATCH_COLORS[None]]
+    for ax, color in zip(figure.axes, expected):
+        box = ax.get_window_extent()  # display pixels, origin at the bottom
+        row = height - int((box.y0 + box.y1) / 2)
+        rgb = [int(color[i : i + 2], 16) for i in (1, 3, 5)]
+        assert np.abs(pixels[row, int(round(box.x0))] - rgb).max() <= 12, (color, pixels[row, int(box.x0)])
+    assert [ax.get_title() for ax in figure.axes] == ["query\nid 3", "#1  0.100\nid 3", "#2  0.200\nid 4", "#3  0.300"]
+
+
+def referenced_images(text, pattern):
+    return set(re.findall(pattern, text))
+
+
+def test_report_command_writes_pages_that_show_every_figure(smoke_run_dir, schema, capsys):
+    assert main(["report", str(smoke_run_dir)]) == 0
+    md_path, html_path = capsys.readouterr().out.split()
+    folder = smoke_run_dir / "report"
+    assert md_path == str(folder / "report.md") and html_path == str(folder / "report.html")
+    pngs = {n for n in os.listdir(folder) if n.endswith(".png")}
+    singles = [t.name for t in schema.tasks if t.kind == SINGLE]
+    assert pngs == {"curves_loss.png", "curves_uncertainty.png", "curves_scores.png", "f1_bars.png"} | {
+        f"confusion_{t}.png" for t in singles
+    }
+    md = (folder / "report.md").read_text()
+    html = (folder / "report.html").read_text()
+    assert referenced_images(md, r"\]\(([^)]+\.png)\)") == pngs
+    assert referenced_images(html, r'src="([^"]+\.png)"') == pngs
+    for name in pngs:
+        assert os.path.getsize(folder / name) > 5_000
+    assert png_size(folder / "confusion_gender.png") == (600, 500)
+    metrics = json.loads((smoke_run_dir / "metrics.json").read_text())
+    for key, value in metrics.items():
+        assert f"| {key} | {value:.4f} |" in md
+        assert f"<td>{key}</td><td class=\"v\">{value:.4f}</td>" in html
+    assert md.index("| piq |") < md.index("| reid_mAP |")
+
+
+def test_report_of_a_run_without_its_data(smoke_run_dir, tiny_synth, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("schema.json", "metrics.json"):
+        shutil.copy(smoke_run_dir / name, run / name)
+    config = json.loads((smoke_run_dir / "config.json").read_text())
+    config["data_csv"] = str(tmp_path / "moved" / "annotations.csv")
+    (run / "config.json").write_text(json.dumps(config))
+    history = plots.read_history(smoke_run_dir / "history.csv")
+    history.drop(columns=[c for c in history.columns if "s_" in c]).to_csv(run / "history.csv", index=False)
+    (run / "report").mkdir()
+    (run / "report" / "confusion_old.png").write_bytes(b"stale")
+
+    written = write_report(run)
+    pngs = sorted(n for n in os.listdir(run / "report") if n.endswith(".png"))
+    assert pngs == ["curves_loss.png", "curves_scores.png", "f1_bars.png"]
+    assert sorted(os.path.basename(p) for p in written["figures"]) == pngs
+    md = (run / "report" / "report.md").read_text()
+    assert referenced_images(md, r"\]\(([^)]+\.png)\)") == set(pngs)
+    assert "no model.keras" in md and "curves_uncertainty.png" in md.split("## Not drawn")[1]
+
+    # With the model and the data given on the command line, the confusion matrices come back.
+    shutil.copy(smoke_run_dir / "model.keras", run / "model.keras")
+    assert main(["report", str(run), "--data", str(tiny_synth)]) == 0
+    capsys.readouterr()
+    assert "confusion_gender.png" in os.listdir(run / "report")
+
+
+def test_report_of_a_folder_that_is_no_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(tmp_path) in err and "Traceback" not in err
