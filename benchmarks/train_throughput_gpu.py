@@ -1,0 +1,230 @@
+"""Training throughput on a GPU: our Keras model under JAX vs timm's in PyTorch, same batch.
+
+    python benchmarks/train_throughput_gpu.py [--backbone hrnet_w32] [--size 256 128] [--batch 128]
+        [--precision bf16] [--steps 20] [--warmup 3] [--torch-compile] [--keras-only] [--timm-model NAME]
+
+Two halves, each in its own process (JAX takes most of the GPU memory up front, so they
+cannot share one), on the same synthetic in-memory batch (`train_throughput.synthetic_batch`,
+already on the device):
+
+- keras: `KERAS_BACKEND=jax`, the `fss_uncert` trainer of `train_throughput.measure`
+  (backbone, FSS head with a BNNeck and classifier per task, classification + Batch Rank
+  losses, uncertainty weighting, Adam), `jit_compile=True`, policy `mixed_bfloat16`
+  for bf16;
+- torch: `timm.create_model(NAME, num_classes=0)` (its pooled feature; timm's `hrnet_w32`
+  is the same HRNet-W32-C with the 2048-d head as ours) -> Linear + BatchNorm1d neck ->
+  one Linear classifier per task with our class counts; cross-entropy with unknown
+  labels (-1) masked, multi-label BCE for expression, Adam; `torch.autocast(bfloat16)`
+  for bf16, channels-last memory; eager, or also `torch.compile` with `--torch-compile`.
+
+The heads and losses differ a little (ours splits the feature into task subspaces and
+adds Batch Rank and uncertainty weighting); both are negligible beside the backbone.
+Both halves wait for each step's loss, as a progress bar does; warm-up steps (compilation)
+are not timed. Prints a table and the ratio keras/torch of images/s.
+
+Without torch or timm the torch half is skipped with a message and the exit status is 2
+(`--keras-only` skips it on purpose). For a quick check on CPU:
+`--backbone tiny --size 64 32 --batch 8 --steps 1 --warmup 1 --keras-only`.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # train_throughput.py, next to this file
+sys.path.insert(0, os.path.dirname(HERE))  # the repository: portrait_keras, experiments
+
+import train_throughput  # noqa: E402
+from portrait_keras.schema import IDENTITY, MULTI, default_schema  # noqa: E402
+
+TIMM_MODELS = {"hrnet_w32": "hrnet_w32", "resnet50": "resnet50"}
+# As `portrait_keras.models.preprocessing` (not imported: it would load Keras in the torch half).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESULT = "RESULT "  # prefix of a half's JSON line on stdout
+MISSING_TORCH = 3  # exit status of the torch half without torch/timm
+
+
+def keras_half(args):
+    """Images/s of the Keras trainer under the current (JAX) backend."""
+    import keras
+
+    setting = train_throughput.Setting(args.backbone, tuple(args.size), args.batch, args.precision == "bf16", True)
+    result = train_throughput.measure(setting, args.steps, args.warmup, num_ids=args.num_ids)
+    device = keras.backend.backend()
+    if device == "jax":
+        import jax
+
+        device = f"jax {jax.devices()[0].platform}: {jax.devices()[0].device_kind}"
+    return [{"framework": f"keras {keras.__version__}", "model": args.backbone, "compile": "jit (XLA)",
+             "device": device, **result}]
+
+
+def torch_half(args):
+    """Images/s of timm's model with an equivalent neck, heads and losses, eager and compiled."""
+    try:
+        import timm
+        import torch
+    except ImportError as e:
+        print(f"torch half skipped: {e}. It needs PyTorch and timm (pip install torch timm).", file=sys.stderr)
+        sys.exit(MISSING_TORCH)
+    import torch.nn.functional as F
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    schema = default_schema()
+    images, labels = train_throughput.synthetic_batch(schema, args.num_ids, args.batch, tuple(args.size))
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    y = {name: torch.from_numpy(value).to(device) for name, value in labels.items()}
+    y = {t.name: y[t.name].float() if t.kind == MULTI else y[t.name].long() for t in schema.tasks}
+    classes = {t.name: args.num_ids if t.kind == IDENTITY else t.num_classes for t in schema.tasks}
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = timm.create_model(args.timm_model, pretrained=False, num_classes=0)
+            dim = self.backbone.num_features
+            self.neck = torch.nn.Sequential(torch.nn.Linear(dim, dim, bias=False), torch.nn.BatchNorm1d(dim))
+            self.heads = torch.nn.ModuleDict({n: torch.nn.Linear(dim, c, bias=False) for n, c in classes.items()})
+
+        def forward(self, images):
+            feature = self.neck(self.backbone((images - mean) / std))
+            return {n: head(feature) for n, head in self.heads.items()}
+
+    def objective(outputs):
+        total = 0.0
+        for task in schema.tasks:
+            logits, target = outputs[task.name].float(), y[task.name]
+            if task.kind == MULTI:  # rows of -1 are unknown; masks, not indexing, avoid a sync
+                known = (target >= 0).all(1).float()
+                bce = F.binary_cross_entropy_with_logits(logits, target.clamp(min=0), reduction="none").mean(1)
+                total = total + (bce * known).sum() / known.sum().clamp(min=1)
+            else:
+                total = total + F.cross_entropy(logits, target, ignore_index=-1)
+        return total
+
+    rows = []
+    for compiled in [False, True] if args.torch_compile else [False]:
+        torch.manual_seed(0)
+        net = Net().to(device).to(memory_format=torch.channels_last).train()
+        optimizer = torch.optim.Adam(net.parameters(), lr=3.5e-4)
+        forward = torch.compile(net) if compiled else net
+
+        def step():
+            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                loss = objective(forward(x))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return loss.item()  # waits for the step, like the Keras half
+
+        for _ in range(args.warmup):
+            step()
+        start, cpu = time.perf_counter(), time.process_time()
+        for _ in range(args.steps):
+            loss = step()
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+        rows.append({
+            "framework": f"torch {torch.__version__}, timm {timm.__version__}", "model": args.timm_model,
+            "compile": "torch.compile" if compiled else "eager", "device": f"torch {device}: {name}",
+            "img_s": args.steps * args.batch / wall, "ms_step": 1000 * wall / args.steps,
+            "cpu_ms_img": 1000 * cpu / (args.steps * args.batch), "loss": loss,
+        })
+    return rows
+
+
+def run_half(half, argv):
+    """Runs one half in a subprocess; its rows, or its exit status when it failed."""
+    env = dict(os.environ)
+    if half == "keras":
+        env["KERAS_BACKEND"] = "jax"
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--half", half, *argv], env=env,
+                          stdout=subprocess.PIPE, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
+    if done.returncode != 0 or not lines:
+        return done.returncode or 1
+    return json.loads(lines[-1][len(RESULT):])
+
+
+def format_table(rows, args):
+    lines = [
+        "| framework | model | size | batch | precision | compile | device | img/s | ms/step | ratio to torch eager |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    reference = next((r["img_s"] for r in rows if r["framework"].startswith("torch")), None)
+    for r in rows:
+        ratio = f"{r['img_s'] / reference:.2f}" if reference else "n/a"
+        lines.append(
+            f"| {r['framework']} | {r['model']} | {args.size[0]}x{args.size[1]} | {args.batch} | {args.precision} | "
+            f"{r['compile']} | {r['device']} | {r['img_s']:.1f} | {r['ms_step']:.0f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="hrnet_w32", choices=sorted(train_throughput.SIZES))
+    parser.add_argument("--timm-model", help="timm model of the torch half (default: the backbone's name)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=(256, 128))
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first, >= 1 (default 3)")
+    parser.add_argument("--num-ids", type=int, default=train_throughput.NUM_IDS, help="re-id classes")
+    parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--keras-only", action="store_true", help="skip the torch half")
+    parser.add_argument("--half", choices=("keras", "torch"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.warmup < 1 or args.steps < 1:
+        parser.error(f"--warmup and --steps must be >= 1. Received: {args.warmup}, {args.steps}")
+    if args.timm_model is None:
+        args.timm_model = TIMM_MODELS.get(args.backbone)
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.half:  # inside a subprocess: one JSON line for the parent
+        rows = keras_half(args) if args.half == "keras" else torch_half(args)
+        print(RESULT + json.dumps(rows), flush=True)
+        return 0
+
+    print(f"{args.backbone} {args.size[0]}x{args.size[1]}, batch {args.batch}, {args.precision}, "
+          f"{args.warmup} warm-up + {args.steps} timed steps", flush=True)
+    rows, status = [], 0
+    keras_rows = run_half("keras", argv)
+    if isinstance(keras_rows, int):
+        print(f"error: the keras half failed (exit status {keras_rows}); see its output above", file=sys.stderr)
+        return 1
+    rows += keras_rows
+    if args.keras_only:
+        pass
+    elif args.timm_model is None:
+        print(f"torch half skipped: timm has no model like {args.backbone!r}; pass --timm-model NAME.",
+              file=sys.stderr)
+        status = 2
+    else:
+        torch_rows = run_half("torch", argv)
+        if isinstance(torch_rows, int):
+            if torch_rows != MISSING_TORCH:
+                print(f"error: the torch half failed (exit status {torch_rows}); see its output above",
+                      file=sys.stderr)
+            status = 2 if torch_rows == MISSING_TORCH else 1
+        else:
+            rows += torch_rows
+    print(format_table(rows, args))
+    reference = [r for r in rows if r["framework"].startswith("torch")]
+    for r in reference:
+        print(f"ratio keras / torch ({r['compile']}): {rows[0]['img_s'] / r['img_s']:.2f}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
