@@ -67,7 +67,9 @@ def build_parser():
 
     p = commands.add_parser("search", help="nearest gallery images to a query by the re-id embedding")
     p.add_argument("model", help="run folder, .keras file or SavedModel folder")
-    p.add_argument("--gallery", required=True, help="image folder, or annotation CSV (its gallery split, else all rows)")
+    p.add_argument(
+        "--gallery", required=True, help="image folder, or annotation CSV (its gallery split, else all rows)"
+    )
     p.add_argument("--query", required=True, help="query image file")
     p.add_argument("-k", type=_positive, default=10, help="number of results (default: %(default)s)")
     p.add_argument("--plot", metavar="PNG", help="draw the query and its results into this PNG")
@@ -80,7 +82,9 @@ def build_parser():
     p.add_argument("--data", help="annotation CSV of the confusion matrices (default: the run's own data)")
     p.add_argument("--batch-size", type=_positive, default=128)
 
-    commands.add_parser("evaluate", help="metrics table of a run (python -m portrait_keras.evaluate -h)", add_help=False)
+    commands.add_parser(
+        "evaluate", help="metrics table of a run (python -m portrait_keras.evaluate -h)", add_help=False
+    )
     return parser
 
 
@@ -114,7 +118,9 @@ def search_command(args):
     if args.plot:
         from portrait_keras import plots
 
-        figure = plots.rank_list(result.query, result.paths, result.distances, result.same_id, result.query_id, result.ids)
+        figure = plots.rank_list(
+            result.query, result.paths, result.distances, result.same_id, result.query_id, result.ids
+        )
         plots.save(figure, args.plot)
     if args.json:
         print(json.dumps({"model": args.model, "gallery": args.gallery, **result.to_dict()}, indent=2))

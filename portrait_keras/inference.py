@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -79,6 +80,19 @@ def model_kind(path):
     )
 
 
+def _saved_model_input_size(path, model):
+    """The model's input `(height, width)`: `assets/signature.json` (`export_saved_model`), else the
+    `serve` signature's fixed image shape."""
+    signature = os.path.join(path, "assets", "signature.json")
+    if os.path.isfile(signature):
+        with open(signature, encoding="utf-8") as f:
+            return tuple(int(s) for s in json.load(f)["input"][:2])
+    spec = next(iter(model.signatures["serve"].structured_input_signature[1].values()))
+    if None in spec.shape[1:3]:
+        raise InputError(f"{path}: the SavedModel states no input size (no assets/signature.json)")
+    return tuple(int(s) for s in spec.shape[1:3])
+
+
 def _fingerprint(kind, model_path, image_size):
     """Short hash of the model files' paths, sizes and modification times (cache key)."""
     if kind == KERAS:
@@ -118,8 +132,7 @@ class Predictor:
             names = set(model.output_names)
             self.has_embedding = "embedding" in names
         else:
-            spec = model.signatures["serve"].structured_input_signature[1]
-            self.image_size = tuple(int(s) for s in next(iter(spec.values())).shape[1:3])
+            self.image_size = _saved_model_input_size(self.path, model)
             names = set(model.signatures["serve"].structured_outputs)
             self.has_embedding = "embedding" in names
         self.tasks = tuple(t for t in schema.tasks if t.kind != IDENTITY and t.name in names)
@@ -186,7 +199,10 @@ def load_predictor(path):
 
         import portrait_keras.models  # noqa: F401  (registers the custom layers)
 
-        model = keras.models.load_model(model_path, compile=False, safe_mode=True)
+        try:
+            model = keras.models.load_model(model_path, compile=False, safe_mode=True)
+        except (ValueError, OSError, zipfile.BadZipFile) as e:  # not a model, or unsafe (Lambda)
+            raise InputError(f"{model_path}: cannot load this .keras model: {e}") from None
     else:
         import tensorflow as tf
 
@@ -208,7 +224,9 @@ def image_files_below(folder):
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [os.path.join(root, f) for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+        found += [
+            os.path.join(root, f) for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
     return sorted(found)
 
 
@@ -252,7 +270,9 @@ def _decode_with_pillow(path, data):
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))
     except UnidentifiedImageError:
-        raise InputError(f"{path}: cannot decode this file as an image (no format TensorFlow or Pillow reads)") from None
+        raise InputError(
+            f"{path}: cannot decode this file as an image (no format TensorFlow or Pillow reads)"
+        ) from None
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: cannot decode this file as an image ({e})") from None
 

@@ -118,11 +118,16 @@ def _summary(config):
         return []
     m, loss, train, data = (config.get(k, {}) for k in ("model", "loss", "train", "data"))
     size = "×".join(str(s) for s in data.get("image_size", []))
+    tasks = f", tasks {', '.join(m['tasks'])}" if m.get("tasks") else ""
     return [
         ("experiment", config.get("name")),
-        ("model", f"{m.get('backbone')} backbone, {m.get('head')} head" + (f", tasks {m['tasks']}" if m.get("tasks") else "")),
+        ("model", f"{m.get('backbone')} backbone, {m.get('head')} head{tasks}"),
         ("loss", f"metric {loss.get('metric')} (λ={loss.get('lam')}), multi-task {loss.get('multitask')}"),
-        ("training", f"{train.get('epochs')} epochs, batch {data.get('batch_size')}, {data.get('sampler')} sampling, {size} images"),
+        (
+            "training",
+            f"{train.get('epochs')} epochs, batch {data.get('batch_size')}, {data.get('sampler')} sampling, "
+            f"{size} images",
+        ),
         ("data", config.get("data_csv")),
     ]
 

@@ -62,7 +62,9 @@ def run_cli(args, capsys):
     return rc, captured.out, captured.err
 
 
-def test_json_gives_the_keras_model_probabilities_for_every_task(smoke_run_dir, predictor, keras_model, sample_images, capsys):
+def test_json_gives_the_keras_model_probabilities_for_every_task(
+    smoke_run_dir, predictor, keras_model, sample_images, capsys
+):
     rc, out, _ = run_cli(["interpret", str(smoke_run_dir), *sample_images, "--json"], capsys)
     assert rc == 0
     report = json.loads(out)
@@ -106,7 +108,8 @@ def test_threshold_chooses_the_expressions_named(smoke_run_dir, predictor, sampl
     probs = interpret(predictor, sample_images[:1])[0]["emotion"]["expression"]["probabilities"]
     values = sorted(probs.values())
     threshold = (values[2] + values[3]) / 2  # between the 3rd and 4th lowest: 4 classes above
-    rc, out, _ = run_cli(["interpret", str(smoke_run_dir), sample_images[0], "--json", "--threshold", str(threshold)], capsys)
+    args = ["interpret", str(smoke_run_dir), sample_images[0], "--json", "--threshold", str(threshold)]
+    rc, out, _ = run_cli(args, capsys)
     assert rc == 0
     named = json.loads(out)["images"][0]["emotion"]["expression"]["labels"]
     assert named == sorted((c for c, p in probs.items() if p > threshold), key=lambda c: -probs[c])
@@ -173,7 +176,8 @@ def test_any_size_and_format_reads_like_its_png(predictor, tmp_path, pixels):
     results = interpret(predictor, [str(tmp_path / n) for n in names])
 
     def flat(result):
-        return np.array([p for a in ("appearance", "posture", "emotion") for e in result[a].values() for p in e["probabilities"].values()])
+        entries = [e for a in ("appearance", "posture", "emotion") for e in result[a].values()]
+        return np.array([p for e in entries for p in e["probabilities"].values()])
 
     rgb, webp, tiff, rgba_result, gray_result, gray_rgb = (flat(r) for r in results)
     for same in (webp, tiff, rgba_result):
@@ -227,3 +231,22 @@ def test_user_errors_exit_non_zero_without_traceback(case, smoke_run_dir, sample
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and named in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_evaluate_is_forwarded_and_a_command_is_required(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--help"])
+    assert exit_info.value.code == 0
+    assert "python -m portrait_keras.evaluate" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "COMMAND" in capsys.readouterr().err
+
+
+def test_a_keras_file_that_is_no_model_is_a_clear_error(smoke_run_dir, sample_images, tmp_path, capsys):
+    shutil.copy(smoke_run_dir / "schema.json", tmp_path / "schema.json")
+    (tmp_path / "model.keras").write_bytes(b"not a zip archive")
+    rc, _, err = run_cli(["interpret", str(tmp_path / "model.keras"), sample_images[0]], capsys)
+    assert rc == 2 and err.startswith("error: ") and str(tmp_path / "model.keras") in err
+    assert "Traceback" not in err

@@ -81,7 +81,8 @@ def test_f1_bars_show_the_final_metrics(smoke_run_dir, schema, tmp_path):
     figure = plots.f1_bars(metrics, schema)
     ax = figure.axes[0]
     heights = [bar.get_height() for bar in ax.patches]
-    expected = [metrics["reid_mAP"], metrics["reid_rank1"]] + [metrics[f"f1_{t.name}"] for t in schema.classification_tasks]
+    expected = [metrics["reid_mAP"], metrics["reid_rank1"]]
+    expected += [metrics[f"f1_{t.name}"] for t in schema.classification_tasks]
     np.testing.assert_allclose(heights, expected)
     assert [t.get_text() for t in ax.get_xticklabels()][2:] == [t.name for t in schema.classification_tasks]
     piq_line = [line for line in ax.get_lines() if line.get_label().startswith("PIQ")]
@@ -109,7 +110,8 @@ def test_confusion_matrices_count_the_model_decisions_on_the_test_split(smoke_ru
         truth = np.concatenate([tiny_annotations.labels(s)[task.name] for s in ("query", "gallery")])
         pred = np.argmax(outputs[task.name], axis=-1)
         known = truth >= 0
-        expected, _, _ = np.histogram2d(truth[known], pred[known], bins=task.num_classes, range=[[0, task.num_classes]] * 2)
+        c = task.num_classes
+        expected, _, _ = np.histogram2d(truth[known], pred[known], bins=c, range=[[0, c], [0, c]])
         np.testing.assert_array_equal(matrices[task.name], expected.astype(int), err_msg=task.name)
 
 

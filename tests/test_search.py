@@ -157,7 +157,8 @@ def test_search_command_prints_json_and_plots_the_rank_list(smoke_run_dir, datas
     ids = annotations.labels("query")["id"]
     query = annotations.paths("query")[int(np.flatnonzero(ids >= 0)[0])]
     plot = tmp_path / "rank.png"
-    rc = main(["search", str(smoke_run_dir), "--gallery", str(dataset_copy), "--query", query, "-k", "5", "--plot", str(plot), "--json"])
+    args = ["search", str(smoke_run_dir), "--gallery", str(dataset_copy), "--query", query]
+    rc = main([*args, "-k", "5", "--plot", str(plot), "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["query"] == query and out["query_id"] == int(ids[ids >= 0][0])
@@ -166,7 +167,7 @@ def test_search_command_prints_json_and_plots_the_rank_list(smoke_run_dir, datas
     with Image.open(plot) as image:
         assert image.format == "PNG" and image.size == (840, 340)  # 6 tiles of 1.4 x 3.4 inches at 100 dpi
 
-    rc = main(["search", str(smoke_run_dir), "--gallery", str(dataset_copy), "--query", query, "-k", "3"])
+    rc = main([*args, "-k", "3"])
     text = capsys.readouterr().out.splitlines()
     assert rc == 0 and text[0].startswith(f"query: {query}") and len(text) == 4
     assert [line.split()[-1] for line in text[1:]] == [r["path"] for r in out["results"][:3]]
