@@ -54,7 +54,7 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("interpret", help="describe images by appearance, posture and emotion")
-    p.add_argument("model", help="run folder, .keras file or SavedModel folder")
+    p.add_argument("model", metavar="MODEL", help="run folder, .keras file or SavedModel folder")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument(
@@ -66,11 +66,11 @@ def build_parser():
     p.add_argument("--batch-size", type=_positive, default=32)
 
     p = commands.add_parser("search", help="nearest gallery images to a query by the re-id embedding")
-    p.add_argument("model", help="run folder, .keras file or SavedModel folder")
+    p.add_argument("model", metavar="MODEL", help="run folder, .keras file or SavedModel folder")
     p.add_argument(
-        "--gallery", required=True, help="image folder, or annotation CSV (its gallery split, else all rows)"
+        "--gallery", required=True, metavar="DIR_OR_CSV", help="image folder, or annotation CSV (its gallery split, else all rows)"
     )
-    p.add_argument("--query", required=True, help="query image file")
+    p.add_argument("--query", required=True, metavar="IMAGE", help="query image file")
     p.add_argument("-k", type=_positive, default=10, help="number of results (default: %(default)s)")
     p.add_argument("--plot", metavar="PNG", help="draw the query and its results into this PNG")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -78,8 +78,8 @@ def build_parser():
     p.add_argument("--batch-size", type=_positive, default=64)
 
     p = commands.add_parser("report", help="figures, report.md and report.html of a run")
-    p.add_argument("run_dir", help="run folder written by experiments/run.py")
-    p.add_argument("--data", help="annotation CSV of the confusion matrices (default: the run's own data)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by experiments/run.py")
+    p.add_argument("--data", metavar="CSV", help="annotation CSV of the confusion matrices (default: the run's own data)")
     p.add_argument("--batch-size", type=_positive, default=128)
 
     commands.add_parser(
