@@ -1,10 +1,15 @@
-"""Callbacks that put the paper's metrics into Keras `logs`.
+"""Callbacks of a training run: the paper's metrics into Keras `logs`, and its safety nets.
 
-Whatever they write into `logs` is seen by callbacks that come after them in the list
-(ModelCheckpoint, EarlyStopping, CSVLogger, TensorBoard): put these first.
+`PIQCallback`, `UncertaintyLogger` and `SkippedImagesLogger` write into `logs`; whatever they
+write is seen by callbacks that come after them in the list (ModelCheckpoint, EarlyStopping,
+CSVLogger, TensorBoard): put these first. `NaNGuard` stops a diverged run and keeps the last
+good weights; `BackupAndResume` lets a killed run go on from the step it had reached.
 """
 
+import csv
 import math
+import os
+import shutil
 import sys
 
 import keras
@@ -25,12 +30,15 @@ class PIQCallback(keras.callbacks.Callback):
         batch_size: int. Inference batch size. Defaults to `128`.
         epochs: int or None. Total epochs of the fit, to evaluate the last one.
         verbose: bool. Print the summary line. Defaults to `True`.
+        skip_bad_images: bool. Leave unreadable query/gallery images out (`evaluate`).
+
+    An epoch whose loss is NaN or infinite is not evaluated (see `NaNGuard`).
 
     Example:
     >>> model.fit(train_ds, epochs=5, callbacks=[PIQCallback(annotations)])  # doctest: +SKIP
     """
 
-    def __init__(self, annotations, every=1, batch_size=128, epochs=None, verbose=True):
+    def __init__(self, annotations, every=1, batch_size=128, epochs=None, verbose=True, skip_bad_images=False):
         super().__init__()
         if every < 0:
             raise ValueError(f"every must be >= 0. Received: every={every}")
@@ -41,6 +49,7 @@ class PIQCallback(keras.callbacks.Callback):
         self.batch_size = int(batch_size)
         self.epochs = epochs
         self.verbose = verbose
+        self.skip_bad_images = skip_bad_images
         self.last = {}
 
     def _due(self, epoch):
@@ -48,9 +57,11 @@ class PIQCallback(keras.callbacks.Callback):
         return last or (self.every > 0 and (epoch + 1) % self.every == 0)
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self._due(epoch):
+        if not self._due(epoch) or not _all_finite(logs):
             return
-        self.last = evaluate(self.model, self.annotations, batch_size=self.batch_size)
+        self.last = evaluate(
+            self.model, self.annotations, batch_size=self.batch_size, skip_bad_images=self.skip_bad_images
+        )
         if logs is not None:
             logs.update(self.last)
         if self.verbose:
@@ -70,14 +81,62 @@ class UncertaintyLogger(keras.callbacks.Callback):
             logs[f"s_{name}"] = value
 
 
-class NaNGuard(keras.callbacks.Callback):
-    """Stops training when the loss is NaN or infinite, naming the task(s) that diverged.
+class SkippedImagesLogger(keras.callbacks.Callback):
+    """Reports, at the end of every epoch, the images the input pipeline left out.
 
-    Checked after each batch on the running per-task means (`loss_<task>`).
+    Writes their number into `logs["skipped_images"]` and prints one line naming them,
+    e.g. `Epoch 3: skipped 2 unreadable images this epoch: a.jpg (zero bytes), b.jpg (...)`.
+
+    Args:
+        skipped: list of `portrait_keras.data.pipeline.UnreadableImage`, the
+            `skipped_images` of the training dataset (`make_dataset(skip_bad_images=True)`).
+        root: str or None. Folder the printed paths are made relative to.
+        shown: int. Files named on the line; the rest are counted. Defaults to `10`.
     """
 
-    def __init__(self):
+    def __init__(self, skipped, root=None, shown=10):
         super().__init__()
+        self.skipped = list(skipped)
+        self.root = root
+        self.shown = int(shown)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["skipped_images"] = len(self.skipped)
+        if not self.skipped:
+            return
+        names = [
+            f"{os.path.relpath(b.path, self.root) if self.root else b.path} ({b.reason})"
+            for b in self.skipped[: self.shown]
+        ]
+        more = len(self.skipped) - self.shown
+        tail = f", and {more} more" if more > 0 else ""
+        count = len(self.skipped)
+        print(
+            f"Epoch {epoch + 1}: skipped {count} unreadable image{'s' if count != 1 else ''} this epoch: "
+            f"{', '.join(names)}{tail}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training when the loss is NaN or infinite, naming the task(s) that diverged,
+    and keeps the weights of the last good epoch.
+
+    Checked after each batch on the running per-task means (`loss_<task>`). At the end of
+    every epoch whose losses are all finite the model's weights are written to
+    `last_good` (atomically: a crash while writing keeps the previous file), so the file
+    always holds finite weights; a diverged epoch leaves it as it was.
+
+    Args:
+        last_good: str or None. A `.weights.h5` path for the weights of the last good
+            epoch; None writes nothing. Defaults to `None`.
+    """
+
+    def __init__(self, last_good=None):
+        super().__init__()
+        self.last_good = last_good
         self.diverged = []
 
     def on_train_batch_end(self, batch, logs=None):
@@ -88,12 +147,135 @@ class NaNGuard(keras.callbacks.Callback):
         if bad:
             self.diverged = bad
             self.model.stop_training = True
+            kept = (
+                f"The weights of the last good epoch stay in {self.last_good}."
+                if self.last_good and os.path.exists(self.last_good)
+                else "No epoch finished before it, so there are no good weights to keep."
+            )
             print(
-                f"Batch {batch}: loss diverged (NaN/Inf) in task(s) {', '.join(bad)}; training stopped. "
-                "The last checkpoint written before this epoch is kept.",
+                f"Batch {batch}: loss diverged (NaN/Inf) in task(s) {', '.join(bad)}; training stopped. {kept}",
                 file=sys.stderr,
                 flush=True,
             )
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.last_good and not self.diverged and _all_finite(logs):
+            save_weights_atomically(self.model, self.last_good)
+
+
+class HistoryLogger(keras.callbacks.CSVLogger):
+    """`keras.callbacks.CSVLogger` (appending) that keeps the columns of an existing file.
+
+    Keras picks the columns from the first epoch's logs of each `fit`; a resumed run (or a
+    second `fit`) whose first epoch logs other keys (e.g. PIQ on the last epoch) would write
+    its values under the wrong header. Here the header already in the file wins.
+
+    Args:
+        filename: str. The CSV file (`history.csv`).
+    """
+
+    def __init__(self, filename):
+        super().__init__(filename, append=True)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if os.path.exists(self.filename) and os.path.getsize(self.filename):
+            with open(self.filename, encoding="utf-8", newline="") as f:
+                header = next(csv.reader(f), [])
+            if header[:1] == ["epoch"]:
+                self.keys = header[1:]
+
+
+class BackupAndResume(keras.callbacks.Callback):
+    """Backs up the training state every `every` steps and at every epoch end, so that a
+    killed run, started again with the same command, goes on from the step it had reached.
+
+    The state is one file, `backup_dir/state.weights.h5`: the weights of the model and its
+    optimizer, whose `iterations` is the global step. It is written to a temporary file
+    and renamed over the old one, so a kill while writing leaves the previous state.
+
+    Keras' own `BackupAndRestore` (Keras 3.15) restarts an interrupted epoch from its first
+    batch with the weights saved in its middle, which trains those batches twice; here
+    `restore` returns the global step and the caller rebuilds the data stream from that
+    step (`training.train` does), so the resumed run is the uninterrupted one. A state is
+    only written while the losses are finite.
+
+    Args:
+        backup_dir: str. Folder of the state; it should hold nothing else.
+        every: int or None. Back up every n global steps too (None: epoch ends only).
+
+    Example:
+    >>> backup = BackupAndResume("run/backup", every=500)  # doctest: +SKIP
+    >>> step = backup.restore(trainer)  # 0 on a fresh start  # doctest: +SKIP
+    """
+
+    FILE = "state.weights.h5"
+
+    def __init__(self, backup_dir, every=None):
+        super().__init__()
+        if every is not None and (not isinstance(every, int) or every < 1):
+            raise ValueError(f"every must be a positive integer or None. Received: every={every!r}")
+        self.backup_dir = os.fspath(backup_dir)
+        self.every = every
+        self.path = os.path.join(self.backup_dir, self.FILE)
+        self._saved_step = None
+
+    def exists(self):
+        """Whether a state was backed up (a run to resume)."""
+        return os.path.exists(self.path)
+
+    def restore(self, model):
+        """Loads the backed-up state into `model` (compiled); returns its global step (0: none).
+
+        Raises ValueError naming the file when it does not fit the model (another config).
+        """
+        if not self.exists():
+            return 0
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        try:
+            model.load_weights(self.path)
+        except (ValueError, OSError) as e:
+            raise ValueError(
+                f"{self.path}: cannot resume from this backup ({e}). It holds the state of another "
+                f"model or a damaged file; delete {self.backup_dir} to start the run over."
+            ) from e
+        return _global_step(model)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every and _global_step(self.model) % self.every == 0 and _all_finite(logs):
+            self._save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if _all_finite(logs):
+            self._save()
+
+    def _save(self):
+        step = _global_step(self.model)
+        if step != self._saved_step:  # an epoch end right after a step backup has nothing new
+            save_weights_atomically(self.model, self.path)
+            self._saved_step = step
+
+    def remove(self):
+        """Deletes the backup (the run finished)."""
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+def save_weights_atomically(model, path):
+    """`model.save_weights(path)` through a temporary file renamed over `path`."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temporary = path[: -len(".weights.h5")] + ".partial.weights.h5"
+    model.save_weights(temporary, overwrite=True)
+    os.replace(temporary, path)
+
+
+def _global_step(model):
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+def _all_finite(logs):
+    """Whether every loss in `logs` (`loss`, `loss_<task>`) is finite."""
+    return all(_finite(v) for k, v in (logs or {}).items() if k == "loss" or k.startswith("loss_"))
 
 
 def _finite(value):

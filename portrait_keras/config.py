@@ -20,6 +20,8 @@ class DataConfig:
         p: int. Identities per P-K batch.
         k: int. Images per identity in a P-K batch.
         batch_size: int. Global batch size (split across replicas). Defaults to 128.
+        skip_bad_images: bool. Leave unreadable image files out (listed at every epoch end)
+            instead of stopping at the first. Defaults to False.
     """
 
     csv: Optional[str] = None
@@ -28,6 +30,7 @@ class DataConfig:
     p: int = 32
     k: int = 4
     batch_size: int = 128
+    skip_bad_images: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

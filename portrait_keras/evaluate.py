@@ -1,7 +1,9 @@
 """`python -m portrait_keras.evaluate RUN_DIR [--data CSV] [--json]`: the metrics table of a saved run.
 
 Loads the run's `model.keras` (safe mode) and `schema.json` and evaluates on the run's own data
-or `--data` (`portrait_keras.evaluation.evaluate`).
+or `--data` (`portrait_keras.evaluation.evaluate`). A data set labelled with another schema than
+the run's (its `schema.json`, or the default schema when it has none) is refused up front, with
+the differences listed.
 """
 
 import argparse
@@ -9,7 +11,26 @@ import json
 import os
 import sys
 
-from portrait_keras.evaluation import evaluate, format_table
+from portrait_keras.evaluation import SchemaMismatchError, evaluate, format_table, schema_differences
+
+
+def data_schema(csv_path):
+    """The schema `read_annotations(csv_path)` would use: `schema.json` beside it, else the default."""
+    from portrait_keras.schema import Schema, default_schema
+
+    beside = os.path.join(os.path.dirname(os.path.abspath(csv_path)), "schema.json")
+    return (Schema.load(beside), beside) if os.path.exists(beside) else (default_schema(), "the default schema")
+
+
+def check_same_schema(run_schema, run_schema_path, csv_path):
+    """Raises `SchemaMismatchError` naming both sides when the data's schema is not the run's."""
+    schema, source = data_schema(csv_path)
+    differences = schema_differences(run_schema, schema, "the model", "the data")
+    if differences:
+        raise SchemaMismatchError(
+            f"The model ({run_schema_path}) and the data {csv_path} (schema: {source}) are labelled "
+            f"differently: " + "; ".join(differences)
+        )
 
 
 def main(argv=None):
@@ -20,9 +41,19 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
-    import keras
+    from portrait_keras.data import AnnotationError
+    from portrait_keras.export import ModelFileError
 
+    try:
+        return _evaluate(parser, args)
+    except (AnnotationError, SchemaMismatchError, ModelFileError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _evaluate(parser, args):
     from portrait_keras.data import read_annotations
+    from portrait_keras.export import load_keras_model
     from portrait_keras.schema import Schema
 
     model_path = os.path.join(args.run_dir, "model.keras")
@@ -31,8 +62,10 @@ def main(argv=None):
     with open(os.path.join(args.run_dir, "config.json"), encoding="utf-8") as f:
         run_config = json.load(f)
     csv = args.data or run_config["data_csv"]
-    schema = Schema.load(os.path.join(args.run_dir, "schema.json"))
-    model = keras.models.load_model(model_path)
+    schema_path = os.path.join(args.run_dir, "schema.json")
+    schema = Schema.load(schema_path)
+    check_same_schema(schema, schema_path, csv)
+    model = load_keras_model(model_path)
     result = evaluate(model, read_annotations(csv, schema=schema), batch_size=args.batch_size)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0

@@ -15,20 +15,92 @@ from portrait_keras.schema import IDENTITY, MULTI
 EVAL_SPLITS = ("query", "gallery")
 
 
+class SchemaMismatchError(ValueError):
+    """A model and a dataset (or two schemas) disagree on tasks or classes; the message says where."""
+
+
+def schema_differences(a, b, a_name="the first", b_name="the second"):
+    """What differs between schemas `a` and `b`, as a list of short sentences (empty when equal)."""
+    out = []
+    for t in a.tasks:
+        if t.name not in b.names:
+            out.append(f"task {t.name!r} only in {a_name}")
+            continue
+        u = b.task(t.name)
+        if (t.kind, t.aspect) != (u.kind, u.aspect):
+            out.append(f"task {t.name!r} is {t.kind}/{t.aspect} in {a_name}, {u.kind}/{u.aspect} in {b_name}")
+        elif t.classes != u.classes:
+            out.append(
+                f"task {t.name!r} has classes ({', '.join(t.classes)}) in {a_name}, "
+                f"({', '.join(u.classes)}) in {b_name}"
+            )
+    out += [f"task {u.name!r} only in {b_name}" for u in b.tasks if u.name not in a.names]
+    if not out and a.names != b.names:
+        out.append(f"task order {', '.join(a.names)} in {a_name}, {', '.join(b.names)} in {b_name}")
+    return out
+
+
 def model_tasks(model, schema):
     """The schema tasks whose logits the model outputs, in schema order."""
     names = set(model.output_names) if hasattr(model, "output_names") else set()
     return [t for t in schema.tasks if t.name in names]
 
 
+def check_model_fits_schema(model, schema, where="the dataset"):
+    """Raises `SchemaMismatchError` when `model` has no output of `schema` or a class count
+    other than the schema's (a model trained on another class list).
+
+    Args:
+        model: the functional portrait model.
+        schema: `Schema` of the data the model is run on.
+        where: str. Names the schema's source in the message (e.g. the CSV path).
+    """
+    tasks = model_tasks(model, schema)
+    if not tasks:
+        raise SchemaMismatchError(
+            f"The model's outputs ({', '.join(sorted(model.output_names))}) share no task with the "
+            f"schema of {where} ({', '.join(schema.names)})."
+        )
+    wrong = []
+    for task in tasks:
+        if task.kind == IDENTITY:
+            continue
+        size = model.output[task.name].shape[-1]
+        if size != task.num_classes:
+            wrong.append(f"{task.name!r}: model {size} classes, schema {task.num_classes} ({', '.join(task.classes)})")
+    if wrong:
+        raise SchemaMismatchError(
+            f"The model was trained with other class lists than the schema of {where}: " + "; ".join(wrong)
+        )
+
+
 def predict_split(model, annotations, split, batch_size=128):
-    """Runs `model` over one split. Returns numpy outputs: logits per task, `embedding`."""
+    """Runs `model` over one split. Returns numpy outputs: logits per task, `embedding`.
+
+    An unreadable image raises `BadImageError` naming its CSV line and file.
+    """
+    outputs, _ = _predict(model, annotations, split, batch_size, skip_bad_images=False)
+    return outputs
+
+
+def _predict(model, annotations, split, batch_size, skip_bad_images):
+    """Outputs of the split's readable images and their positions in the split."""
     from portrait_keras.data import make_dataset
+    from portrait_keras.data.pipeline import naming_bad_images
 
     image_size = tuple(model.input_shape[1:3])
-    ds = make_dataset(annotations, split, batch_size=batch_size, training=False, image_size=image_size)
-    outputs = model.predict(ds.map(lambda images, labels: images), verbose=0)
-    return {k: np.asarray(v) for k, v in outputs.items()}
+    ds = make_dataset(
+        annotations,
+        split,
+        batch_size=batch_size,
+        training=False,
+        image_size=image_size,
+        skip_bad_images=skip_bad_images,
+    )
+    keep = np.setdiff1d(np.arange(annotations.num_images(split)), [b.index for b in ds.skipped_images])
+    with naming_bad_images(annotations, split):
+        outputs = model.predict(ds.map(lambda images, labels: images), verbose=0)
+    return {k: np.asarray(v) for k, v in outputs.items()}, keep
 
 
 def classification_predictions(task, logits):
@@ -90,15 +162,21 @@ def evaluate_outputs(outputs, labels, schema, tasks, groups=None, cameras=None):
     return result
 
 
-def evaluate(model, annotations, *, batch_size=128):
+def evaluate(model, annotations, *, batch_size=128, skip_bad_images=False):
     """Evaluates `model` on the query and gallery splits of `annotations`.
 
     Args:
         model: the functional portrait model (or a `PortraitTrainer`: its model is used).
         annotations: `portrait_keras.data.Annotations` with query/gallery splits.
         batch_size: int. Inference batch size.
+        skip_bad_images: bool. Leave unreadable images out of the evaluation (with a
+            warning naming them) instead of failing on the first.
 
     Returns: dict of float metrics (module docstring).
+
+    Raises:
+        SchemaMismatchError: the model's class counts differ from the dataset's schema.
+        BadImageError: an image cannot be decoded (unless `skip_bad_images`).
     """
     model = getattr(model, "portrait", model)
     schema = annotations.schema
@@ -108,10 +186,13 @@ def evaluate(model, annotations, *, batch_size=128):
             f"{annotations.csv_path}: no query or gallery images to evaluate on. "
             f"Received splits: {sorted(annotations.splits)}"
         )
-    outputs = {s: predict_split(model, annotations, s, batch_size) for s in splits}
-    labels = {s: annotations.labels(s) for s in splits}
-    groups = {s: annotations.groups(s) for s in splits}
-    cameras = {s: annotations.cameras(s) for s in splits}
+    check_model_fits_schema(model, schema, annotations.csv_path)
+    outputs, labels, groups, cameras = {}, {}, {}, {}
+    for s in splits:
+        outputs[s], keep = _predict(model, annotations, s, batch_size, skip_bad_images)
+        labels[s] = {k: v[keep] for k, v in annotations.labels(s).items()}
+        groups[s] = annotations.groups(s)[keep]
+        cameras[s] = annotations.cameras(s)[keep]
     return evaluate_outputs(outputs, labels, schema, model_tasks(model, schema), groups, cameras)
 
 

@@ -8,24 +8,53 @@
     RUN_DIR/metrics.json     final metrics (`portrait_keras.evaluate`)
     RUN_DIR/model.keras      the functional model (loads with safe_mode=True)
     RUN_DIR/saved_model/     SavedModel with the uint8 `serve` endpoint
-    RUN_DIR/checkpoints/     last (and best-PIQ) weights
-    RUN_DIR/backup/          BackupAndRestore state while a run is unfinished
+    RUN_DIR/checkpoints/     weights of the last good epoch (and of the best PIQ)
+    RUN_DIR/backup/          the training state while a run is unfinished
     RUN_DIR/tensorboard/     TensorBoard logs
 
-Re-running the same command after a crash resumes from `backup/`.
+Faults:
+- Re-running the same command after a crash or kill resumes from `backup/` at the step the
+  run had reached (`callbacks.BackupAndResume`): epoch `e` of the data is a function of the
+  seed and `e` alone (`pipeline.epoch_indices`), so the resumed run sees the batches the
+  uninterrupted one would, and with the same seed ends with the same weights. A half-done
+  epoch is finished by a first `fit` over its remaining batches (its history row averages
+  those only).
+- A NaN/Inf loss stops training (`callbacks.NaNGuard`) with `TrainingDiverged` naming the
+  task; `checkpoints/last.weights.h5` and `backup/` keep the last good state.
+- A run folder that cannot be written, or a disk without room for the run's files, is
+  reported before the first step.
+- An unreadable image stops training with a `BadImageError` naming its CSV line and file,
+  unless `data.skip_bad_images` leaves such files out (listed at every epoch end).
 """
 
+import csv
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 import keras
+import numpy as np
 
-from portrait_keras.callbacks import NaNGuard, PIQCallback, UncertaintyLogger
+from portrait_keras.callbacks import (
+    BackupAndResume,
+    HistoryLogger,
+    NaNGuard,
+    PIQCallback,
+    SkippedImagesLogger,
+    UncertaintyLogger,
+)
 from portrait_keras.schema import APPEARANCE, SINGLE
 
-MIN_FREE_BYTES = 200 * 2**20
+# Global steps between two backups of the training state (and at every epoch end).
+BACKUP_EVERY = 1000
+# Room needed beside the model files: TensorBoard logs, history, temporary files.
+SPARE_BYTES = 64 * 2**20
+# Copies of the model's weights a run keeps on disk at worst: model.keras, the SavedModel,
+# and three checkpoints (last, best, backup) of weights plus two Adam moments each, one of
+# them twice while it is being replaced.
+WEIGHT_COPIES = 2 + 3 * 3 + 3
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,8 +74,11 @@ def choose_strategy():
     return tf.distribute.get_strategy()
 
 
-def check_run_dir(run_dir):
-    """Fails before training when `run_dir` cannot be written or its disk is nearly full."""
+def check_run_dir(run_dir, needed_bytes=SPARE_BYTES):
+    """Fails before training when `run_dir` cannot be written or its disk lacks `needed_bytes`.
+
+    Raises: OSError naming the folder, with the free and the needed space.
+    """
     try:
         os.makedirs(run_dir, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write_test_"):
@@ -54,11 +86,18 @@ def check_run_dir(run_dir):
     except OSError as e:
         raise OSError(f"Run folder {run_dir!r} is not writable: {e.strerror or e}") from e
     free = shutil.disk_usage(run_dir).free
-    if free < MIN_FREE_BYTES:
+    if free < needed_bytes:
         raise OSError(
-            f"Run folder {run_dir!r}: only {free / 2**20:.0f} MiB free, need at least "
-            f"{MIN_FREE_BYTES / 2**20:.0f} MiB for checkpoints and the exported model."
+            f"Run folder {run_dir!r}: only {free / 2**20:,.0f} MiB free on its disk, the run needs about "
+            f"{needed_bytes / 2**20:,.0f} MiB (model files, checkpoints, backup, logs). Free some space "
+            f"or choose another --run-dir."
         )
+
+
+def run_bytes(model):
+    """Disk space a run of `model` needs at worst (see `WEIGHT_COPIES`), in bytes."""
+    weights = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
+    return WEIGHT_COPIES * weights + SPARE_BYTES
 
 
 def set_precision(mixed):
@@ -109,67 +148,103 @@ def build_trainer(config, schema, num_ids, steps_per_epoch):
     return model, trainer
 
 
-def train(config, *, run_dir=None, strategy=None, callbacks=(), verbose="auto"):
+def train(config, *, run_dir=None, strategy=None, callbacks=(), verbose="auto", backup_every=BACKUP_EVERY):
     """Trains `config` and writes its run folder (module docstring).
 
     Args:
         config: `portrait_keras.config.Config`.
         run_dir: str. Run folder; defaults to `runs/<config.name>`. Re-running with the same
-            folder resumes an interrupted run.
+            folder resumes an interrupted run at the step it had reached.
         strategy: a `tf.distribute.Strategy`; defaults to `choose_strategy()`.
         callbacks: extra Keras callbacks, run after the metric callbacks.
         verbose: Keras `fit` verbosity.
+        backup_every: int or None. Global steps between backups of the training state,
+            besides one at every epoch end. Defaults to `BACKUP_EVERY`.
 
     Returns: dict of the final metrics (also in `metrics.json`).
+
+    Raises:
+        OSError: the run folder is not writable or its disk is too full (before training).
+        ValueError: `backup/` holds an unfinished run of another config.
+        AnnotationError, BadImageError: bad annotation rows or unreadable images.
+        TrainingDiverged: a loss became NaN/Inf.
     """
     from portrait_keras.data import default_dataset, make_dataset, read_annotations
+    from portrait_keras.data.pipeline import naming_bad_images
     from portrait_keras.export import export_saved_model
 
     run_dir = os.fspath(run_dir or os.path.join("runs", config.name))
     check_run_dir(run_dir)
+    backup = BackupAndResume(os.path.join(run_dir, "backup"), every=backup_every)
+    if backup.exists():
+        _check_same_config(run_dir, config)
     keras.utils.set_random_seed(config.train.seed)
     set_precision(config.train.mixed_precision)
 
-    csv = os.path.abspath(config.data.csv) if config.data.csv else os.fspath(default_dataset())
-    annotations = read_annotations(csv)
+    csv_path = os.path.abspath(config.data.csv) if config.data.csv else os.fspath(default_dataset())
+    annotations = read_annotations(csv_path)
     schema = annotations.schema
     num_ids = len(annotations.train_ids)
     strategy = strategy or choose_strategy()
 
     d = config.data
-    train_ds = make_dataset(
-        annotations,
-        "train",
-        batch_size=d.batch_size,
-        training=True,
-        sampler=d.sampler,
-        image_size=tuple(d.image_size),
-        p=d.p,
-        k=d.k,
-        seed=config.train.seed,
-        num_replicas=strategy.num_replicas_in_sync,
-    )
+    # Which epoch the data stream draws: the Keras epoch of the pass (set below), so that an
+    # extra iterator (a peek, a resumed run) cannot shift it.
+    data_epoch = {"epoch": 0}
+
+    def train_dataset(**kwargs):
+        return make_dataset(
+            annotations,
+            "train",
+            batch_size=d.batch_size,
+            training=True,
+            sampler=d.sampler,
+            image_size=tuple(d.image_size),
+            p=d.p,
+            k=d.k,
+            seed=config.train.seed,
+            deterministic=True,
+            num_replicas=strategy.num_replicas_in_sync,
+            skip_bad_images=d.skip_bad_images,
+            **kwargs,
+        )
+
+    train_ds = train_dataset(epoch=lambda: data_epoch["epoch"])
     steps_per_epoch = int(train_ds.cardinality())
     with strategy.scope():
         model, trainer = build_trainer(config, schema, num_ids, steps_per_epoch)
+    check_run_dir(run_dir, run_bytes(model))
 
-    backup_dir = os.path.join(run_dir, "backup")
-    resuming = os.path.isdir(backup_dir) and bool(os.listdir(backup_dir))
+    with strategy.scope():  # the optimizer's variables are built here when there is a state
+        step = backup.restore(trainer)
+    start_epoch, skip = divmod(step, steps_per_epoch)
+    if step:
+        print(
+            f"{run_dir}: resuming at epoch {start_epoch + 1}, batch {skip + 1} (global step {step}) "
+            f"from {backup.path}",
+            file=sys.stderr,
+            flush=True,
+        )
     history_csv = os.path.join(run_dir, "history.csv")
-    if not resuming and os.path.exists(history_csv):
-        os.remove(history_csv)  # a fresh run starts a fresh history
-    _write_run_info(run_dir, config, csv, schema, num_ids)
+    _trim_history(history_csv, start_epoch if backup.exists() else 0)
+    _write_run_info(run_dir, config, csv_path, schema, num_ids)
 
     has_eval = {"query", "gallery"} <= set(annotations.splits)
-    piq = PIQCallback(annotations, every=config.train.eval_every, batch_size=d.batch_size, epochs=config.train.epochs)
-    guard = NaNGuard()
+    piq = PIQCallback(
+        annotations,
+        every=config.train.eval_every,
+        batch_size=d.batch_size,
+        epochs=config.train.epochs,
+        skip_bad_images=d.skip_bad_images,
+    )
     ckpt = os.path.join(run_dir, "checkpoints")
     os.makedirs(ckpt, exist_ok=True)
-    cbs = [UncertaintyLogger()] + ([piq] if has_eval else []) + [guard]
-    cbs += [
-        keras.callbacks.BackupAndRestore(backup_dir),
-        keras.callbacks.ModelCheckpoint(os.path.join(ckpt, "last.weights.h5"), save_weights_only=True),
-    ]
+    guard = NaNGuard(last_good=os.path.join(ckpt, "last.weights.h5"))
+    cbs = [keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: data_epoch.update(epoch=epoch))]
+    cbs += [UncertaintyLogger()] + ([piq] if has_eval else [])
+    if d.skip_bad_images:
+        cbs.append(SkippedImagesLogger(train_ds.skipped_images, root=annotations.root))
+    cbs.append(guard)
     if has_eval and config.train.eval_every:
         cbs.append(
             keras.callbacks.ModelCheckpoint(
@@ -181,15 +256,33 @@ def train(config, *, run_dir=None, strategy=None, callbacks=(), verbose="auto"):
             )
         )
     cbs += [
-        keras.callbacks.CSVLogger(history_csv, append=True),
+        HistoryLogger(history_csv),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
+        # After the CSV row, so a kill between the two repeats the row (trimmed on resume)
+        # instead of losing it.
+        backup,
         *callbacks,
     ]
-    trainer.fit(train_ds, epochs=config.train.epochs, callbacks=cbs, verbose=verbose)
+    epochs = config.train.epochs
+    with naming_bad_images(annotations, ["train"] + (["query", "gallery"] if has_eval else [])):
+        if skip and start_epoch < epochs:
+            # Finish the epoch the killed run left half done, from the batch it had reached.
+            data_epoch["epoch"] = start_epoch
+            rest = train_dataset(epoch=lambda: data_epoch["epoch"], skip_batches=skip)
+            trainer.fit(
+                rest, initial_epoch=start_epoch, epochs=start_epoch + 1, callbacks=cbs, verbose=verbose, shuffle=False
+            )
+            start_epoch += 1
+        if not guard.diverged and start_epoch < epochs:
+            data_epoch["epoch"] = start_epoch
+            # shuffle=False: the sampler orders each epoch (Keras cannot shuffle a tf.data pipeline).
+            trainer.fit(
+                train_ds, initial_epoch=start_epoch, epochs=epochs, callbacks=cbs, verbose=verbose, shuffle=False
+            )
     if guard.diverged:
         raise TrainingDiverged(
-            f"Loss became NaN/Inf in task(s) {', '.join(guard.diverged)}; "
-            f"the last good weights are in {ckpt}/last.weights.h5"
+            f"Loss became NaN/Inf in task(s) {', '.join(guard.diverged)}; the weights of the last good epoch "
+            f"are in {guard.last_good}" + ("" if os.path.exists(guard.last_good) else " (none: no epoch finished)")
         )
 
     model.save(os.path.join(run_dir, "model.keras"))
@@ -198,13 +291,52 @@ def train(config, *, run_dir=None, strategy=None, callbacks=(), verbose="auto"):
     if has_eval:
         from portrait_keras.evaluation import evaluate
 
-        final = piq.last or evaluate(model, annotations, batch_size=d.batch_size)
+        final = piq.last or evaluate(model, annotations, batch_size=d.batch_size, skip_bad_images=d.skip_bad_images)
     else:
         final = {}
     final = {**final, **{f"s_{k}": v for k, v in trainer.uncertainties().items()}}
     with open(os.path.join(run_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(final, f, indent=2)
+    backup.remove()  # last: a kill before this point resumes after the final step
     return final
+
+
+def _check_same_config(run_dir, config):
+    """Raises ValueError when the unfinished run in `run_dir` was started with another config."""
+    try:
+        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return
+    current = json.loads(json.dumps(config.to_dict()))
+    changed = sorted(
+        f"{part}.{key}"
+        for part, values in current.items()
+        if isinstance(values, dict)
+        for key in values
+        if saved.get(part, {}).get(key) != values[key]
+    )
+    if changed:
+        raise ValueError(
+            f"Run folder {run_dir!r} holds an unfinished run of another config (differs in "
+            f"{', '.join(changed)}); resuming it with this one would mix the two. Use another "
+            f"--run-dir, or delete {os.path.join(run_dir, 'backup')} to start over."
+        )
+
+
+def _trim_history(history_csv, epochs):
+    """Keeps the rows of the first `epochs` epochs in `history.csv` (a resumed run writes the
+    later ones again); a fresh run (`epochs=0`) starts a fresh file."""
+    if not os.path.exists(history_csv):
+        return
+    with open(history_csv, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    kept = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < epochs]
+    if not kept:
+        os.remove(history_csv)
+        return
+    with open(history_csv, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows[:1] + kept)
 
 
 def _write_run_info(run_dir, config, csv, schema, num_ids):

@@ -10,17 +10,43 @@ over the dataset (every Keras epoch) has a new order and new augmentation; the n
 of batches is fixed, so `dataset.cardinality()` is known and Keras needs no
 `steps_per_epoch`. Evaluation reads every image once, in file order, with no
 augmentation, so batch rows line up with `annotations.paths(split)`.
+
+Unreadable images (zero bytes, not an image, truncated or corrupt data) stop the
+pipeline with an error naming the file: cheap header checks in the graph name it
+directly, and `naming_bad_images` turns a decoder error (which names no file) into a
+`BadImageError` listing the CSV line, path and reason of every bad file of the split.
+With `skip_bad_images=True` the split is checked once up front and the bad files are
+left out and listed (`dataset.skipped_images`, `callbacks.SkippedImagesLogger`).
 """
 
+import contextlib
 import itertools
+import re
+import sys
+import warnings
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 from portrait_keras.data import augment as augment_lib
 from portrait_keras.data import samplers as samplers_lib
+from portrait_keras.data.annotations import AnnotationError
 
 UNKNOWN = -1
+# Leading bytes of the formats `tf.io.decode_image` reads ("One of JPEG, JPEG XL, PNG,
+# GIF, BMP, WebP required"); a file starting otherwise cannot be an image.
+SIGNATURES = {
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG": "PNG",
+    b"GIF8": "GIF",
+    b"BM": "BMP",
+    b"RIFF": "WebP",
+    b"\xff\x0a": "JPEG XL",
+    b"\x00\x00\x00\x0cJXL ": "JPEG XL",
+}
+# Start of the assertion messages of `decode`; `naming_bad_images` looks for it.
+UNREADABLE = "unreadable image file"
 
 
 def split_labels(annotations, split):
@@ -38,13 +64,30 @@ def split_labels(annotations, split):
     return labels
 
 
-def decode(path, image_size):
-    """Reads and decodes a JPEG/PNG/BMP/GIF file to uint8 `[H, W, 3]`.
+def _check_header(data, path):
+    """`data` after asserting it is not empty and starts like an image file.
 
-    Grayscale and RGBA images become RGB; images of another size are resized
-    (bilinear, antialiased).
+    The assertion message names `path`, which the decoder's own errors never do.
     """
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    known = tf.reduce_any(tf.stack([tf.strings.substr(data, 0, len(s)) == s for s in SIGNATURES]))
+    checks = [
+        tf.debugging.Assert(tf.strings.length(data) > 0, [f"{UNREADABLE} (zero bytes):", path]),
+        tf.debugging.Assert(known, [f"{UNREADABLE} (not an image: no JPEG/PNG/GIF/BMP/WebP header):", path]),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(data)
+
+
+def decode(path, image_size):
+    """Reads and decodes a JPEG/PNG/BMP/GIF/WebP file to uint8 `[H, W, 3]`.
+
+    Grayscale, CMYK and RGBA images become RGB; images of another size are resized
+    (bilinear, antialiased). An empty file or one without an image header raises
+    `InvalidArgumentError` naming `path`; a corrupt body raises the decoder's error,
+    which `naming_bad_images` turns into one that names the file.
+    """
+    data = _check_header(tf.io.read_file(path), path)
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
     same = tf.reduce_all(tf.shape(image)[:2] == tf.constant(image_size))
     image = tf.cond(
         same,
@@ -52,6 +95,143 @@ def decode(path, image_size):
         lambda: tf.saturate_cast(tf.round(tf.image.resize(image, image_size, antialias=True)), tf.uint8),
     )
     return tf.ensure_shape(image, [*image_size, 3])
+
+
+class UnreadableImage(NamedTuple):
+    """An image file the input pipeline cannot decode.
+
+    Attributes:
+        index: int. Position of the image in its split (`annotations.paths(split)`).
+        path: str. Absolute file path.
+        reason: str. What is wrong, e.g. `"zero bytes"`.
+    """
+
+    index: int
+    path: str
+    reason: str
+
+
+class BadImageError(AnnotationError):
+    """Image files of an annotation table that cannot be decoded, all of them at once.
+
+    An `AnnotationError` whose problems are `(line, "path", value, "unreadable image: reason")`.
+
+    Attributes:
+        images: list of `UnreadableImage`.
+    """
+
+    def __init__(self, annotations, split, images):
+        self.images = list(images)
+        rows = annotations.rows(split)[[b.index for b in self.images]]
+        lines = annotations.table.index[rows]
+        values = annotations.table["path"].iloc[rows]
+        problems = [
+            (int(line), "path", value, f"unreadable image: {b.reason}")
+            for line, value, b in zip(lines, values, self.images)
+        ]
+        super().__init__(annotations.csv_path, problems)
+        self.args = (
+            f"{self.args[0]}\nCheck the whole table with `python data_prep/validate.py "
+            f"{annotations.csv_path}`, or leave such files out with skip_bad_images=True "
+            f"(--set data.skip_bad_images=true).",
+        )
+
+
+def describe_image_file(path):
+    """Why the input pipeline cannot decode the file at `path`, or None when it can.
+
+    Returns: str or None, e.g. `"missing file"`, `"zero bytes"`, `"not an image (starts
+    with b'hello')"`, `"corrupt or truncated JPEG data (Invalid JPEG data or crop window.)"`.
+    """
+    try:
+        data = tf.io.read_file(path).numpy()
+    except tf.errors.OpError as e:
+        return "missing file" if isinstance(e, tf.errors.NotFoundError) else f"cannot be read: {_tf_message(e)}"
+    if not data:
+        return "zero bytes"
+    kind = next((name for sig, name in SIGNATURES.items() if data.startswith(sig)), None)
+    if kind is None:
+        return f"not an image (starts with {data[:8]!r})"
+    try:
+        tf.io.decode_image(data, channels=3, expand_animations=False)
+    except tf.errors.InvalidArgumentError as e:
+        return f"corrupt or truncated {kind} data ({_tf_message(e)})"
+    return None
+
+
+def _tf_message(error):
+    """The op's own words, without TensorFlow's function and node decorations."""
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", error.message)
+    text = re.sub(r"\s*\[Op:.*$|\s*\[\[\{\{node.*$", "", text, flags=re.S)
+    return text.replace("jpeg::Uncompress failed. ", "").strip()
+
+
+def find_bad_images(paths):
+    """Every file among `paths` that the input pipeline cannot decode, with the reason.
+
+    Reads and decodes all files in parallel (`tf.data`, the decoder of training), then
+    describes the few that failed (`describe_image_file`).
+
+    Args:
+        paths: sequence of str. Image files.
+
+    Returns:
+        list of `UnreadableImage`, by index.
+    """
+    paths = np.asarray(paths, dtype=object)
+    if not len(paths):
+        return []
+    table = tf.constant(paths.astype(str))
+
+    def check(i):
+        path = tf.gather(table, i)
+        image = tf.io.decode_image(_check_header(tf.io.read_file(path), path), channels=3, expand_animations=False)
+        # The shape is returned so that graph optimisation cannot drop the (stateless) decode.
+        return i, tf.shape(image)
+
+    good = np.zeros(len(paths), bool)
+    dataset = tf.data.Dataset.range(len(paths)).map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    for indices, _ in dataset.ignore_errors().batch(4096):
+        good[indices.numpy()] = True
+    found = [(int(i), str(paths[i]), describe_image_file(str(paths[i]))) for i in np.flatnonzero(~good)]
+    # A file that decodes on a second try had a passing read problem: not a bad image.
+    return [UnreadableImage(*item) for item in found if item[2] is not None]
+
+
+def _is_image_error(error):
+    text = error.message
+    return UNREADABLE in text or "Decode" in text or "ReadFile" in text or isinstance(error, tf.errors.NotFoundError)
+
+
+@contextlib.contextmanager
+def naming_bad_images(annotations, splits):
+    """Turns an image decoding error inside the block into a `BadImageError`.
+
+    TensorFlow's decoders fail with e.g. "Invalid JPEG data or crop window", naming no
+    file. On such an error the block is left, the images of `splits` are checked
+    (`find_bad_images`) and a `BadImageError` lists every unreadable file with its CSV
+    line. Other errors, and decoding errors no file explains, pass unchanged.
+
+    Example:
+    >>> with naming_bad_images(annotations, ["train"]):  # doctest: +SKIP
+    ...     model.fit(make_dataset(annotations, "train", batch_size=64, training=True))
+    """
+    try:
+        yield
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+        if not _is_image_error(error):
+            raise
+        for split in [splits] if isinstance(splits, str) else splits:
+            print(
+                f"An image of {annotations.csv_path} could not be decoded; checking the "
+                f"{annotations.num_images(split)} images of split {split!r} to name it...",
+                file=sys.stderr,
+                flush=True,
+            )
+            bad = find_bad_images(annotations.paths(split))
+            if bad:
+                raise BadImageError(annotations, split, bad) from error
+        raise
 
 
 def _to_float(images, labels):
@@ -79,6 +259,9 @@ def make_dataset(
     deterministic=False,
     num_replicas=1,
     drop_remainder=None,
+    skip_bad_images=False,
+    epoch=0,
+    skip_batches=0,
 ):
     """A `tf.data.Dataset` of `(images, labels)` batches of one split.
 
@@ -105,11 +288,24 @@ def make_dataset(
             a contiguous slice, as `tf.distribute` does); with `"pk"` / `"shuffle"` each
             slice holds whole identities. Defaults to `1`.
         drop_remainder: bool. Drop the last incomplete batch. Defaults to `training`.
+        skip_bad_images: bool. Check every image of the split first (`find_bad_images`)
+            and leave the unreadable ones out, with a warning; the returned dataset lists
+            them in `dataset.skipped_images` (list of `UnreadableImage`). When False, an
+            unreadable image stops the iteration with an error (module docstring).
+            Defaults to `False`.
+        epoch: int or callable. Training only: the epoch whose order and augmentation the
+            first pass over the dataset draws, each further pass the next one; or a
+            function called at the start of each pass that returns its epoch (training
+            passes the Keras epoch, so a resumed run draws what an uninterrupted one
+            would). Defaults to `0`.
+        skip_batches: int. Training only: leave out the first n batches of every pass,
+            to finish an epoch a killed run left half done. Defaults to `0`.
 
     Returns:
         `tf.data.Dataset` with a known cardinality, yielding `(images, labels)`:
         images float32 `[B, H, W, 3]` in 0..255, labels `{task: tensor}` as
-        `split_labels`.
+        `split_labels`. Evaluation batches follow `annotations.paths(split)` (less any
+        skipped image).
 
     Example:
     >>> ann = read_annotations(default_dataset())  # doctest: +SKIP
@@ -132,67 +328,96 @@ def make_dataset(
         raise ValueError("`deterministic=True` needs a `seed` to reproduce batches. Received: seed=None")
     if drop_remainder is None:
         drop_remainder = bool(training)
+    if not isinstance(skip_batches, (int, np.integer)) or skip_batches < 0:
+        raise ValueError(f"`skip_batches` must be an integer >= 0. Received: skip_batches={skip_batches!r}")
 
-    paths = tf.constant(annotations.paths(split))
-    labels = {name: tf.constant(value) for name, value in split_labels(annotations, split).items()}
+    all_paths = annotations.paths(split)
+    skipped = find_bad_images(all_paths) if skip_bad_images else []
+    if skipped:
+        listed = ", ".join(f"{b.path} ({b.reason})" for b in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        warnings.warn(
+            f"make_dataset: split {split!r} of {annotations.csv_path}: skipping {len(skipped)} "
+            f"unreadable image(s) (skip_bad_images=True): {listed}{more}",
+            stacklevel=2,
+        )
+    # Positions in the split of the images the dataset reads.
+    keep = np.setdiff1d(np.arange(len(all_paths)), [b.index for b in skipped])
+    paths = tf.constant(all_paths[keep])
+    labels = {name: tf.constant(value[keep]) for name, value in split_labels(annotations, split).items()}
 
     def gather_labels(index):
         return {name: tf.gather(value, index) for name, value in labels.items()}
 
     if not training:
-        dataset = tf.data.Dataset.range(annotations.num_images(split)).map(
+        dataset = tf.data.Dataset.range(len(keep)).map(
             lambda i: (decode(tf.gather(paths, i), image_size), gather_labels(i)),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-        return _batch(dataset, batch_size, drop_remainder)
+        return _with_skipped(_batch(dataset, batch_size, drop_remainder), skipped)
 
     identity = annotations.schema.identity_task
     if sampler != "random" and identity is None:
         raise ValueError(
             f"Sampler {sampler!r} needs an identity task in the schema. Received: sampler={sampler!r}"
         )
-    ids = annotations.labels(split)[identity.name] if identity is not None else np.full(
-        [annotations.num_images(split)], UNKNOWN
-    )
+    ids = annotations.labels(split)[identity.name][keep] if identity is not None else np.full([len(keep)], UNKNOWN)
     index_sampler = samplers_lib.build_sampler(
         sampler, ids, batch_size=batch_size, p=p, k=k, num_replicas=num_replicas, drop_remainder=drop_remainder
     )
+    if skip_batches >= index_sampler.num_batches:
+        raise ValueError(
+            f"`skip_batches` must be less than the {index_sampler.num_batches} batches of an epoch. "
+            f"Received: skip_batches={skip_batches}"
+        )
 
     def load(index, element_seed):
         image = augment_lib.augment(decode(tf.gather(paths, index), image_size), element_seed)
         return image, gather_labels(index)
 
-    dataset = epoch_indices(index_sampler, seed).map(
-        load,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic or sampler != "random",
-    )
-    return _batch(dataset, batch_size, drop_remainder)
+    indices = epoch_indices(index_sampler, seed, epoch=epoch, skip=skip_batches * batch_size)
+    dataset = indices.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or sampler != "random")
+    return _with_skipped(_batch(dataset, batch_size, drop_remainder), skipped)
 
 
-def epoch_indices(sampler, seed=None):
+def _with_skipped(dataset, skipped):
+    dataset.skipped_images = skipped
+    return dataset
+
+
+def epoch_indices(sampler, seed=None, epoch=0, skip=0):
     """Dataset of `(index, element_seed)`: one epoch of `sampler` per iteration.
 
     Epoch `e` of a dataset built with `seed` draws from `numpy.random.default_rng([seed,
     e])`: the sampler's indices, and an int64 `[2]` stateless seed per element for its
-    augmentation. Iterating again gives the next epoch; building the dataset anew
-    starts again at epoch 0.
+    augmentation. So epoch `e` is the same whenever and in whichever process it is drawn.
 
     Args:
         sampler: a sampler from `samplers.build_sampler`.
         seed: int or None. `None` draws a fresh seed.
+        epoch: int or callable. The epoch of the first iteration, each further iteration
+            the next one; or a function returning the epoch of each iteration, called
+            when it starts. Defaults to `0`.
+        skip: int. Leave out the first `skip` elements of every iteration. Defaults to `0`.
 
     Returns:
-        `tf.data.Dataset` of `(int64 [], int64 [2])` with cardinality `sampler.num_indices`.
+        `tf.data.Dataset` of `(int64 [], int64 [2])` with cardinality
+        `sampler.num_indices - skip`.
     """
     base = np.random.SeedSequence().entropy if seed is None else int(seed)
-    epochs = itertools.count()
+    if callable(epoch):
+        current = epoch
+    else:
+        epochs = itertools.count(int(epoch))
+        current = lambda: next(epochs)  # noqa: E731
 
     def one_epoch():
-        rng = np.random.default_rng([base, next(epochs)])
+        rng = np.random.default_rng([base, int(current())])
         indices = sampler(rng)
-        yield indices, rng.integers(0, 2**62, size=(len(indices), 2), dtype=np.int64)
+        # Seeds are drawn for the whole epoch before skipping, so a skipped pass keeps its images' seeds.
+        seeds = rng.integers(0, 2**62, size=(len(indices), 2), dtype=np.int64)
+        yield indices[skip:], seeds[skip:]
 
     dataset = tf.data.Dataset.from_generator(
         one_epoch,
@@ -201,4 +426,4 @@ def epoch_indices(sampler, seed=None):
             tf.TensorSpec([None, 2], tf.int64),
         ),
     )
-    return dataset.unbatch().apply(tf.data.experimental.assert_cardinality(sampler.num_indices))
+    return dataset.unbatch().apply(tf.data.experimental.assert_cardinality(sampler.num_indices - skip))

@@ -1,0 +1,272 @@
+"""Faults during training: a run killed with SIGKILL mid-epoch resumes with the same command to
+the weights of an uninterrupted run; the same seed gives the same first-epoch losses; a NaN loss
+stops training naming the task and keeps the last good weights; a full disk, a changed config
+and unreadable images are reported before training or with the file's CSV line."""
+
+import collections
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from experiments import configs
+from portrait_keras import training
+from portrait_keras.config import override, rescale_epochs
+from portrait_keras.data.pipeline import BadImageError
+from portrait_keras.export import load_keras_model
+from portrait_keras.training import TrainingDiverged, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS_PER_EPOCH = 5  # 181 train images of tiny_synth, batch 32
+BACKUP_EVERY = 3  # backups at global steps 3, 5 (epoch end), 6, 9, 10
+KILL_AT = 7  # in epoch 2, after the step-6 backup: the resumed run starts at its second batch
+
+# The command a test runs twice: killed at global step KILL_AT the first time (a marker file
+# in the run folder keeps the second run alive), then the same command again.
+SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+import keras
+import portrait_keras.export
+from portrait_keras.training import train
+from tests.test_reliability_train import resume_config
+
+portrait_keras.export.export_saved_model = lambda *args: None  # tested by test_training; slow
+
+run_dir, csv_path = sys.argv[1], sys.argv[2]
+
+
+class KillOnce(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        marker = os.path.join(run_dir, "killed")
+        if step == {kill_at} and not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+train(resume_config(csv_path), run_dir=run_dir, callbacks=[KillOnce()], backup_every={every}, verbose=0)
+"""
+
+
+def resume_config(csv_path, epochs=2, name="smoke"):
+    """Experiment `name` (default `smoke`: FSS, Batch Rank, uncertainty weighting) on `csv_path`
+    with the tiny backbone: 64x32 images, batch 32, `epochs` epochs, no XLA (faster to compile
+    for a few steps)."""
+    config = configs.get(name)
+    return dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, csv=str(csv_path), image_size=(64, 32), batch_size=32, p=8, k=4),
+        model=dataclasses.replace(config.model, backbone="tiny"),
+        train=dataclasses.replace(rescale_epochs(config.train, epochs), eval_every=0, jit_compile=False),
+    )
+
+
+def train_only_copy(tiny_synth, folder):
+    """The train split of `tiny_synth` copied into `folder` (no query/gallery: no evaluation)."""
+    source = os.path.dirname(tiny_synth)
+    os.makedirs(folder)
+    shutil.copy(os.path.join(source, "schema.json"), folder)
+    with open(tiny_synth, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = [rows[0]] + [r for r in rows[1:] if r[1] == "train"]
+    for row in kept[1:]:
+        os.makedirs(os.path.join(folder, os.path.dirname(row[0])), exist_ok=True)
+        shutil.copy(os.path.join(source, row[0]), os.path.join(folder, row[0]))
+    path = os.path.join(folder, "annotations.csv")
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    return path
+
+
+def history(run_dir):
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def weights(path):
+    return load_keras_model(path).get_weights()  # safe_mode=True
+
+
+@pytest.fixture(scope="module")
+def resume_runs(tiny_synth, tmp_path_factory):
+    """An uninterrupted run (in this process), and the same run killed with SIGKILL at global
+    step KILL_AT in a subprocess, then started again with the same command."""
+    base = tmp_path_factory.mktemp("resume")
+    data = train_only_copy(tiny_synth, str(base / "data"))
+    script = base / "run.py"
+    script.write_text(SCRIPT.format(repo=REPO, kill_at=KILL_AT, every=BACKUP_EVERY))
+    command = [sys.executable, str(script), str(base / "killed"), data]
+    # The run to kill goes on beside the uninterrupted one (two cores).
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) as process:
+        reference = base / "reference"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("portrait_keras.export.export_saved_model", lambda *args: None)
+            train(resume_config(data), run_dir=reference, backup_every=BACKUP_EVERY, verbose=0)
+        out, err = process.communicate(timeout=600)
+    first = subprocess.CompletedProcess(command, process.returncode, out, err)
+    after_kill = {
+        "history": history(base / "killed"),
+        "backup": sorted(os.listdir(base / "killed" / "backup")),
+    }
+    second = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+    return collections.namedtuple("Runs", "reference killed first second after_kill")(
+        reference, base / "killed", first, second, after_kill
+    )
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_first_epoch_losses(resume_runs):
+    # Two runs in two processes: this one, and the one killed during its second epoch.
+    (ours,), (theirs,) = history(resume_runs.reference)[:1], resume_runs.after_kill["history"]
+    losses = [k for k in ours if k == "loss" or k.startswith("loss_")]
+    assert len(losses) == 9 and all(float(ours[k]) > 0 for k in losses)
+    assert {k: ours[k] for k in losses} == {k: theirs[k] for k in losses}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_same_command_resumes_to_identical_weights(resume_runs):
+    runs = resume_runs
+    assert runs.first.returncode == -signal.SIGKILL, runs.first.stderr[-2000:]
+    assert runs.after_kill["backup"] == ["state.weights.h5"]
+    assert runs.second.returncode == 0, runs.second.stderr[-3000:]
+    assert "resuming at epoch 2, batch 2 (global step 6)" in runs.second.stderr
+    assert [row["epoch"] for row in history(runs.killed)] == ["0", "1"]
+    assert not (runs.killed / "backup").exists()  # removed once the run finished
+    resumed, reference = weights(runs.killed / "model.keras"), weights(runs.reference / "model.keras")
+    assert len(resumed) == len(reference) > 50
+    for a, b in zip(resumed, reference):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resuming_with_another_config_is_refused(tiny_synth, tmp_path):
+    config = resume_config(tiny_synth)
+    os.makedirs(tmp_path / "run" / "backup")
+    (tmp_path / "run" / "backup" / "state.weights.h5").write_bytes(b"state")
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config.to_dict()))
+    with pytest.raises(ValueError, match=r"unfinished run of another config \(differs in train\.epochs\)"):
+        train(override(config, "train.epochs", 5), run_dir=tmp_path / "run", verbose=0)
+
+
+class _RecordEpochEnd(keras.callbacks.Callback):
+    """Keeps the trainer's weights as they are at the end of each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs[epoch] = [np.array(keras.ops.convert_to_numpy(v)) for v in self.model.weights]
+
+
+@pytest.fixture(scope="module")
+def diverged_run(tiny_synth, tmp_path_factory):
+    """Two epochs with data.skip_bad_images on a copy holding one truncated JPEG; from the
+    second epoch the expression loss is multiplied by NaN (1.0 before: the same values)."""
+    from portrait_keras import losses
+
+    base = tmp_path_factory.mktemp("diverged")
+    data = train_only_copy(tiny_synth, str(base / "data"))
+    with open(data) as f:
+        broken = list(csv.reader(f))[5][0]  # CSV line 6
+    path = os.path.join(os.path.dirname(data), broken)
+    with open(path, "rb") as f:
+        head = f.read(500)
+    with open(path, "wb") as f:
+        f.write(head)
+    scale = keras.Variable(1.0, trainable=False, name="poison")
+    original = losses.masked_multilabel_bce
+
+    class Poison(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            scale.assign(float("nan") if epoch == 1 else 1.0)
+
+    record = _RecordEpochEnd()
+    config = override(resume_config(data), "data.skip_bad_images", "true")  # as --set does it
+    stderr = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr):
+        patch.setattr(losses, "masked_multilabel_bce", lambda *a, **k: original(*a, **k) * scale)
+        with pytest.raises(TrainingDiverged) as info, pytest.warns(UserWarning, match="skipping 1 unreadable"):
+            train(config, run_dir=base / "run", callbacks=[Poison(), record], verbose=0)
+    return collections.namedtuple("Diverged", "run error record broken stderr")(
+        base / "run", info.value, record, broken, stderr.getvalue()
+    )
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_naming_the_task_and_keeps_the_last_good_weights(diverged_run):
+    run, error, record = diverged_run.run, diverged_run.error, diverged_run.record
+    last = run / "checkpoints" / "last.weights.h5"
+    assert "Loss became NaN/Inf in task(s) expression;" in str(error) and str(last) in str(error)
+    assert "Batch 0: loss diverged (NaN/Inf) in task(s) expression; training stopped." in diverged_run.stderr
+    assert "loss_expression" in history(run)[-1] and history(run)[-1]["loss_expression"] == "nan"
+    trainer = record.model
+    now = [keras.ops.convert_to_numpy(v) for v in trainer.weights]
+    assert not all(np.isfinite(w).all() for w in now)  # training went on into the NaN step
+    trainer.load_weights(last)
+    for kept, good in zip(trainer.weights, record.epochs[0]):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(kept), good)  # end of epoch 1
+    assert (run / "backup" / "state.weights.h5").exists()  # resumable from the last good state
+    assert not (run / "model.keras").exists()
+
+
+@pytest.mark.slow
+def test_skip_bad_images_in_training_reports_them_every_epoch(diverged_run):
+    assert [row["skipped_images"] for row in history(diverged_run.run)] == ["1", "1"]
+    for epoch in (1, 2):
+        assert (
+            f"Epoch {epoch}: skipped 1 unreadable image this epoch: {diverged_run.broken} "
+            "(corrupt or truncated JPEG data" in diverged_run.stderr
+        )
+
+
+def test_full_disk_is_reported_before_training(tiny_synth, tmp_path, monkeypatch):
+    Usage = collections.namedtuple("Usage", "total used free")
+    monkeypatch.setattr(training.shutil, "disk_usage", lambda path: Usage(2**40, 2**40, training.SPARE_BYTES + 1))
+    with pytest.raises(OSError, match=r"MiB free on its disk, the run needs about [\d,]+ MiB"):
+        train(resume_config(tiny_synth), run_dir=tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run" / "history.csv").exists()
+
+
+def test_run_size_estimate_covers_the_files_a_run_writes(tiny_annotations, tmp_path):
+    config = resume_config("unused")
+    model, trainer = training.build_trainer(config, tiny_annotations.schema, len(tiny_annotations.train_ids), 5)
+    model.save(tmp_path / "model.keras")
+    trainer.optimizer.build(trainer.trainable_variables)
+    trainer.save_weights(tmp_path / "state.weights.h5")
+    # At worst: model.keras, the SavedModel, and four training states (last, best, backup, and
+    # a backup being replaced).
+    written = os.path.getsize(tmp_path / "model.keras") * 2 + os.path.getsize(tmp_path / "state.weights.h5") * 4
+    assert 0.9 * written < training.run_bytes(model) - training.SPARE_BYTES < 1.2 * written
+    with pytest.raises(OSError, match="only 0 MiB free"):
+        Usage = collections.namedtuple("Usage", "total used free")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(training.shutil, "disk_usage", lambda path: Usage(1, 1, 0))
+            training.check_run_dir(str(tmp_path), training.run_bytes(model))
+
+
+@pytest.mark.slow
+def test_unreadable_image_stops_training_naming_its_csv_line(tiny_synth, tmp_path):
+    data = train_only_copy(tiny_synth, str(tmp_path / "data"))
+    with open(data) as f:
+        name = list(csv.reader(f))[9][0]  # CSV line 10
+    path = os.path.join(tmp_path, "data", name)
+    with open(path, "rb") as f:
+        head = f.read(400)
+    with open(path, "wb") as f:
+        f.write(head)  # truncated: the decoder's own error names no file
+    with pytest.raises(BadImageError) as info:
+        train(resume_config(data, epochs=1, name="single_task_gender"), run_dir=tmp_path / "run", verbose=0)
+    (problem,) = info.value.problems
+    assert problem[:3] == (10, "path", name)
+    assert f"{data}:10: column 'path': value '{name}': unreadable image: corrupt or truncated JPEG" in str(info.value)
