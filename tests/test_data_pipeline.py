@@ -115,17 +115,22 @@ def test_any_image_format_and_size_becomes_rgb_256x128(tmp_path):
     Image.new("L", (30, 50), 128).save(tmp_path / "gray.png")
     Image.new("RGBA", (64, 128), (255, 0, 0, 10)).save(tmp_path / "rgba.png")
     Image.new("RGB", (300, 600), (0, 0, 255)).save(tmp_path / "big.jpg")
+    Image.new("RGB", (37, 81), (200, 100, 50)).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    Image.new("L", (33, 77), 90).save(tmp_path / "gray_odd.jpg")
     (tmp_path / "annotations.csv").write_text(
         "path,split,id,gender,age,physique,height,body,arm,expression\n"
         "gray.png,train,1,,,,,,,\nrgba.png,train,2,,,,,,,\nbig.jpg,train,-1,,,,,,,\n"
+        "cmyk.jpg,train,-1,,,,,,,\ngray_odd.jpg,train,-1,,,,,,,\n"
     )
     ann = read_annotations(tmp_path / "annotations.csv")
-    (images, labels), = batches(make_dataset(ann, "train", batch_size=3, training=False))
-    assert images.shape == (3, 256, 128, 3)
+    (images, labels), = batches(make_dataset(ann, "train", batch_size=5, training=False))
+    assert images.shape == (5, 256, 128, 3)
     np.testing.assert_array_equal(images[0], np.full([256, 128, 3], 128))
     np.testing.assert_array_equal(images[1][..., 0], np.full([256, 128], 255))
     assert abs(images[2][..., 2].mean() - 254) < 2
-    np.testing.assert_array_equal(labels["id"], [0, 1, -1])  # train: index into train_ids [1, 2]
+    assert np.abs(images[3] - [200, 100, 50]).max() <= 2  # CMYK JPEG -> RGB
+    np.testing.assert_allclose(images[4], np.full([256, 128, 3], 90), atol=1)  # odd size, grayscale
+    np.testing.assert_array_equal(labels["id"], [0, 1, -1, -1, -1])  # train: index into train_ids [1, 2]
 
 
 @pytest.mark.parametrize(
