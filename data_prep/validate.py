@@ -146,6 +146,7 @@ def main(argv=None):
         parser.error(f"--splits takes names from {', '.join(SPLITS)}. Received: {args.splits!r}")
     if not os.path.isfile(args.csv):
         parser.error(f"{args.csv}: no such file")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the table below says what failed
 
     rows, problems = validate(args.csv, args.root, splits)
     if not problems:
