@@ -111,11 +111,16 @@ EXPERIMENTS = {
 SYNTHETIC_EPOCHS = 30
 SYNTHETIC_BATCH = 64
 SYNTHETIC_IMAGE_SIZE = (128, 64)
+# A from-scratch tiny CNN barely moves under the paper's fine-tuning rate and early decays
+# (10-epoch sweeps on SynthPortrait: PIQ 0.19 with 3.5e-4 and decays at 3/6/9, 0.30 with 3e-3
+# and one decay at 80%): a higher rate, warm-up over 10% and a single late ×0.1.
+SYNTHETIC_LR = 3e-3
+SYNTHETIC_DECAY_AT = 0.8
 
 
 def synthetic_default(config):
     """`config` sized for 2 CPU cores on the embedded SynthPortrait: the tiny backbone, 128×64
-    images, batch 64, the paper's schedule shape over `SYNTHETIC_EPOCHS` epochs. `smoke` is kept
+    images, batch 64, `SYNTHETIC_EPOCHS` epochs at `SYNTHETIC_LR` with one late decay. `smoke` is kept
     as it is."""
     if config.name == "smoke":
         return config
@@ -125,7 +130,12 @@ def synthetic_default(config):
         config.name,
         data={"batch_size": SYNTHETIC_BATCH, "p": p, "image_size": SYNTHETIC_IMAGE_SIZE},
         model={"backbone": "tiny", "backbone_weights": None, "backbone_kwargs": {}},
-        train=dataclasses.asdict(rescale_epochs(config.train, SYNTHETIC_EPOCHS)),
+        train={
+            **dataclasses.asdict(rescale_epochs(config.train, SYNTHETIC_EPOCHS)),
+            "lr": SYNTHETIC_LR,
+            "warmup_lr": SYNTHETIC_LR / 10,
+            "decay_epochs": (round(SYNTHETIC_DECAY_AT * SYNTHETIC_EPOCHS),),
+        },
     )
 
 

@@ -65,3 +65,11 @@ def test_warmup_multistep_matches_the_paper():
     assert WarmupMultiStep.from_config(s.get_config()).get_config() == s.get_config()
     with pytest.raises(ValueError, match="ascending"):
         WarmupMultiStep(1.0, 0.1, 0, [5, 2])
+
+
+def test_synthetic_default_trains_from_scratch_at_a_higher_rate_with_one_late_decay():
+    c = configs.synthetic_default(configs.get("fss_uncert"))
+    assert c.train.lr == configs.SYNTHETIC_LR > configs.base().train.lr
+    assert c.train.warmup_lr < c.train.lr
+    assert len(c.train.decay_epochs) == 1 and c.train.epochs // 2 < c.train.decay_epochs[0] < c.train.epochs
+    assert configs.synthetic_default(configs.get("smoke")) == configs.get("smoke")
