@@ -23,7 +23,18 @@ import sys
 from portrait_keras.data.annotations import AnnotationError
 from portrait_keras.inference import DEFAULT_THRESHOLD, InputError
 
-USER_ERRORS = (InputError, AnnotationError)
+from portrait_keras.evaluation import SchemaMismatchError
+
+USER_ERRORS = (InputError, AnnotationError, SchemaMismatchError)  # BadImageError is an AnnotationError
+
+
+def _is_user_error(error):
+    if isinstance(error, USER_ERRORS):
+        return True
+    # A ModelFileError can only come from an imported export module (which imports keras, too
+    # slow to import up front).
+    export = sys.modules.get("portrait_keras.export")
+    return export is not None and isinstance(error, export.ModelFileError)
 
 
 def _threshold(text):
@@ -163,7 +174,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except USER_ERRORS as e:
+    except Exception as e:
+        if not _is_user_error(e):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 

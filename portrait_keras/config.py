@@ -22,6 +22,9 @@ class DataConfig:
         batch_size: int. Global batch size (split across replicas). Defaults to 128.
         skip_bad_images: bool. Leave unreadable image files out (listed at every epoch end)
             instead of stopping at the first. Defaults to False.
+        erasing_probability: float. Chance of random erasing per training image. Defaults
+            to 0.5 (the re-id recipe the paper follows).
+        padding: int. Padding before the random crop, in pixels. Defaults to 10.
     """
 
     csv: Optional[str] = None
@@ -31,6 +34,8 @@ class DataConfig:
     k: int = 4
     batch_size: int = 128
     skip_bad_images: bool = False
+    erasing_probability: float = 0.5
+    padding: int = 10
 
 
 @dataclasses.dataclass(frozen=True)

@@ -176,24 +176,35 @@ def evaluate(model, annotations, *, batch_size=128, skip_bad_images=False):
 
     Raises:
         SchemaMismatchError: the model's class counts differ from the dataset's schema.
+        AnnotationError: a split the evaluation needs is empty (re-id: query and gallery;
+            otherwise at least one of them).
         BadImageError: an image cannot be decoded (unless `skip_bad_images`).
     """
+    from portrait_keras.data.annotations import AnnotationError
+
     model = getattr(model, "portrait", model)
     schema = annotations.schema
-    splits = [s for s in EVAL_SPLITS if s in annotations.splits]
-    if not splits:
-        raise ValueError(
-            f"{annotations.csv_path}: no query or gallery images to evaluate on. "
-            f"Received splits: {sorted(annotations.splits)}"
-        )
     check_model_fits_schema(model, schema, annotations.csv_path)
+    tasks = model_tasks(model, schema)
+    splits = [s for s in EVAL_SPLITS if s in annotations.splits]
+    # Re-id ranks the query against the gallery: it needs both; the F1 scores need either.
+    identity = schema.identity_task
+    needed = EVAL_SPLITS if identity is not None and identity in tasks else ()
+    missing = [s for s in needed if s not in splits] if splits else list(EVAL_SPLITS)
+    if missing:
+        present = ", ".join(sorted(annotations.splits)) or "none"
+        raise AnnotationError(
+            annotations.csv_path,
+            [(1, "split", s, f"no rows in this split, which the evaluation needs (splits present: {present})")
+             for s in missing],
+        )
     outputs, labels, groups, cameras = {}, {}, {}, {}
     for s in splits:
         outputs[s], keep = _predict(model, annotations, s, batch_size, skip_bad_images)
         labels[s] = {k: v[keep] for k, v in annotations.labels(s).items()}
         groups[s] = annotations.groups(s)[keep]
         cameras[s] = annotations.cameras(s)[keep]
-    return evaluate_outputs(outputs, labels, schema, model_tasks(model, schema), groups, cameras)
+    return evaluate_outputs(outputs, labels, schema, tasks, groups, cameras)
 
 
 def format_table(metrics_dict):

@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import os
-import zipfile
 
 import numpy as np
 
@@ -195,14 +194,12 @@ def load_predictor(path):
     except ValueError as e:
         raise InputError(str(e)) from None
     if kind == KERAS:
-        import keras
-
-        import portrait_keras.models  # noqa: F401  (registers the custom layers)
+        from portrait_keras.export import ModelFileError, load_keras_model
 
         try:
-            model = keras.models.load_model(model_path, compile=False, safe_mode=True)
-        except (ValueError, OSError, zipfile.BadZipFile) as e:  # not a model, or unsafe (Lambda)
-            raise InputError(f"{model_path}: cannot load this .keras model: {e}") from None
+            model = load_keras_model(model_path)
+        except ModelFileError as e:  # not a model, or unsafe (Lambda)
+            raise InputError(str(e)) from None
     else:
         import tensorflow as tf
 
@@ -266,15 +263,18 @@ def expand_image_paths(items):
 def _decode_with_pillow(path, data):
     from PIL import Image, UnidentifiedImageError
 
+    from portrait_keras.data.pipeline import describe_image_file
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))
-    except UnidentifiedImageError:
-        raise InputError(
-            f"{path}: cannot decode this file as an image (no format TensorFlow or Pillow reads)"
-        ) from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: cannot decode this file as an image ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        # The training pipeline's words (zero bytes, not an image, truncated JPEG) when it
+        # knows the format; Pillow's for the formats only Pillow reads.
+        reason = describe_image_file(path)
+        if reason is None:
+            reason = "no format TensorFlow or Pillow reads" if isinstance(e, UnidentifiedImageError) else str(e)
+        raise InputError(f"{path}: cannot decode this file as an image: {reason}") from None
 
 
 def read_image(path, image_size):

@@ -78,11 +78,9 @@ def ordered_metrics(metrics):
 
 
 def _load_model(run_dir):
-    import keras
+    from portrait_keras.export import load_keras_model
 
-    import portrait_keras.models  # noqa: F401  (registers the custom layers)
-
-    return keras.models.load_model(os.path.join(run_dir, "model.keras"), compile=False, safe_mode=True)
+    return load_keras_model(os.path.join(run_dir, "model.keras"))
 
 
 def _confusion_figures(run_dir, schema, config, annotations, model, batch_size, notes):

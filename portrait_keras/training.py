@@ -11,6 +11,7 @@
     RUN_DIR/checkpoints/     weights of the last good epoch (and of the best PIQ)
     RUN_DIR/backup/          the training state while a run is unfinished
     RUN_DIR/tensorboard/     TensorBoard logs
+    RUN_DIR/report/          training curves, F1 bars, confusion matrices, report.md/.html
 
 Faults:
 - Re-running the same command after a crash or kill resumes from `backup/` at the step the
@@ -33,6 +34,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -148,7 +150,9 @@ def build_trainer(config, schema, num_ids, steps_per_epoch):
     return model, trainer
 
 
-def train(config, *, run_dir=None, strategy=None, callbacks=(), verbose="auto", backup_every=BACKUP_EVERY):
+def train(
+    config, *, run_dir=None, strategy=None, callbacks=(), verbose="auto", backup_every=BACKUP_EVERY, report=True
+):
     """Trains `config` and writes its run folder (module docstring).
 
     Args:
@@ -160,6 +164,8 @@ def train(config, *, run_dir=None, strategy=None, callbacks=(), verbose="auto", 
         verbose: Keras `fit` verbosity.
         backup_every: int or None. Global steps between backups of the training state,
             besides one at every epoch end. Defaults to `BACKUP_EVERY`.
+        report: bool. Write the run's figures and report page into `RUN_DIR/report/`
+            (`portrait_keras.report.write_report`) at the end. Defaults to True.
 
     Returns: dict of the final metrics (also in `metrics.json`).
 
@@ -206,6 +212,8 @@ def train(config, *, run_dir=None, strategy=None, callbacks=(), verbose="auto", 
             deterministic=True,
             num_replicas=strategy.num_replicas_in_sync,
             skip_bad_images=d.skip_bad_images,
+            erasing_probability=d.erasing_probability,
+            padding=d.padding,
             **kwargs,
         )
 
@@ -297,8 +305,25 @@ def train(config, *, run_dir=None, strategy=None, callbacks=(), verbose="auto", 
     final = {**final, **{f"s_{k}": v for k, v in trainer.uncertainties().items()}}
     with open(os.path.join(run_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(final, f, indent=2)
-    backup.remove()  # last: a kill before this point resumes after the final step
+    backup.remove()  # a kill before this point resumes after the final step
+    if report:
+        _write_report(run_dir, annotations, model, d.batch_size)
     return final
+
+
+def _write_report(run_dir, annotations, model, batch_size):
+    # The run itself is complete here: a failing figure must not lose it, but must be seen.
+    from portrait_keras.report import write_report
+
+    try:
+        written = write_report(run_dir, annotations, model=model, batch_size=batch_size)
+    except Exception as e:  # noqa: BLE001  (reported, and the command to retry is given)
+        warnings.warn(
+            f"{run_dir}: the training finished, but its report failed ({type(e).__name__}: {e}); "
+            f"retry with: python -m portrait_keras report {run_dir}"
+        )
+        return
+    print(f"Report: {written['html']}", file=sys.stderr, flush=True)
 
 
 def _check_same_config(run_dir, config):

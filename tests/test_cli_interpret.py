@@ -193,6 +193,14 @@ def test_undecodable_image_is_a_clear_error(smoke_run_dir, sample_images, tmp_pa
     assert rc == 2 and out == ""
     assert err.startswith("error: ") and str(bad) in err and "decode" in err
     assert "Traceback" not in err
+    assert "not an image (starts with b'this is ')" in err  # the input pipeline's words
+    zero = tmp_path / "zero.jpg"
+    zero.write_bytes(b"")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(open(sample_images[0], "rb").read()[:400])
+    for path, words in ((zero, "zero bytes"), (truncated, "corrupt or truncated JPEG data")):
+        rc, _, err = run_cli(["interpret", str(smoke_run_dir), str(path)], capsys)
+        assert rc == 2 and f"{path}: cannot decode this file as an image: {words}" in err, err
 
 
 def test_keras_file_without_schema_is_a_clear_error(smoke_run_dir, sample_images, tmp_path, capsys):

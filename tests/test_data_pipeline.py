@@ -141,8 +141,33 @@ def test_any_image_format_and_size_becomes_rgb_256x128(tmp_path):
         (dict(batch_size=16, deterministic=True), "Received: seed=None"),
         (dict(batch_size=16, sampler="pk"), "Received: batch_size=16, p=16, k=4"),
         (dict(batch_size=16, image_size=(256,)), "Received: image_size=\\(256,\\)"),
+        (dict(batch_size=16, erasing_probability=1.5), "Received: erasing_probability=1.5"),
+        (dict(batch_size=16, padding=-1), "Received: padding=-1"),
     ],
 )
 def test_invalid_arguments(tiny_annotations, kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_dataset(tiny_annotations, "train", training=True, **kwargs)
+
+
+def test_padding_and_erasing_probability_reach_the_augmentation(tiny_annotations):
+    ann = tiny_annotations
+
+    def first_batch(**kwargs):
+        ds = make_dataset(ann, "train", batch_size=16, training=True, seed=3, deterministic=True, **kwargs)
+        return batches(ds, 1)[0]
+
+    # No padding and no erasing: each training image is its decoded file, possibly mirrored.
+    images, labels = first_batch(padding=0, erasing_probability=0.0)
+    originals = {}
+    for path in ann.paths("train"):
+        pixels = tf.io.decode_jpeg(tf.io.read_file(path)).numpy().astype(np.float32)
+        originals[pixels.tobytes()] = True
+        originals[pixels[:, ::-1].tobytes()] = True
+    assert all(image.tobytes() in originals for image in images)
+    # The defaults shift and erase: most images then match no file.
+    images, _ = first_batch()
+    assert sum(image.tobytes() in originals for image in images) < len(images) // 2
+    # Erasing always: every image carries a noise rectangle, so none equals its file.
+    erased, _ = first_batch(padding=0, erasing_probability=1.0)
+    assert not any(image.tobytes() in originals for image in erased)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from portrait_keras.data import read_annotations
+from portrait_keras.data import AnnotationError, read_annotations
 from portrait_keras.evaluate import main as evaluate_main
 from portrait_keras.evaluation import SchemaMismatchError, check_model_fits_schema, evaluate
 from portrait_keras.export import ModelFileError, UnsafeModelError, export_saved_model, load_keras_model
@@ -202,3 +202,26 @@ def test_evaluate_command_refuses_data_of_another_schema_and_a_tampered_model(sm
     data = write_dataset(tmp_path / "data2", GOOD_ROWS)
     assert evaluate_main([str(run), "--data", data]) == 2
     assert "model.keras: refused to load: the file holds Python code" in capsys.readouterr().err
+
+
+def test_evaluating_without_the_splits_re_id_needs_names_them(small_model, tmp_path, capsys):
+    model, schema = small_model
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    default_schema().save(run / "schema.json")
+    (run / "config.json").write_text("{}")
+    no_query = write_dataset(tmp_path / "no_query", [r for r in GOOD_ROWS if ",query," not in r])
+    assert evaluate_main([str(run), "--data", no_query]) == 2
+    err = capsys.readouterr().err
+    assert f"error: 1 problem in {no_query}" in err and "Traceback" not in err
+    assert f"{no_query}:1: column 'split': value 'query': no rows in this split" in err
+    assert "splits present: gallery, train" in err
+    train_only = write_dataset(tmp_path / "train_only", [r for r in GOOD_ROWS if ",train," in r])
+    with pytest.raises(AnnotationError, match="value 'gallery': no rows in this split") as info:
+        evaluate(model, read_annotations(train_only))
+    assert len(info.value.problems) == 2
+    # Without re-id, either split is enough for the F1 scores.
+    attributes = keras.Model(model.input, {k: v for k, v in model.output.items() if k.startswith("gender")})
+    result = evaluate(attributes, read_annotations(no_query))
+    assert set(result) >= {"f1_gender"}

@@ -55,7 +55,7 @@ class KillOnce(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-train(resume_config(csv_path), run_dir=run_dir, callbacks=[KillOnce()], backup_every={every}, verbose=0)
+train(resume_config(csv_path), run_dir=run_dir, callbacks=[KillOnce()], backup_every={every}, verbose=0, report=False)
 """
 
 
@@ -112,7 +112,7 @@ def resume_runs(tiny_synth, tmp_path_factory):
         reference = base / "reference"
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr("portrait_keras.export.export_saved_model", lambda *args: None)
-            train(resume_config(data), run_dir=reference, backup_every=BACKUP_EVERY, verbose=0)
+            train(resume_config(data), run_dir=reference, backup_every=BACKUP_EVERY, verbose=0, report=False)
         out, err = process.communicate(timeout=600)
     first = subprocess.CompletedProcess(command, process.returncode, out, err)
     after_kill = {
@@ -158,7 +158,7 @@ def test_resuming_with_another_config_is_refused(tiny_synth, tmp_path):
     (tmp_path / "run" / "backup" / "state.weights.h5").write_bytes(b"state")
     (tmp_path / "run" / "config.json").write_text(json.dumps(config.to_dict()))
     with pytest.raises(ValueError, match=r"unfinished run of another config \(differs in train\.epochs\)"):
-        train(override(config, "train.epochs", 5), run_dir=tmp_path / "run", verbose=0)
+        train(override(config, "train.epochs", 5), run_dir=tmp_path / "run", verbose=0, report=False)
 
 
 class _RecordEpochEnd(keras.callbacks.Callback):
@@ -200,7 +200,7 @@ def diverged_run(tiny_synth, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr):
         patch.setattr(losses, "masked_multilabel_bce", lambda *a, **k: original(*a, **k) * scale)
         with pytest.raises(TrainingDiverged) as info, pytest.warns(UserWarning, match="skipping 1 unreadable"):
-            train(config, run_dir=base / "run", callbacks=[Poison(), record], verbose=0)
+            train(config, run_dir=base / "run", callbacks=[Poison(), record], verbose=0, report=False)
     return collections.namedtuple("Diverged", "run error record broken stderr")(
         base / "run", info.value, record, broken, stderr.getvalue()
     )
@@ -237,7 +237,7 @@ def test_full_disk_is_reported_before_training(tiny_synth, tmp_path, monkeypatch
     Usage = collections.namedtuple("Usage", "total used free")
     monkeypatch.setattr(training.shutil, "disk_usage", lambda path: Usage(2**40, 2**40, training.SPARE_BYTES + 1))
     with pytest.raises(OSError, match=r"MiB free on its disk, the run needs about [\d,]+ MiB"):
-        train(resume_config(tiny_synth), run_dir=tmp_path / "run", verbose=0)
+        train(resume_config(tiny_synth), run_dir=tmp_path / "run", verbose=0, report=False)
     assert not (tmp_path / "run" / "history.csv").exists()
 
 
@@ -268,8 +268,9 @@ def test_unreadable_image_stops_training_naming_its_csv_line(tiny_synth, tmp_pat
         head = f.read(400)
     with open(path, "wb") as f:
         f.write(head)  # truncated: the decoder's own error names no file
+    config = resume_config(data, epochs=1, name="single_task_gender")
     with pytest.raises(BadImageError) as info:
-        train(resume_config(data, epochs=1, name="single_task_gender"), run_dir=tmp_path / "run", verbose=0)
+        train(config, run_dir=tmp_path / "run", verbose=0, report=False)
     (problem,) = info.value.problems
     assert problem[:3] == (10, "path", name)
     assert f"{data}:10: column 'path': value '{name}': unreadable image: corrupt or truncated JPEG" in str(info.value)

@@ -267,7 +267,8 @@ def _check_choice(table, column, allowed, allow_empty, problems):
     bad = ~values.isin(allowed) & ~(allow_empty & (values == ""))
     empty_note = ", or empty for unknown" if allow_empty else ""
     _report(table, column, bad, f"expected one of {', '.join(allowed)}{empty_note}", problems)
-    return pd.Categorical(values, categories=list(allowed)).codes.astype(np.int32)
+    # Unknown values (reported above, and "") map to -1.
+    return pd.Index(list(allowed)).get_indexer(values).astype(np.int32)
 
 
 def _check_int(table, column, optional, problems):

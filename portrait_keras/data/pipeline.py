@@ -262,6 +262,8 @@ def make_dataset(
     skip_bad_images=False,
     epoch=0,
     skip_batches=0,
+    erasing_probability=augment_lib.ERASE_PROBABILITY,
+    padding=augment_lib.PADDING,
 ):
     """A `tf.data.Dataset` of `(images, labels)` batches of one split.
 
@@ -300,6 +302,10 @@ def make_dataset(
             would). Defaults to `0`.
         skip_batches: int. Training only: leave out the first n batches of every pass,
             to finish an epoch a killed run left half done. Defaults to `0`.
+        erasing_probability: float in [0, 1]. Training only: chance that an image is
+            randomly erased. Defaults to `0.5` (the re-id recipe).
+        padding: int >= 0. Training only: pixels of padding before the random crop.
+            Defaults to `10` (the re-id recipe at 256x128).
 
     Returns:
         `tf.data.Dataset` with a known cardinality, yielding `(images, labels)`:
@@ -328,6 +334,12 @@ def make_dataset(
         raise ValueError("`deterministic=True` needs a `seed` to reproduce batches. Received: seed=None")
     if drop_remainder is None:
         drop_remainder = bool(training)
+    if not 0.0 <= float(erasing_probability) <= 1.0:
+        raise ValueError(
+            f"`erasing_probability` must be in [0, 1]. Received: erasing_probability={erasing_probability!r}"
+        )
+    if not isinstance(padding, (int, np.integer)) or padding < 0:
+        raise ValueError(f"`padding` must be an integer >= 0. Received: padding={padding!r}")
     if not isinstance(skip_batches, (int, np.integer)) or skip_batches < 0:
         raise ValueError(f"`skip_batches` must be an integer >= 0. Received: skip_batches={skip_batches!r}")
 
@@ -373,7 +385,8 @@ def make_dataset(
         )
 
     def load(index, element_seed):
-        image = augment_lib.augment(decode(tf.gather(paths, index), image_size), element_seed)
+        image = decode(tf.gather(paths, index), image_size)
+        image = augment_lib.augment(image, element_seed, padding=padding, erasing_probability=erasing_probability)
         return image, gather_labels(index)
 
     indices = epoch_indices(index_sampler, seed, epoch=epoch, skip=skip_batches * batch_size)
