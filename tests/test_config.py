@@ -56,6 +56,9 @@ def test_synthetic_default_is_cpu_sized():
     assert c.model.backbone == "tiny" and c.train.epochs == configs.SYNTHETIC_EPOCHS
     assert c.data.image_size == configs.SYNTHETIC_IMAGE_SIZE and c.data.batch_size == configs.SYNTHETIC_BATCH
     assert c.data.sampler == "random" and c.model.head == "sim_mtl"
+    # The paper's augmentation stays in the base; the short CPU recipe turns erasing off.
+    assert configs.base().data.erasing_probability == 0.5
+    assert c.data.erasing_probability == configs.SYNTHETIC_ERASING < 0.5
 
 
 def test_warmup_multistep_matches_the_paper():

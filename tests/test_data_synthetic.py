@@ -120,8 +120,9 @@ def test_default_dataset_is_generated_once(tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic, "DEFAULT_IMAGES_PER_IDENTITY", 2)
     monkeypatch.setenv("PORTRAIT_KERAS_CACHE", str(tmp_path / "cache"))
     csv_path = synthetic.default_dataset()
-    assert csv_path == tmp_path / "cache" / f"synthportrait-{synthetic.VERSION}-seed0" / "annotations.csv"
-    assert sorted(os.listdir(tmp_path / "cache")) == [f"synthportrait-{synthetic.VERSION}-seed0"]
+    name = f"synthportrait-{synthetic.VERSION}-seed0-3ids-2per"  # another size is another folder
+    assert csv_path == tmp_path / "cache" / name / "annotations.csv"
+    assert sorted(os.listdir(tmp_path / "cache")) == [name]
 
     def fail(*args, **kwargs):
         raise AssertionError("generated again")
