@@ -167,7 +167,8 @@ def score_curves(history, schema=None):
     colors = ["black" if c == "piq" else ASPECT_COLORS[c] for c in aspects]
     _plot_columns(left, history, aspects, None, colors, "score", "PIQ and its aspects (eq. 2)")
     columns = reid + [f"f1_{t}" for t in tasks]
-    colors = ["black", "dimgray"][: len(reid)] + [_task_color(schema, t) for t in tasks]
+    # Re-id has no F1 curve, so rank-1 takes the identity task's colour (gray is expression's).
+    colors = ["black", _task_color(schema, "id")][: len(reid)] + [_task_color(schema, t) for t in tasks]
     _plot_columns(right, history, columns, None, colors, "score", "re-id and per-task Macro F1")
     for ax in (left, right):
         ax.set_ylim(0.0, 1.0)
