@@ -181,17 +181,22 @@ def test_model_with_other_class_lists_than_the_data_is_refused(small_model, tmp_
         check_model_fits_schema(model, no_overlap)
 
 
+def write_run(model, folder, config):
+    """A minimal run folder of `model` for the evaluate command: model.keras, schema.json, config.json."""
+    folder.mkdir()
+    model.save(folder / "model.keras")
+    default_schema().save(folder / "schema.json")
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
 def test_evaluate_command_refuses_data_of_another_schema_and_a_tampered_model(small_model, tmp_path, capsys):
     model, schema = small_model
-    run = tmp_path / "run"
-    run.mkdir()
-    model.save(run / "model.keras")
-    default_schema().save(run / "schema.json")
     data = write_dataset(tmp_path / "data", [r.replace(",male,", ",other,") for r in GOOD_ROWS])
     data_schema = tmp_path / "data" / "schema.json"
     gender3 = Task("gender", "appearance", "single", ("female", "male", "other"))
     Schema(tuple(gender3 if t.name == "gender" else t for t in default_schema().tasks)).save(data_schema)
-    (run / "config.json").write_text(json.dumps({"data_csv": data}))
+    run = write_run(model, tmp_path / "run", {"data_csv": data})
     assert evaluate_main([str(run)]) == 2
     err = capsys.readouterr().err
     assert f"error: The model ({run / 'schema.json'}) and the data {data} (schema: {data_schema})" in err
@@ -206,11 +211,7 @@ def test_evaluate_command_refuses_data_of_another_schema_and_a_tampered_model(sm
 
 def test_evaluating_without_the_splits_re_id_needs_names_them(small_model, tmp_path, capsys):
     model, schema = small_model
-    run = tmp_path / "run"
-    run.mkdir()
-    model.save(run / "model.keras")
-    default_schema().save(run / "schema.json")
-    (run / "config.json").write_text("{}")
+    run = write_run(model, tmp_path / "run", {})
     no_query = write_dataset(tmp_path / "no_query", [r for r in GOOD_ROWS if ",query," not in r])
     assert evaluate_main([str(run), "--data", no_query]) == 2
     err = capsys.readouterr().err

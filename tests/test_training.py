@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -128,3 +129,19 @@ def test_mirrored_strategy_on_two_cpu_replicas(tiny_synth, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PIQ" in result.stdout
+
+
+def test_a_failing_report_warns_with_the_retry_command_and_keeps_the_run(tmp_path, monkeypatch, capsys):
+    from portrait_keras import report, training
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    with pytest.warns(UserWarning, match=r"run: the training finished, but its report failed \(RuntimeError: no "):
+        training._write_report(str(tmp_path / "run"), None, None, 8)
+    with pytest.warns(UserWarning, match=re.escape(f"python -m portrait_keras report {tmp_path / 'run'}")):
+        training._write_report(str(tmp_path / "run"), None, None, 8)
+    monkeypatch.setattr(report, "write_report", lambda *a, **k: {"html": "R/report.html"})
+    training._write_report(str(tmp_path / "run"), None, None, 8)
+    assert "Report: R/report.html" in capsys.readouterr().err
