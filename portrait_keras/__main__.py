@@ -21,9 +21,8 @@ import json
 import sys
 
 from portrait_keras.data.annotations import AnnotationError
-from portrait_keras.inference import DEFAULT_THRESHOLD, InputError
-
 from portrait_keras.evaluation import SchemaMismatchError
+from portrait_keras.inference import DEFAULT_THRESHOLD, InputError
 
 USER_ERRORS = (InputError, AnnotationError, SchemaMismatchError)  # BadImageError is an AnnotationError
 
