@@ -158,7 +158,7 @@ def test_padding_and_erasing_probability_reach_the_augmentation(tiny_annotations
         return batches(ds, 1)[0]
 
     # No padding and no erasing: each training image is its decoded file, possibly mirrored.
-    images, labels = first_batch(padding=0, erasing_probability=0.0)
+    images, _ = first_batch(padding=0, erasing_probability=0.0)
     originals = {}
     for path in ann.paths("train"):
         pixels = tf.io.decode_jpeg(tf.io.read_file(path)).numpy().astype(np.float32)
