@@ -8,12 +8,13 @@ Generates (or reuses) a SynthPortrait set, then reads the same train files twice
 3. for reference, `make_dataset(..., training=False)` (decode and resize only, like 2).
 
 Prints the rates in images/s and the ratio of 1 to 2. Goal for 1: >= 1,000 images/s on
-2 cores.
+2 cores. `--threads 1,2` also measures 1 with tf.data's thread pool limited to each count
+(the rate per core, to tell whether more cores would feed a faster training step).
 Each rate comes with the CPU time per image of this process (all threads), which
 other load on a shared machine disturbs less than the wall-clock rate.
 
 Usage:
-    python benchmarks/input_pipeline.py [--data DIR] [--batches 300] [--batch-size 128]
+    python benchmarks/input_pipeline.py [--data DIR] [--batches 300] [--batch-size 128] [--threads 1,2]
 """
 
 import argparse
@@ -28,10 +29,17 @@ from portrait_keras.data import synthetic
 from portrait_keras.data.annotations import read_annotations
 
 
-def pipeline_rate(annotations, batch_size, batches, warmup, training=True):
+def pipeline_rate(annotations, batch_size, batches, warmup, training=True, threads=None):
+    import tensorflow as tf
+
     from portrait_keras.data.pipeline import make_dataset
 
     dataset = make_dataset(annotations, "train", batch_size=batch_size, training=training, seed=0).repeat()
+    if threads:  # tf.data's own pool (every parallel map and the prefetch run on it)
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = threads
+        options.threading.max_intra_op_parallelism = 1
+        dataset = dataset.with_options(options)
     iterator = iter(dataset)
     for _ in range(warmup):
         next(iterator)
@@ -58,7 +66,11 @@ def main():
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", help="comma-separated thread counts for the training pipeline (e.g. 1,2)")
     args = parser.parse_args()
+    threads = [int(t) for t in args.threads.split(",")] if args.threads else []
+    if any(t < 1 for t in threads):
+        parser.error(f"--threads must be positive integers. Received: {args.threads!r}")
     folder = args.data or os.path.join(tempfile.gettempdir(), f"synthportrait-bench-{args.identities}")
     csv_path = os.path.join(folder, "annotations.csv")
     if not os.path.exists(csv_path):
@@ -75,6 +87,9 @@ def main():
         ("PIL loop, 1 process (open, RGB, resize, numpy)", plain, plain_cpu),
         ("tf.data evaluation pipeline (decode, resize)", decode, decode_cpu),
     ]
+    for n in threads:
+        rate, cpu = pipeline_rate(annotations, args.batch_size, args.batches // 2, args.warmup, threads=n)
+        rows.append((f"tf.data training pipeline, {n} thread(s)", rate, cpu))
     for name, rate, cpu in rows:
         print(f"{name:55s} {rate:7,.0f} images/s  {cpu:.2f} CPU-ms/image")
     print(f"ratio (tf.data / PIL): {fast / plain:.2f}x")

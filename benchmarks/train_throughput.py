@@ -24,7 +24,7 @@ adds tiny at 256x128 and resnet50 at 256x128 (batch 16, 3 timed steps): tens of 
 on 2 cores, as a resnet50 step takes seconds, and far longer in bfloat16 on CPUs without
 bfloat16 instructions (AVX2-only: about 100 s a step).
 The backend is Keras's (`KERAS_BACKEND`, TensorFlow by default); see
-`train_throughput_gpu.py` for the JAX vs PyTorch (timm) comparison on a GPU.
+`train_throughput_timm.py` for the JAX vs PyTorch (timm) comparison on a GPU.
 """
 
 import argparse
@@ -112,7 +112,7 @@ def step_timer(warmup, steps):
     return StepTimer()
 
 
-def _in_memory(images, labels):
+def in_memory(images, labels):
     """The batch as something `fit` repeats without copying or decoding."""
     import keras
 
@@ -160,7 +160,7 @@ def measure(setting, steps, warmup=2, num_ids=NUM_IDS):
     keras.mixed_precision.set_global_policy(setting.precision)
     try:
         _, trainer = build_trainer(config, schema, num_ids, steps_per_epoch=warmup + steps)
-        data = _in_memory(*synthetic_batch(schema, num_ids, setting.batch, setting.image_size))
+        data = in_memory(*synthetic_batch(schema, num_ids, setting.batch, setting.image_size))
         timer = step_timer(warmup, steps)
         trainer.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0, shuffle=False, callbacks=[timer])
     finally:

@@ -14,7 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # scripts, not a package
 
 import train_throughput as tt  # noqa: E402
-import train_throughput_gpu as gpu  # noqa: E402
+import train_throughput_timm as timm_bench  # noqa: E402
 from portrait_keras.schema import default_schema  # noqa: E402
 
 
@@ -72,33 +72,50 @@ def _keras_row(rate):
              "img_s": rate, "ms_step": 1.0}]
 
 
-def test_gpu_script_reports_a_missing_torch_with_status_2(monkeypatch, capsys):
+def test_timm_script_reports_a_missing_torch_with_status_2(monkeypatch, capsys):
     calls = []
 
-    def fake(half, argv):
+    def fake(half, argv, keras_backend="jax"):
         calls.append(half)
-        return _keras_row(50.0) if half == "keras" else gpu.MISSING_TORCH
+        return _keras_row(50.0) if half == "keras" else timm_bench.MISSING_TORCH
 
-    monkeypatch.setattr(gpu, "run_half", fake)
-    assert gpu.main(["--backbone", "resnet50", "--batch", "8"]) == 2
+    monkeypatch.setattr(timm_bench, "run_half", fake)
+    assert timm_bench.main(["--backbone", "resnet50", "--batch", "8"]) == 2
     assert calls == ["keras", "torch"]
     assert "| keras 3 | tiny | 256x128 | 8 | bf16 |" in capsys.readouterr().out
 
     calls.clear()
-    assert gpu.main(["--backbone", "tiny"]) == 2  # no timm model like tiny: torch half skipped
+    assert timm_bench.main(["--backbone", "tiny"]) == 2  # no timm model like tiny: torch half skipped
     assert calls == ["keras"] and "pass --timm-model" in capsys.readouterr().err
-    assert gpu.main(["--backbone", "tiny", "--keras-only"]) == 0
+    assert timm_bench.main(["--backbone", "tiny", "--keras-only"]) == 0
 
 
-def test_gpu_script_ratio_is_keras_over_each_torch_row(monkeypatch, capsys):
+def test_timm_script_ratio_is_keras_over_each_torch_row(monkeypatch, capsys):
     torch_rows = [{"framework": "torch 2", "model": "hrnet_w32", "compile": c, "device": "cuda",
                    "img_s": r, "ms_step": 1.0} for c, r in (("eager", 100.0), ("torch.compile", 160.0))]
-    monkeypatch.setattr(gpu, "run_half", lambda half, argv: _keras_row(120.0) if half == "keras" else torch_rows)
-    assert gpu.main(["--torch-compile"]) == 0
+    monkeypatch.setattr(timm_bench, "run_half",
+                        lambda half, argv, keras_backend="jax": _keras_row(120.0) if half == "keras" else torch_rows)
+    assert timm_bench.main(["--torch-compile"]) == 0
     out = capsys.readouterr().out
     assert "ratio keras / torch (eager): 1.20" in out
     assert "ratio keras / torch (torch.compile): 0.75" in out
-    assert gpu.parse_args([]).timm_model == "hrnet_w32"
+    assert timm_bench.parse_args([]).timm_model == "hrnet_w32"
+
+
+def test_timm_script_runs_the_keras_half_on_the_backend_asked_for(monkeypatch, capsys):
+    backends = []
+
+    def fake(half, argv, keras_backend="jax"):
+        backends.append(keras_backend)
+        return _keras_row(10.0)
+
+    monkeypatch.setattr(timm_bench, "run_half", fake)
+    assert timm_bench.main(["--keras-only"]) == 0
+    assert timm_bench.main(["--keras-only", "--keras-backend", "tensorflow", "--jit", "off"]) == 0
+    assert backends == ["jax", "tensorflow"]
+    assert "keras on tensorflow, jit off" in capsys.readouterr().out
+    args = timm_bench.parse_args([])
+    assert (args.keras_backend, args.jit, args.precision, args.batch) == ("jax", "on", "bf16", 128)
 
 
 @pytest.mark.slow
@@ -112,3 +129,58 @@ def test_cpu_benchmark_runs_one_tiny_step(capsys):
 
     assert f"| {keras.backend.backend()} | tiny | 64x32 | 4 | float32 | off |" in capsys.readouterr().out
     assert keras.mixed_precision.global_policy().name == "float32"  # left as found
+
+
+def test_breakdown_removes_every_batchnorm_and_keeps_the_outputs():
+    import keras
+
+    import step_breakdown
+    from portrait_keras.models.backbones import build_backbone
+
+    backbone = build_backbone("tiny", input_shape=(64, 32, 3))
+    stripped = step_breakdown.without_batchnorm(backbone)
+    kinds = [type(layer) for layer in stripped.layers]
+    assert keras.layers.BatchNormalization not in kinds
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in backbone.layers) == len(
+        [layer for layer in stripped.layers if type(layer).__name__ == "PassThrough"]) > 0
+    assert stripped.output.shape == backbone.output.shape
+    # BN's gamma and beta are gone with it.
+    assert len(stripped.trainable_weights) < len(backbone.trainable_weights)
+
+
+def test_breakdown_summary_subtracts_the_right_rows():
+    import step_breakdown
+
+    rows = [("keras", "trainer", 0.110), ("keras", "bare", 0.100), ("keras", "bare, no BN", 0.080),
+            ("torch", "bare", 0.090), ("torch", "bare, no BN", 0.080)]
+    lines = step_breakdown.summary(rows, batch=8)
+    assert "| keras | trainer | 72.7 | 110.0 |" in lines
+    assert "heads and losses: +10.0 ms/step over the bare backbone (+9% of the trainer's step)" in lines
+    assert "BatchNormalization, keras: 20.0 ms/step (20% of the bare step)" in lines
+    assert "BatchNormalization, torch: 10.0 ms/step (11% of the bare step)" in lines
+    assert "keras / torch img/s: 0.90 with BN, 1.00 without" in lines
+    assert len(step_breakdown.summary(rows[:3], batch=8)) == 2 + 3 + 2  # no torch rows, no torch lines
+
+
+@pytest.mark.slow
+def test_breakdown_runs_on_a_tiny_backbone(capsys):
+    import step_breakdown
+
+    rows = step_breakdown.main(["--backbone", "tiny", "--size", "64", "32", "--batch", "4", "--steps", "1"])
+    assert [variant for _, variant, _ in rows][1:] == ["backbone + Dense", "backbone + Dense, no BN"]
+    assert all(seconds > 0 for _, _, seconds in rows)
+    assert "BatchNormalization, keras:" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        step_breakdown.main(["--backbone", "tiny", "--timm"])  # no timm model like tiny
+
+
+def test_breakdown_torch_subprocess_never_imports_keras():
+    # PyTorch and TensorFlow in one process crash (segfault), so the torch rows' process must not load Keras.
+    import subprocess
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import step_breakdown as s; "
+            "s.torch_rows = lambda args: [['torch', 'bare', 0.1]]; s.main(['--torch-rows']); "
+            "print('keras loaded:', 'keras' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(BENCHMARKS)], capture_output=True, text=True, check=True)
+    assert 'RESULT [["torch", "bare", 0.1]]' in done.stdout
+    assert "keras loaded: False" in done.stdout

@@ -1,30 +1,34 @@
-"""Training throughput on a GPU: our Keras model under JAX vs timm's in PyTorch, same batch.
+"""Training throughput against timm: our Keras model vs timm's in PyTorch, same batch and device.
 
-    python benchmarks/train_throughput_gpu.py [--backbone hrnet_w32] [--size 256 128] [--batch 128]
+    python benchmarks/train_throughput_timm.py [--backbone hrnet_w32] [--size 256 128] [--batch 128]
         [--precision bf16] [--steps 20] [--warmup 3] [--torch-compile] [--keras-only] [--timm-model NAME]
+        [--keras-backend jax] [--jit on]
 
 Two halves, each in its own process (JAX takes most of the GPU memory up front, so they
 cannot share one), on the same synthetic in-memory batch (`train_throughput.synthetic_batch`,
 already on the device):
 
-- keras: `KERAS_BACKEND=jax`, the `fss_uncert` trainer of `train_throughput.measure`
-  (backbone, FSS head with a BNNeck and classifier per task, classification + Batch Rank
-  losses, uncertainty weighting, Adam), `jit_compile=True`, policy `mixed_bfloat16`
-  for bf16;
+- keras: the `fss_uncert` trainer of `train_throughput.measure` (backbone, FSS head with a
+  BNNeck and classifier per task, classification + Batch Rank losses, uncertainty
+  weighting, Adam), policy `mixed_bfloat16` for bf16; by default `KERAS_BACKEND=jax` with
+  `jit_compile=True` (the GPU setting: the GPU machine has JAX but no TensorFlow);
+  `--keras-backend tensorflow --jit off` is the CPU default path of the package;
 - torch: `timm.create_model(NAME, num_classes=0)` (its pooled feature; timm's `hrnet_w32`
-  is the same HRNet-W32-C with the 2048-d head as ours) -> Linear + BatchNorm1d neck ->
-  one Linear classifier per task with our class counts; cross-entropy with unknown
-  labels (-1) masked, multi-label BCE for expression, Adam; `torch.autocast(bfloat16)`
-  for bf16, channels-last memory; eager, or also `torch.compile` with `--torch-compile`.
+  is the same HRNet-W32-C with the 2048-d head as ours: 39,183,680 parameters in both)
+  -> Linear + BatchNorm1d neck -> one Linear classifier per task with our class counts;
+  cross-entropy with unknown labels (-1) masked, multi-label BCE for expression, Adam;
+  `torch.autocast(bfloat16)` for bf16, channels-last memory; eager, or also
+  `torch.compile` with `--torch-compile`.
 
 The heads and losses differ a little (ours splits the feature into task subspaces and
-adds Batch Rank and uncertainty weighting); both are negligible beside the backbone.
-Both halves wait for each step's loss, as a progress bar does; warm-up steps (compilation)
-are not timed. Prints a table and the ratio keras/torch of images/s.
+adds Batch Rank and uncertainty weighting); both are negligible beside the backbone
+(measured on CPU: the whole trainer steps as fast as the bare backbone with one
+classifier). Both halves wait for each step's loss, as a progress bar does; warm-up
+steps (compilation) are not timed. Prints a table and the ratio keras/torch of images/s.
 
 Without torch or timm the torch half is skipped with a message and the exit status is 2
-(`--keras-only` skips it on purpose). For a quick check on CPU:
-`--backbone tiny --size 64 32 --batch 8 --steps 1 --warmup 1 --keras-only`.
+(`--keras-only` skips it on purpose). On a CPU (see RESULTS.md):
+`--batch 8 --precision fp32 --keras-backend tensorflow --jit off`.
 """
 
 import argparse
@@ -53,15 +57,20 @@ def keras_half(args):
     """Images/s of the Keras trainer under the current (JAX) backend."""
     import keras
 
-    setting = train_throughput.Setting(args.backbone, tuple(args.size), args.batch, args.precision == "bf16", True)
+    jit = args.jit == "on"
+    setting = train_throughput.Setting(args.backbone, tuple(args.size), args.batch, args.precision == "bf16", jit)
     result = train_throughput.measure(setting, args.steps, args.warmup, num_ids=args.num_ids)
-    device = keras.backend.backend()
-    if device == "jax":
+    backend = keras.backend.backend()
+    if backend == "jax":
         import jax
 
         device = f"jax {jax.devices()[0].platform}: {jax.devices()[0].device_kind}"
-    return [{"framework": f"keras {keras.__version__}", "model": args.backbone, "compile": "jit (XLA)",
-             "device": device, **result}]
+    else:
+        import tensorflow as tf
+
+        device = f"tensorflow {'gpu' if tf.config.list_physical_devices('GPU') else 'cpu'}"
+    return [{"framework": f"keras {keras.__version__}", "model": args.backbone,
+             "compile": "jit (XLA)" if jit else "no jit", "device": device, **result}]
 
 
 def torch_half(args):
@@ -139,11 +148,11 @@ def torch_half(args):
     return rows
 
 
-def run_half(half, argv):
+def run_half(half, argv, keras_backend="jax"):
     """Runs one half in a subprocess; its rows, or its exit status when it failed."""
     env = dict(os.environ)
     if half == "keras":
-        env["KERAS_BACKEND"] = "jax"
+        env["KERAS_BACKEND"] = keras_backend
     done = subprocess.run([sys.executable, os.path.abspath(__file__), "--half", half, *argv], env=env,
                           stdout=subprocess.PIPE, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
@@ -179,6 +188,10 @@ def parse_args(argv=None):
     parser.add_argument("--num-ids", type=int, default=train_throughput.NUM_IDS, help="re-id classes")
     parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--keras-only", action="store_true", help="skip the torch half")
+    parser.add_argument("--keras-backend", choices=("jax", "tensorflow"), default="jax",
+                        help="backend of the keras half (default jax)")
+    parser.add_argument("--jit", choices=("on", "off"), default="on",
+                        help="jit_compile of the keras half (default on; off is the CPU default under tensorflow)")
     parser.add_argument("--half", choices=("keras", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
@@ -197,9 +210,10 @@ def main(argv=None):
         return 0
 
     print(f"{args.backbone} {args.size[0]}x{args.size[1]}, batch {args.batch}, {args.precision}, "
-          f"{args.warmup} warm-up + {args.steps} timed steps", flush=True)
+          f"{args.warmup} warm-up + {args.steps} timed steps; keras on {args.keras_backend}, jit {args.jit}",
+          flush=True)
     rows, status = [], 0
-    keras_rows = run_half("keras", argv)
+    keras_rows = run_half("keras", argv, args.keras_backend)
     if isinstance(keras_rows, int):
         print(f"error: the keras half failed (exit status {keras_rows}); see its output above", file=sys.stderr)
         return 1
