@@ -11,7 +11,7 @@ Keras backend (`KERAS_BACKEND`), warm-up steps left out:
    weighting, Adam);
 2. backbone: the same backbone, one Dense classifier over the re-id classes and
    cross-entropy, Adam;
-3. backbone without BN: 2 with every `BatchNormalization` replaced by `Identity`
+3. backbone without BN: 2 with every `BatchNormalization` replaced by a pass-through
    (`keras.models.clone_model`);
 
 and with `--timm` (needs torch and timm) the same two for timm's model of that name with a
@@ -53,7 +53,7 @@ def _timed(step, steps, warmup):
 
 
 def without_batchnorm(model):
-    """A copy of the functional `model` with every `BatchNormalization` replaced by `Identity`."""
+    """A copy of the functional `model` with every `BatchNormalization` replaced by a pass-through layer."""
     import keras
 
     class PassThrough(keras.layers.Layer):  # takes BN's call arguments (`mask`, `training`)
