@@ -1,8 +1,9 @@
-"""benchmarks/train_throughput*.py: settings, tables, synthetic batch, exit statuses; one tiny real run.
+"""benchmarks/: train_throughput*.py, step_breakdown.py and gpu_session.sh: settings, tables, exit statuses; tiny real runs.
 
 No timing is asserted: the figures depend on the machine.
 """
 
+import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -184,3 +185,25 @@ def test_breakdown_torch_subprocess_never_imports_keras():
     done = subprocess.run([sys.executable, "-c", code, str(BENCHMARKS)], capture_output=True, text=True, check=True)
     assert 'RESULT [["torch", "bare", 0.1]]' in done.stdout
     assert "keras loaded: False" in done.stdout
+
+
+@pytest.mark.slow
+def test_gpu_session_script_runs_the_benchmark_and_keeps_its_output(tmp_path):
+    # Keras is installed here, so `run` installs no wheels; without torch/timm the torch half is skipped (status 2).
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    env = {**os.environ, "OUT": str(tmp_path),
+           "BENCH_ARGS": "--backbone tiny --timm-model resnet18 --size 64 32 --batch 4 --steps 1 --warmup 1"}
+    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh"), "run"], env=env, capture_output=True,
+                          text=True)
+    log = (tmp_path / "train_throughput_timm.log").read_text()
+    assert "| keras 3" in log and "| tiny | 64x32 | 4 | bf16 | jit (XLA) |" in log, log
+    has_torch = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("timm") is not None
+    assert done.returncode == (0 if has_torch else 2), done.stderr
+    assert "keras" in (tmp_path / "machine.txt").read_text()
+    usage = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], capture_output=True, text=True)
+    assert usage.returncode == 2 and "prepare|run|breakdown" in usage.stderr
