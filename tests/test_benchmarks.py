@@ -1,4 +1,4 @@
-"""benchmarks/: train_throughput*.py, step_breakdown.py and gpu_session.sh: settings, tables, exit statuses; tiny real runs.
+"""benchmarks/ (train_throughput*.py, step_breakdown.py, gpu_session.sh): options, tables, exit statuses, tiny runs.
 
 No timing is asserted: the figures depend on the machine.
 """
