@@ -35,12 +35,10 @@ sys.path.insert(0, HERE)  # train_throughput.py, next to this file
 sys.path.insert(0, os.path.dirname(HERE))  # the repository: portrait_keras, experiments
 # With --timm, JAX must leave GPU memory to the PyTorch subprocess.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-RESULT = "RESULT "  # prefix of the torch subprocess's JSON line
 
 import train_throughput  # noqa: E402
 from portrait_keras.schema import default_schema  # noqa: E402
-
-TIMM_MODELS = {"hrnet_w32": "hrnet_w32", "resnet50": "resnet50"}
+from train_throughput_timm import RESULT, TIMM_MODELS  # noqa: E402  (the torch subprocess's JSON line)
 
 
 def _timed(step, steps, warmup):

@@ -24,7 +24,8 @@ adds tiny at 256x128 and resnet50 at 256x128 (batch 16, 3 timed steps): tens of 
 on 2 cores, as a resnet50 step takes seconds, and far longer in bfloat16 on CPUs without
 bfloat16 instructions (AVX2-only: about 100 s a step).
 The backend is Keras's (`KERAS_BACKEND`, TensorFlow by default); see
-`train_throughput_timm.py` for the JAX vs PyTorch (timm) comparison on a GPU.
+`train_throughput_timm.py` for the comparison with PyTorch (timm), and `step_breakdown.py`
+for where the time goes.
 """
 
 import argparse
