@@ -79,6 +79,13 @@ class PortraitTrainer(keras.Model):
         names = [t.name for t in self.tasks]
         self.weighting = L.UncertaintyWeighting(names, name="uncertainty") if multitask == "uncertainty" else None
         self.task_trackers = {n: keras.metrics.Mean(name=f"loss_{n}") for n in names}
+        # The HFE schedule's step. Not `optimizer.iterations`: JAX's stateless compute_loss
+        # sees only the model's own variables.
+        self.hfe_step = None
+        if metric == "hfe":
+            self.hfe_step = self.add_weight(
+                shape=(), initializer="zeros", trainable=False, name="hfe_step", aggregation="only_first_replica"
+            )
         # Every weight exists already (functional model, s_i): BackupAndRestore needs `built`.
         self.built = True
 
@@ -114,15 +121,17 @@ class PortraitTrainer(keras.Model):
         if self.metric == "triplet":
             return L.batch_hard_triplet_loss(feature, labels, margin=self.triplet_margin)
         if self.metric == "hfe" and task.kind == IDENTITY:
-            step = ops.cast(self.optimizer.iterations, "float32") if self.optimizer else 0.0
-            w = L.hfe_weight(step, self.total_steps, 1.0)
+            w = L.hfe_weight(ops.convert_to_tensor(self.hfe_step), self.total_steps, 1.0)
             return w * L.hfe_loss(feature, _appearance_code(y, self.hfe_tasks), labels)
         return L.batch_rank_loss(feature, labels)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         losses, present = self.task_losses(y, y_pred)
+        if self.hfe_step is not None and training:
+            self.hfe_step.assign_add(1.0)
         for name, value in losses.items():
-            self.task_trackers[name].update_state(value)
+            # A batch without labels for a task carries a placeholder 0: keep it out of the mean.
+            self.task_trackers[name].update_state(value, sample_weight=ops.cast(present[name], "float32"))
         names = [t.name for t in self.tasks]
         values, mask = [losses[n] for n in names], [present[n] for n in names]
         if self.weighting is not None:

@@ -19,6 +19,7 @@ import pytest
 from portrait_keras import losses as L
 from portrait_keras.models import build_portrait_model
 from portrait_keras.schema import default_schema
+from portrait_keras.trainer import PortraitTrainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -105,10 +106,24 @@ def jax_side(workdir):
     )
     y = {k: labels[k] for k in ("id", "gender", "expression")}
     history = model.fit(images, y, epochs=2, batch_size=8, verbose=0).history
+
+    # The package's trainer with the HFE schedule and learnable uncertainty (its own state).
+    schema = default_schema()
+    hfe_tasks = [t for t in schema.aspect_tasks("appearance") if t.kind == "single"]
+    trainer = PortraitTrainer(
+        make_model(), list(schema.tasks), metric="hfe", multitask="uncertainty", hfe_tasks=hfe_tasks, total_steps=4
+    )
+    trainer.compile(optimizer="adam", jit_compile=True)
+    rng = np.random.default_rng(1)
+    full = {t.name: labels.get(t.name, rng.integers(0, max(t.num_classes, 1), 8)) for t in schema.tasks}
+    trainer_history = trainer.fit(images, full, epochs=2, batch_size=4, verbose=0).history
     result = {
         "losses": {k: float(v) for k, v in losses.items()},
         "finite_gradients": finite,
         "fit_loss": history["loss"],
+        "trainer_loss": trainer_history["loss"],
+        "hfe_step": float(keras.ops.convert_to_numpy(trainer.hfe_step)),
+        "s": trainer.uncertainties(),
     }
     with open(os.path.join(workdir, "jax.json"), "w") as f:
         json.dump(result, f)
@@ -140,3 +155,5 @@ def test_model_and_losses_agree_under_jax(tmp_path):
     assert result["losses"] == pytest.approx(expected_losses, rel=1e-4, abs=1e-5)
     assert all(result["finite_gradients"].values()), result["finite_gradients"]
     assert np.isfinite(result["fit_loss"]).all() and result["fit_loss"][1] < result["fit_loss"][0]
+    assert np.isfinite(result["trainer_loss"]).all() and result["hfe_step"] == 4.0
+    assert any(v != 0.0 for v in result["s"].values())  # the s_i of eq. 6 trained under JAX

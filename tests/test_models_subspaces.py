@@ -80,6 +80,16 @@ def test_the_rule_works_for_other_schemas():
     assert fss_layout(default_schema(), 64, tasks=["id"]) == {"id": [[0, 64]]}
 
 
+def test_appearance_attributes_stay_disjoint_without_reid():
+    # Without the identity task no free block either: gender and age split the vector 2:5.
+    blocks = fss_blocks(default_schema(), 70, tasks=["gender", "age"])
+    assert [(b.owner, b.start, b.stop) for b in blocks] == [("gender", 0, 20), ("age", 20, 70)]
+    layout = fss_layout(default_schema(), 2048, tasks=["gender", "age", "physique", "height", "body", "arm"])
+    appearance = [_dims(layout[t]) for t in ("gender", "age", "physique", "height")]
+    assert sum(map(len, appearance)) == len(set().union(*appearance))
+    assert _dims(layout["body"]) & _dims(layout["arm"])  # posture still shares
+
+
 def test_layout_errors_are_explicit():
     with pytest.raises(ValueError, match="too small"):
         fss_blocks(default_schema(), 8)

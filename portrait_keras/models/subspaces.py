@@ -11,10 +11,11 @@ posture, emotion; tasks in schema order):
    The identity task reads the aspect's **whole** part (its attributes' blocks + free),
    as the paper's re-id reads the whole appearance vector. When re-id is its aspect's only
    task, the free weight is the mean weight of the other aspects (the whole vector if none).
-4. An aspect with two or more classification tasks and no identity task (posture: body and
+4. A posture or emotion aspect with two or more classification tasks (posture: body and
    arm) gets a *shared* block of weight `shared_ratio · mean class count`, read by all its
    tasks in addition to their own blocks. It sits after the first task's own block, so with
-   two tasks each one reads a single contiguous range.
+   two tasks each one reads a single contiguous range. Appearance attributes never share
+   dims, with or without re-id: the paper holds them unrelated ("disjoint parts").
 5. Sizes are `floor(dim · weight / Σ weights)`; the dims left by rounding go to the free
    block when there is one, else one each to the blocks with the largest fractional parts.
    Every block needs at least one dim (`ValueError` otherwise).
@@ -31,7 +32,7 @@ import math
 import keras
 from keras import ops
 
-from portrait_keras.schema import ASPECTS, IDENTITY
+from portrait_keras.schema import APPEARANCE, ASPECTS, IDENTITY
 
 FREE = "free"
 SHARED = "shared"
@@ -94,7 +95,7 @@ def fss_blocks(schema, dim, *, tasks=None, free_ratio=1.0, shared_ratio=1.0):
         own = [[aspect, t.name, float(t.num_classes)] for t in classified]
         if has_identity:
             plan += own + [[aspect, FREE, free_ratio * sum(counts) if counts else None]]
-        elif len(classified) >= 2:
+        elif len(classified) >= 2 and aspect != APPEARANCE:
             plan += own[:1] + [[aspect, SHARED, shared_ratio * sum(counts) / len(counts)]] + own[1:]
         else:
             plan += own
