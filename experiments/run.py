@@ -20,7 +20,13 @@ def parse_args(argv):
     parser.add_argument("name", help=f"one of: {', '.join(configs.EXPERIMENTS)}")
     parser.add_argument("--data", help="annotation CSV (default: the embedded SynthPortrait)")
     parser.add_argument("--epochs", type=int, help="epochs; warm-up and decay steps scale along")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. model.backbone=resnet50")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="e.g. model.backbone=resnet50 or train.mixed_precision=false (read as the field's type)",
+    )
     parser.add_argument("--run-dir", help="run folder (default: runs/NAME); re-run to resume")
     return parser.parse_args(argv)
 
@@ -31,7 +37,7 @@ def build_config(args):
         config = override(config, "data.csv", os.path.abspath(args.data))
     else:
         config = configs.synthetic_default(config)
-    if args.epochs:
+    if args.epochs is not None:
         config = dataclasses.replace(config, train=rescale_epochs(config.train, args.epochs))
     for item in args.set:
         key, sep, value = item.partition("=")

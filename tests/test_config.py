@@ -1,9 +1,10 @@
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 
-from experiments import configs
+from experiments import configs, run
 from portrait_keras.config import Config, override, rescale_epochs
 from portrait_keras.schedules import WarmupMultiStep, paper_schedule
 
@@ -76,3 +77,129 @@ def test_synthetic_default_trains_from_scratch_at_a_higher_rate_with_one_late_de
     assert c.train.warmup_lr < c.train.lr
     assert len(c.train.decay_epochs) == 1 and c.train.epochs // 2 < c.train.decay_epochs[0] < c.train.epochs
     assert configs.synthetic_default(configs.get("smoke")) == configs.get("smoke")
+
+
+# --- `--set key=value`: the string is read as the field's declared type ---------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("False", False), ("false", False), ("0", False), ("no", False)]
+    + [("True", True), ("TRUE", True), ("1", True), ("yes", True)],
+)
+@pytest.mark.parametrize("key", ["train.mixed_precision", "data.skip_bad_images"])
+def test_override_reads_bools(key, text, expected):
+    part, field = key.split(".")
+    assert getattr(getattr(override(configs.base(), key, text), part), field) is expected
+
+
+@pytest.mark.parametrize("text, expected", [("False", False), ("true", True), ("0", False), ("auto", "auto")])
+def test_override_jit_compile_takes_a_bool_or_auto(text, expected):
+    assert override(configs.base(), "train.jit_compile", text).train.jit_compile is expected
+
+
+@pytest.mark.parametrize(
+    "key, text, expected",
+    [
+        ("model.tasks", "id", ("id",)),
+        ("model.tasks", "[id, arm]", ("id", "arm")),
+        ("model.tasks", '["id", "arm"]', ("id", "arm")),
+        ("model.tasks", "null", None),
+        ("model.tasks", "None", None),
+        ("train.decay_epochs", "30", (30,)),
+        ("train.decay_epochs", "[30, 60]", (30, 60)),
+        ("train.decay_epochs", "[]", ()),
+        ("data.image_size", "[128, 64]", (128, 64)),
+        ("train.lr", "1e-3", 1e-3),
+        ("train.lr", "3", 3.0),
+        ("train.epochs", "7", 7),
+        ("data.csv", "null", None),
+        ("data.csv", "a.csv", "a.csv"),
+        ("model.backbone", "resnet50", "resnet50"),
+        ("model.backbone_kwargs", '{"last_stride": 1}', {"last_stride": 1}),
+    ],
+)
+def test_override_converts_to_the_field_type(key, text, expected):
+    part, field = key.split(".")
+    value = getattr(getattr(override(configs.base(), key, text), part), field)
+    assert value == expected and type(value) is type(expected)
+    if isinstance(value, tuple):
+        assert all(type(v) is type(e) for v, e in zip(value, expected))
+
+
+@pytest.mark.parametrize(
+    "key, text, expected",
+    [
+        ("train.lr", "abc", "a float"),
+        ("train.lr", "", "a float"),
+        ("train.epochs", "3.5", "an int"),
+        ("train.epochs", "true", "an int"),
+        ("train.mixed_precision", "maybe", "a bool"),
+        ("data.skip_bad_images", "", "a bool"),
+        ("train.jit_compile", "sometimes", "a bool"),
+        ("train.decay_epochs", "[2.5]", "a list of int"),
+        ("train.decay_epochs", "[[1]]", "a list of int"),
+        ("data.image_size", "128", "a list of 2 values"),
+        ("data.image_size", "[128, 64, 3]", "a list of 2 values"),
+    ],
+)
+def test_override_rejects_values_of_the_wrong_type(key, text, expected):
+    with pytest.raises(ValueError) as e:
+        override(configs.base(), key, text)
+    assert str(e.value).startswith(f"--set {key}: expected {expected}")
+    assert str(e.value).endswith(f"Received: {text!r}")
+
+
+def test_override_error_message():
+    with pytest.raises(ValueError, match=r"^--set train\.lr: expected a float\. Received: 'abc'$"):
+        override(configs.base(), "train.lr", "abc")
+
+
+def _as_cli(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (tuple, dict)):
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    return str(value)
+
+
+@pytest.mark.parametrize("name", list(configs.EXPERIMENTS))
+def test_every_experiment_value_survives_set(name):
+    for config in (configs.get(name), configs.synthetic_default(configs.get(name))):
+        again = config
+        for part in ("data", "model", "loss", "train"):
+            for f in dataclasses.fields(getattr(config, part)):
+                again = override(again, f"{part}.{f.name}", _as_cli(getattr(getattr(config, part), f.name)))
+        assert again == config
+
+
+@pytest.mark.parametrize(
+    "item, part, field, expected",
+    [  # the `--set` examples of README.md, benchmarks/RESULTS.md and the error hints
+        ("train.eval_every=0", "train", "eval_every", 0),
+        ("data.skip_bad_images=true", "data", "skip_bad_images", True),
+        ("train.mixed_precision=true", "train", "mixed_precision", True),
+        ("train.jit_compile=true", "train", "jit_compile", True),
+        ("model.backbone=resnet50", "model", "backbone", "resnet50"),
+        ("train.mixed_precision=False", "train", "mixed_precision", False),
+        ("model.tasks=id", "model", "tasks", ("id",)),
+    ],
+)
+def test_run_set_examples(item, part, field, expected):
+    config = run.build_config(run.parse_args(["fss_uncert", "--epochs", "2", "--set", item]))
+    assert getattr(getattr(config, part), field) == expected
+
+
+def test_run_rejects_a_bad_set_value(capsys):
+    assert run.main(["smoke", "--set", "train.lr="]) == 2
+    assert "--set train.lr: expected a float. Received: ''" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("epochs", ["0", "-3"])
+def test_run_epochs_zero_is_an_error_not_the_default(epochs, capsys):
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        run.build_config(run.parse_args(["smoke", "--epochs", epochs]))
+    assert run.main(["smoke", "--epochs", epochs]) == 2
+    assert f"epochs must be >= 1. Received: epochs={epochs}" in capsys.readouterr().err
