@@ -24,7 +24,7 @@ import pandas as pd
 if __package__ in (None, ""):  # run as `python data_prep/validate.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from portrait_keras.data.annotations import SPLITS, AnnotationError, read_annotations  # noqa: E402
+from portrait_keras.data.annotations import SPLITS, AnnotationError, read_annotations, read_table  # noqa: E402
 
 # (kind, pattern of the problem message, column or None for any): the first match names the kind.
 KINDS = (
@@ -65,13 +65,13 @@ def decode_problems(csv_path, root, flagged_lines):
     from portrait_keras.data.pipeline import find_bad_images
 
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skip_blank_lines=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        # The reader's own table: the same lines (a quoted newline moves them) and no crash
+        # on a file it rejects as a whole.
+        table = read_table(csv_path)
+    except AnnotationError:
         return []
-    table.columns = [str(c).strip() for c in table.columns]
     if "path" not in table.columns:
         return []
-    table.index = pd.RangeIndex(2, len(table) + 2)
     rows = [
         (line, value)
         for line, value in table["path"].items()
@@ -107,7 +107,7 @@ def validate(csv_path, root=None, splits=SPLITS):
     if rows is None:
         try:
             rows = len(pd.read_csv(csv_path, dtype=str, keep_default_na=False))
-        except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
             rows = 0
     return rows, sorted(problems, key=lambda p: p[0])
 

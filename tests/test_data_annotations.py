@@ -148,6 +148,9 @@ def test_bad_split(tmp_path):
         ("frame", 11, "1.5"),
         ("camera", 12, "x"),
         ("group", 13, "-7"),
+        ("id", 2, "\u0663"),  # ARABIC-INDIC DIGIT THREE: \d matches it, pd.to_numeric does not
+        ("id", 2, "\uff11\uff12"),  # FULLWIDTH 12
+        ("frame", 11, "-\u0663"),
     ],
 )
 def test_non_integer_id_camera_group_frame(tmp_path, column, index, value):
@@ -201,6 +204,14 @@ def test_absolute_path(tmp_path):
     rows[0] = rows[0].replace("a.jpg", absolute)
     csv_path = write_dataset(tmp_path, rows, images=["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"])
     assert_problem(problems_of(csv_path), csv_path, 2, "path", absolute, ["relative to the dataset root"])
+
+
+def test_every_path_absolute_is_reported_line_by_line(tmp_path):
+    names = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"]
+    rows = [row.replace(n, str(tmp_path / n)) for row, n in zip(GOOD_ROWS, names)]
+    csv_path = write_dataset(tmp_path, rows, images=names)
+    problems = problems_of(csv_path).problems
+    assert [line for line, column, _, _ in problems if column == "path"] == list(range(2, 2 + len(rows)))
 
 
 def test_path_escaping_root(tmp_path):
@@ -258,6 +269,78 @@ def test_unparsable_row(tmp_path):
     csv_path = write_dataset(tmp_path, rows)
     error = problems_of(csv_path)
     assert error.problems[0][0] == 3 and "Expected 14 fields" in str(error)
+
+
+def test_short_and_long_rows_are_all_reported(tmp_path):
+    # pandas pads a short row with "", which would read as "unknown label".
+    rows = list(GOOD_ROWS)
+    rows[0] = ",".join(rows[0].split(",")[:5])
+    rows[2] += ",extra"
+    rows[4] = ",".join(rows[4].split(",")[:2])
+    csv_path = write_dataset(tmp_path, rows[:3] + [""] + rows[3:])  # a blank line is not short
+    error = problems_of(csv_path)
+    assert error.problems == [
+        (2, "", "", "Expected 14 fields in line 2, saw 5"),
+        (4, "", "", "Expected 14 fields in line 4, saw 15"),
+        (7, "", "", "Expected 14 fields in line 7, saw 2"),
+    ]
+    assert f"{csv_path}:2: column '': value '': Expected 14 fields in line 2, saw 5" in str(error)
+
+
+def test_a_quote_left_open_is_reported_where_it_opens(tmp_path):
+    rows = list(GOOD_ROWS)
+    rows[1] = rows[1].replace(",m1,", ',"m1,')
+    csv_path = write_dataset(tmp_path, rows)
+    error = problems_of(csv_path)
+    assert [p[0] for p in error.problems] == [3]
+    assert "Expected 14 fields in line 3, saw 11 (the record runs over lines 3-7: a quote left open?)" in str(error)
+
+
+def test_lines_count_newlines_inside_quoted_fields(tmp_path):
+    rows = list(GOOD_ROWS)
+    rows[1] = rows[1].replace(",m1,", ',"m1\nsecond line",')
+    ann = read_annotations(write_dataset(tmp_path / "good", rows))
+    assert list(ann.table.index) == [2, 3, 5, 6, 7, 8]
+    assert ann.table["source"].iloc[1] == "m1\nsecond line"
+    rows[3] = rows[3].replace(",male,", ",robot,")
+    rows[5] = rows[5].replace("f.jpg", "a.jpg")
+    csv_path = write_dataset(tmp_path / "bad", rows)
+    error = problems_of(csv_path)
+    assert_problem(error, csv_path, 6, "gender", "robot", ["female, male"])
+    assert_problem(error, csv_path, 8, "path", "a.jpg", ["duplicate path (first at line 2)"])
+
+
+def test_file_not_utf8_names_every_bad_line_and_its_bytes(tmp_path):
+    rows = list(GOOD_ROWS)
+    rows[1] = rows[1].replace(",m1,", ",caf\u00e9,")
+    rows[4] = rows[4].replace(",m3,", ",na\u00efve,")
+    csv_path = write_dataset(tmp_path, rows)
+    with open(csv_path, "w", encoding="latin-1") as f:
+        f.write("\n".join([HEADER] + rows) + "\n")
+    error = problems_of(csv_path)
+    assert [p[:3] for p in error.problems] == [
+        (3, "", "b.jpg,train,-1,,elderly,,tall,lying,arms_crossed,,caf\ufffd,11,1,0"),
+        # Over 80 characters: the 80 around the bad byte.
+        (6, "", "...allery,7,male,teenager,medium,medium,squatting,hands_on_hips,neutral,na\ufffdve,4,3,4"),
+    ]
+    assert f"{csv_path}:3: column '': value " in str(error)
+    assert "bytes b'\\xe9' at byte 54 of the line are not UTF-8" in str(error)
+    assert "bytes b'\\xef' at byte 79 of the line are not UTF-8" in str(error)
+
+
+def test_utf8_byte_order_mark_is_fine(tmp_path):
+    csv_path = write_dataset(tmp_path, GOOD_ROWS, header="\ufeff" + HEADER)
+    assert read_annotations(csv_path).table.columns[0] == "path"
+
+
+@pytest.mark.parametrize("repeated", ["gender", "gender ", " gender"])
+def test_duplicate_header_column(tmp_path, repeated):
+    # pandas would rename the second one `gender.1`, and its values would go unread.
+    rows = [r + ",robot" for r in GOOD_ROWS]
+    csv_path = write_dataset(tmp_path, rows, header=HEADER + "," + repeated)
+    error = problems_of(csv_path)
+    assert [p[:3] for p in error.problems] == [(1, "gender", "gender")]
+    assert_problem(error, csv_path, 1, "gender", "gender", ["duplicate column name (columns 4, 15)"])
 
 
 def test_all_problems_listed_at_once(tmp_path):

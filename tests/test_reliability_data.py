@@ -20,7 +20,7 @@ from portrait_keras.data.pipeline import (
     naming_bad_images,
 )
 from portrait_keras.data.samplers import RandomSampler
-from tests.test_data_annotations import GOOD_ROWS, write_dataset
+from tests.test_data_annotations import GOOD_ROWS, HEADER, write_dataset
 
 
 def jpeg_bytes(size=(32, 64), seed=0):
@@ -240,3 +240,32 @@ def test_validate_passes_a_clean_dataset_and_checks_required_splits(tmp_path, ca
     assert validate.main([no_query, "--splits", "train,gallery"]) == 0
     with pytest.raises(SystemExit):
         validate.main([no_query, "--splits", "val"])
+
+
+def test_validate_gives_image_lines_after_a_quoted_newline(tmp_path, capsys):
+    rows = list(GOOD_ROWS)
+    rows[1] = rows[1].replace(",m1,", ',"m1\nsecond line",')
+    rows.append("zero.jpg,train,-1,,,,,,,,m1,1,1,1")
+    csv_path = write_dataset(tmp_path, rows, images=["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"])
+    (tmp_path / "zero.jpg").write_bytes(BAD_FILES["zero.jpg"][0])
+    assert validate.main([csv_path]) == 1
+    assert f"{csv_path}:9: column 'path': value 'zero.jpg': unreadable image: zero bytes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "row, words",
+    [
+        ("b.jpg,train,-1,,elderly", ":3: column '': value '': Expected 14 fields in line 3, saw 5"),
+        (GOOD_ROWS[1].replace(",m1,", ",caf\u00e9,"), ":3: column '': value 'b.jpg,train,"),
+    ],
+    ids=["short row", "not utf-8"],
+)
+def test_validate_reports_a_table_it_cannot_split(tmp_path, capsys, row, words):
+    rows = list(GOOD_ROWS)
+    rows[1] = row
+    csv_path = write_dataset(tmp_path, rows)
+    with open(csv_path, "w", encoding="latin-1") as f:  # 'é' becomes the lone byte 0xe9
+        f.write("\n".join([HEADER] + rows) + "\n")
+    assert validate.main([csv_path]) == 1
+    out = capsys.readouterr().out
+    assert "unparsable CSV" in out and words in out, out

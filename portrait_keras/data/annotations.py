@@ -19,6 +19,7 @@ beside the CSV). Every row is checked, and one `AnnotationError` lists every pro
 `FILE:LINE: column 'x': value 'v': what was expected`.
 """
 
+import csv
 import os
 import posixpath
 
@@ -34,7 +35,10 @@ UNKNOWN = -1
 # The message shows this many problems; `AnnotationError.problems` keeps all of them.
 MAX_LISTED = 50
 
-_INT_PATTERN = r"-?\d{1,18}"  # fits int64
+# [0-9], not \d: \d also matches digits like '٣' that pd.to_numeric rejects. 18 digits fit int64.
+_INT_PATTERN = r"-?[0-9]{1,18}"
+# Characters of an undecodable line quoted back in a problem, around the bad bytes.
+_SHOWN_CHARS = 80
 
 
 class AnnotationError(ValueError):
@@ -76,7 +80,7 @@ class Annotations:
         root: str. Absolute dataset root; `path` values are relative to it.
         csv_path: str. The annotation file.
         table: `pandas.DataFrame`. The CSV as strings (spaces after commas dropped), one
-            row per image, indexed by the CSV line number (`table.index.name == "line"`).
+            row per image, indexed by the CSV line its record starts on (`table.index.name == "line"`).
         splits: tuple of str. The splits that have rows, in `train, query, gallery` order.
         train_ids: int64 `[num_ids]`. Sorted known identities of the train split: the
             re-id classes (a training label is the index into this array).
@@ -183,7 +187,7 @@ def read_annotations(csv_path, root=None, schema=None, *, required_splits=()):
         if split not in SPLITS:
             raise ValueError(f"Unknown split {split!r}. Allowed: {', '.join(SPLITS)}")
 
-    table = _read_table(csv_path)
+    table = read_table(csv_path)
     problems = []
     _check_columns(table, schema, problems)
     encoded = {}
@@ -216,8 +220,24 @@ def read_annotations(csv_path, root=None, schema=None, *, required_splits=()):
     return Annotations(schema, root, csv_path, table, encoded)
 
 
-def _read_table(csv_path):
-    """The CSV as a string DataFrame indexed by file line; blank lines dropped."""
+def read_table(csv_path):
+    """The CSV as a string DataFrame indexed by the line each record starts on.
+
+    Blank records are dropped. Column names are stripped; cells are kept as written (spaces
+    after commas dropped).
+
+    Args:
+        csv_path: path-like. The annotation file.
+
+    Returns:
+        `pandas.DataFrame` of str, `index.name == "line"` (the header is line 1).
+
+    Raises:
+        AnnotationError: when the file is not UTF-8, the header is blank or names a column
+            twice, or records have more or fewer fields than the header (every such record).
+    """
+    csv_path = os.fspath(csv_path)
+    starts = _scan_records(csv_path)
     try:
         table = pd.read_csv(
             csv_path, dtype=str, keep_default_na=False, skip_blank_lines=False, skipinitialspace=True
@@ -228,10 +248,106 @@ def _read_table(csv_path):
         # pandas words it "Expected N fields in line L, saw M".
         message = str(e).replace("Error tokenizing data. C error: ", "").strip()
         raise AnnotationError(csv_path, [(_parser_line(message), "", "", message)]) from None
+    if len(table) != len(starts):
+        # The lines below come from csv.reader, the cells from pandas: they must agree.
+        message = f"pandas read {len(table)} records and csv.reader {len(starts)}; cannot tell their lines"
+        raise AnnotationError(csv_path, [(1, "", "", f"CSV Error: {message}")])
     table.columns = [str(c).strip() for c in table.columns]
-    table.index = pd.RangeIndex(2, len(table) + 2, name="line")
+    table.index = pd.Index(np.asarray(starts, np.int64), name="line")
     blank = (table == "").all(axis=1)
     return table[~blank]
+
+
+def _scan_records(csv_path):
+    """Start line of every data record (blank ones too), from one `csv.reader` pass.
+
+    pandas pads short records with "" (which reads as "unknown"), renames repeated column
+    names and counts a record as one line even when a quoted field holds a newline; this pass
+    reports the first two and gives the lines. Raises `AnnotationError` listing every
+    undecodable line, or the header and field-count problems.
+    """
+    problems, starts = [], []
+    line = 0
+    try:
+        # utf-8-sig: pandas drops a byte order mark too. newline="": csv.reader sees the
+        # line ends, so `line_num` counts physical lines.
+        with open(csv_path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, skipinitialspace=True)
+            header = next(reader, None)
+            if header is None:
+                raise AnnotationError(csv_path, [(1, "", "", "empty file; expected a header line")])
+            if not any(header):
+                message = "blank header line; expected the column names on line 1"
+                raise AnnotationError(csv_path, [(1, "", "", message)])
+            _check_header(header, problems)
+            fields = len(header)
+            line = reader.line_num
+            for record in reader:
+                starts.append(line + 1)
+                # Blank records (no field filled in) are dropped later, short or not.
+                if len(record) != fields and (len(record) > fields or any(record)):
+                    problems.append(_field_count_problem(fields, record, line + 1, reader.line_num))
+                line = reader.line_num
+    except UnicodeDecodeError:
+        raise AnnotationError(csv_path, _undecodable_lines(csv_path)) from None
+    except csv.Error as e:
+        # In practice a field over csv.field_size_limit(): a quote opened and never closed.
+        problems.append((line + 1, "", "", f"CSV Error: {e} (a quote left open?)"))
+    if problems:
+        raise AnnotationError(csv_path, problems)
+    return starts
+
+
+def _check_header(header, problems):
+    """Reports column names given more than once (pandas would rename `x` to `x.1`)."""
+    names = [name.strip() for name in header]
+    positions = {}
+    for position, name in enumerate(names, 1):
+        if name:  # pandas names empty ones "Unnamed: N", which cannot collide
+            positions.setdefault(name, []).append(position)
+    for name, where in positions.items():
+        if len(where) > 1:
+            places = ", ".join(map(str, where))
+            message = f"duplicate column name (columns {places}); each column must appear once"
+            problems.append((1, name, name, message))
+
+
+def _field_count_problem(fields, record, start, end):
+    # Same wording as pandas' error for a long record, so both read alike.
+    message = f"Expected {fields} fields in line {start}, saw {len(record)}"
+    if end > start:
+        message += f" (the record runs over lines {start}-{end}: a quote left open?)"
+    return (start, "", "", message)
+
+
+def _undecodable_lines(csv_path):
+    """One problem per line of the file that is not UTF-8, naming the offending bytes."""
+    with open(csv_path, "rb") as f:
+        data = f.read()
+    problems = []
+    # bytes.splitlines splits at \n, \r and \r\n only, as csv.reader counts lines.
+    for number, raw in enumerate(data.splitlines(), 1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad = raw[e.start : e.end]
+            # The text around the first bad byte, which shows as U+FFFD.
+            at = len(raw[: e.start].decode("utf-8", errors="replace"))
+            text = raw.decode("utf-8", errors="replace")
+            begin = max(0, min(at - _SHOWN_CHARS // 2, len(text) - _SHOWN_CHARS))
+            shown = text[begin : begin + _SHOWN_CHARS]
+            shown = ("..." if begin else "") + shown + ("..." if begin + _SHOWN_CHARS < len(text) else "")
+            problems.append(
+                (
+                    number,
+                    "",
+                    shown,
+                    f"bytes {bad!r} at byte {e.start + 1} of the line are not UTF-8 "
+                    "(UnicodeDecodeError); save the file as UTF-8",
+                )
+            )
+    # Every bad byte sits inside one line, so this is a safety net, not a case seen.
+    return problems or [(1, "", "", "not UTF-8 (UnicodeDecodeError); save the file as UTF-8")]
 
 
 def _parser_line(message):
@@ -363,6 +479,8 @@ def _check_paths(paths, root, problems):
 
 def _check_files(table, norm, usable, root, problems):
     """Reports missing files and files that resolve outside `root` (symlinks)."""
+    if not usable.any():  # every path already reported (absolute, escaping, empty)
+        return
     real_root = os.path.realpath(root)
     parts = pd.Series(norm[usable]).str.rpartition("/")
     dirs, names = parts[0].to_numpy(), parts[2].to_numpy()
