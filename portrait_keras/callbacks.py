@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 
+import h5py
 import keras
 
 from portrait_keras.evaluation import evaluate
@@ -164,11 +165,13 @@ class NaNGuard(keras.callbacks.Callback):
 
 
 class HistoryLogger(keras.callbacks.CSVLogger):
-    """`keras.callbacks.CSVLogger` (appending) that keeps the columns of an existing file.
+    """`keras.callbacks.CSVLogger` (appending) whose columns grow with the keys logged.
 
-    Keras picks the columns from the first epoch's logs of each `fit`; a resumed run (or a
-    second `fit`) whose first epoch logs other keys (e.g. PIQ on the last epoch) would write
-    its values under the wrong header. Here the header already in the file wins.
+    Keras picks the columns from the first epoch's logs of each `fit` and drops any key that
+    comes later: PIQ, re-id and F1 when `eval_every` leaves the first epoch out. Here a key
+    without a column rewrites the file with one more column (earlier rows hold `NA` there,
+    Keras' mark of a missing value), and a resumed run (or a second `fit`) keeps the header
+    already in the file, so every value stays under its own column.
 
     Args:
         filename: str. The CSV file (`history.csv`).
@@ -181,9 +184,34 @@ class HistoryLogger(keras.callbacks.CSVLogger):
         super().on_train_begin(logs)
         if os.path.exists(self.filename) and os.path.getsize(self.filename):
             with open(self.filename, encoding="utf-8", newline="") as f:
-                header = next(csv.reader(f), [])
+                header = next(csv.reader(f, delimiter=self.sep), [])
             if header[:1] == ["epoch"]:
                 self.keys = header[1:]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is not None:
+            new = set(logs or {}) - set(self.keys)
+            if new:
+                self._widen(new)
+        super().on_epoch_end(epoch, logs)
+
+    def _widen(self, new):
+        """Rewrites the file (atomically) with the columns of `new` added, `NA` in earlier rows."""
+        self.csv_file.close()
+        rows = []
+        if os.path.exists(self.filename) and os.path.getsize(self.filename):
+            with open(self.filename, encoding="utf-8", newline="") as f:
+                rows = list(csv.DictReader(f, delimiter=self.sep))
+        self.keys = sorted(set(self.keys) | new)
+        temporary = self.filename + ".partial"
+        with open(temporary, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, ["epoch", *self.keys], restval="NA", delimiter=self.sep)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(temporary, self.filename)
+        self.csv_file = open(self.filename, "a", encoding="utf-8")  # noqa: SIM115  (Keras closes it)
+        self.writer = None  # made again by Keras with the new columns, without a header
+        self.append_header = False
 
 
 class BackupAndResume(keras.callbacks.Callback):
@@ -191,14 +219,21 @@ class BackupAndResume(keras.callbacks.Callback):
     killed run, started again with the same command, goes on from the step it had reached.
 
     The state is one file, `backup_dir/state.weights.h5`: the weights of the model and its
-    optimizer, whose `iterations` is the global step. It is written to a temporary file
-    and renamed over the old one, so a kill while writing leaves the previous state.
+    optimizer, and the global step (`step`, the train batches run) as an attribute of the
+    file. It is written to a temporary file and renamed over the old one, so a kill while
+    writing leaves the previous state.
+
+    The step is counted here, on the host, rather than read from `optimizer.iterations`: with
+    mixed float16 the `LossScaleOptimizer` skips the update of a batch whose gradients
+    overflow, and its `iterations` falls behind the batches the data stream has given.
 
     Keras' own `BackupAndRestore` (Keras 3.15) restarts an interrupted epoch from its first
     batch with the weights saved in its middle, which trains those batches twice; here
     `restore` returns the global step and the caller rebuilds the data stream from that
     step (`training.train` does), so the resumed run is the uninterrupted one. A state is
-    only written while the losses are finite.
+    only written while the losses are finite. The last batch of an epoch is backed up by the
+    epoch end, after the other callbacks (PIQ, history row, checkpoints): a kill among those
+    resumes at that batch's epoch, not after it.
 
     Args:
         backup_dir: str. Folder of the state; it should hold nothing else.
@@ -218,6 +253,8 @@ class BackupAndResume(keras.callbacks.Callback):
         self.backup_dir = os.fspath(backup_dir)
         self.every = every
         self.path = os.path.join(self.backup_dir, self.FILE)
+        self.step = 0  # train batches run, by every fit of this callback and the restored run
+        self._epoch_start = 0
         self._saved_step = None
 
     def exists(self):
@@ -235,15 +272,27 @@ class BackupAndResume(keras.callbacks.Callback):
             model.optimizer.build(model.trainable_variables)
         try:
             model.load_weights(self.path)
+            with h5py.File(self.path, "r") as f:
+                step = f.attrs.get("step")
         except (ValueError, OSError) as e:
             raise ValueError(
                 f"{self.path}: cannot resume from this backup ({e}). It holds the state of another "
                 f"model or a damaged file; delete {self.backup_dir} to start the run over."
             ) from e
-        return _global_step(model)
+        # A state written before the step was kept: the optimizer's count, its best guess.
+        self.step = int(step) if step is not None else _iterations(model)
+        self._epoch_start = self._saved_step = self.step
+        return self.step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.step
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every and _global_step(self.model) % self.every == 0 and _all_finite(logs):
+        # `batch` counts from the first batch of this fit's epoch (steps_per_execution > 1
+        # reports every n-th batch).
+        before, self.step = self.step, self._epoch_start + batch + 1
+        epoch_end = batch + 1 == (self.params or {}).get("steps")  # backed up by on_epoch_end
+        if self.every and self.step // self.every > before // self.every and not epoch_end and _all_finite(logs):
             self._save()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -251,25 +300,28 @@ class BackupAndResume(keras.callbacks.Callback):
             self._save()
 
     def _save(self):
-        step = _global_step(self.model)
-        if step != self._saved_step:  # an epoch end right after a step backup has nothing new
-            save_weights_atomically(self.model, self.path)
-            self._saved_step = step
+        if self.step != self._saved_step:  # else nothing new (an epoch of unknown length: last batch)
+            save_weights_atomically(self.model, self.path, step=self.step)
+            self._saved_step = self.step
 
     def remove(self):
         """Deletes the backup (the run finished)."""
         shutil.rmtree(self.backup_dir, ignore_errors=True)
 
 
-def save_weights_atomically(model, path):
-    """`model.save_weights(path)` through a temporary file renamed over `path`."""
+def save_weights_atomically(model, path, step=None):
+    """`model.save_weights(path)` through a temporary file renamed over `path`; `step` (an
+    int), when given, is stored as the file's `step` attribute."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     temporary = path[: -len(".weights.h5")] + ".partial.weights.h5"
     model.save_weights(temporary, overwrite=True)
+    if step is not None:
+        with h5py.File(temporary, "r+") as f:
+            f.attrs["step"] = int(step)
     os.replace(temporary, path)
 
 
-def _global_step(model):
+def _iterations(model):
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 

@@ -19,7 +19,10 @@ Faults:
   seed and `e` alone (`pipeline.epoch_indices`), so the resumed run sees the batches the
   uninterrupted one would, and with the same seed ends with the same weights. A half-done
   epoch is finished by a first `fit` over its remaining batches (its history row averages
-  those only).
+  those only). The global step is the number of train batches run (counted by the callback,
+  so a float16 step the loss scaler skipped still counts), and the last batch of an epoch is
+  backed up only with its epoch end (PIQ, history row, checkpoints). `checkpoints/best.weights.h5`
+  is replaced only by an epoch better than every PIQ in the kept rows of `history.csv`.
 - A NaN/Inf loss stops training (`callbacks.NaNGuard`) with `TrainingDiverged` naming the
   task; `checkpoints/last.weights.h5` and `backup/` keep the last good state.
 - A run folder that cannot be written, or a disk without room for the run's files, is
@@ -261,6 +264,8 @@ def train(
                 monitor="piq",
                 mode="max",
                 save_best_only=True,
+                # A resumed run beats the best epoch before the kill, not a blank slate.
+                initial_value_threshold=_best_logged(history_csv, "piq"),
             )
         )
     cbs += [
@@ -362,6 +367,22 @@ def _trim_history(history_csv, epochs):
         return
     with open(history_csv, "w", encoding="utf-8", newline="") as f:
         csv.writer(f).writerows(rows[:1] + kept)
+
+
+def _best_logged(history_csv, key):
+    """The highest finite value of column `key` in `history.csv`, or None (no such value)."""
+    if not os.path.exists(history_csv):
+        return None
+    with open(history_csv, encoding="utf-8", newline="") as f:
+        values = [_float(row.get(key)) for row in csv.DictReader(f)]
+    return max((v for v in values if np.isfinite(v)), default=None)
+
+
+def _float(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _write_run_info(run_dir, config, csv, schema, num_ids):

@@ -38,7 +38,7 @@ def test_piq_callback_runs_every_n_epochs_and_on_the_last():
     assert isinstance(cb, keras.callbacks.Callback)
 
 
-def test_history_logger_keeps_the_columns_of_an_existing_file(tmp_path):
+def test_history_logger_widens_an_existing_file_for_a_new_key(tmp_path):
     import csv
 
     from portrait_keras.callbacks import HistoryLogger
@@ -47,10 +47,14 @@ def test_history_logger_keeps_the_columns_of_an_existing_file(tmp_path):
     path.write_text("epoch,loss,loss_gender\n0,2.0,1.5\n")
     logger = HistoryLogger(str(path))
     logger.on_train_begin()
-    # A resumed run's first epoch logs a key the file has no column for (PIQ on the last epoch).
+    # A resumed run's first epoch logs a key the file has no column for (PIQ on the last epoch):
+    # it gets one, and the earlier rows NA in it.
     logger.on_epoch_end(1, {"piq": 0.3, "loss_gender": 1.25, "loss": 1.75})
     logger.on_train_end()
     with open(path) as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[1]) == ["epoch", "loss", "loss_gender"]
-    assert rows[1] == {"epoch": "1", "loss": "1.75", "loss_gender": "1.25"}
+    assert list(rows[1]) == ["epoch", "loss", "loss_gender", "piq"]
+    assert rows == [
+        {"epoch": "0", "loss": "2.0", "loss_gender": "1.5", "piq": "NA"},
+        {"epoch": "1", "loss": "1.75", "loss_gender": "1.25", "piq": "0.3"},
+    ]

@@ -1,7 +1,9 @@
 """Faults during training: a run killed with SIGKILL mid-epoch resumes with the same command to
 the weights of an uninterrupted run; the same seed gives the same first-epoch losses; a NaN loss
 stops training naming the task and keeps the last good weights; a full disk, a changed config
-and unreadable images are reported before training or with the file's CSV line."""
+and unreadable images are reported before training or with the file's CSV line. A kill during
+an epoch's end keeps that epoch's row, a resume keeps the best checkpoint, and the global step
+counts the batches run (mixed float16 skips updates); history.csv keeps PIQ whatever eval_every."""
 
 import collections
 import contextlib
@@ -274,3 +276,149 @@ def test_unreadable_image_stops_training_naming_its_csv_line(tiny_synth, tmp_pat
     (problem,) = info.value.problems
     assert problem[:3] == (10, "path", name)
     assert f"{data}:10: column 'path': value '{name}': unreadable image: corrupt or truncated JPEG" in str(info.value)
+
+
+def test_history_gets_a_column_for_every_key_logged_and_resume_keeps_it(tmp_path):
+    from portrait_keras.callbacks import HistoryLogger
+
+    path = str(tmp_path / "history.csv")
+    logger = HistoryLogger(path)
+    logger.on_train_begin()
+    logger.on_epoch_end(0, {"loss": 2.0})
+    logger.on_epoch_end(1, {"loss": 1.5, "piq": 0.25, "f1_gender": 0.5})  # eval_every=2
+    logger.on_train_end()
+    logger.on_train_begin()  # a second fit (the resumed run) appends under the same header
+    logger.on_epoch_end(2, {"loss": 1.0, "piq": 0.75, "reid_mAP": 0.5})
+    logger.on_train_end()
+    rows = history(tmp_path)
+    assert list(rows[0])[0] == "epoch" and {"f1_gender", "loss", "piq", "reid_mAP"} <= set(rows[0])
+    assert [(r["epoch"], r["piq"], r["f1_gender"], r["reid_mAP"]) for r in rows] == [
+        ("0", "NA", "NA", "NA"),
+        ("1", "0.25", "0.5", "NA"),
+        ("2", "0.75", "NA", "0.5"),
+    ]
+    training._trim_history(path, 2)  # a run resumed at epoch 3
+    assert [r["epoch"] for r in history(tmp_path)] == ["0", "1"]
+    assert training._best_logged(path, "piq") == 0.25
+
+
+def _counting_model():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def test_backup_counts_the_batches_run_not_the_optimizer_updates(tmp_path):
+    from portrait_keras.callbacks import BackupAndResume
+
+    # A float16 step whose gradients overflow leaves optimizer.iterations where it was; here
+    # it never moves (hooks only).
+    backup = BackupAndResume(tmp_path / "backup", every=2)
+    backup.set_model(_counting_model())
+    backup.set_params({"epochs": 2, "steps": 3})
+    for epoch in range(2):
+        backup.on_epoch_begin(epoch)
+        for batch in range(3 if epoch == 0 else 2):
+            backup.on_train_batch_end(batch, {"loss": 1.0})
+        if epoch == 0:
+            backup.on_epoch_end(epoch, {"loss": 1.0})
+    model = _counting_model()
+    assert BackupAndResume(tmp_path / "backup").restore(model) == 4  # batch 2 of epoch 2
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0
+
+
+def test_the_last_batch_of_an_epoch_is_backed_up_by_its_epoch_end_only(tmp_path):
+    from portrait_keras.callbacks import BackupAndResume
+
+    backup = BackupAndResume(tmp_path / "backup", every=1)
+    model = _counting_model()
+    backup.set_model(model)
+    backup.set_params({"epochs": 1, "steps": 3})
+    backup.on_epoch_begin(0)
+    for batch in range(3):
+        model.optimizer.iterations.assign_add(1)  # as a real step does
+        backup.on_train_batch_end(batch, {"loss": 1.0})
+    # A kill here, among the epoch's end callbacks (PIQ, history row), redoes the last batch.
+    assert BackupAndResume(tmp_path / "backup").restore(_counting_model()) == 2
+    backup.on_epoch_end(0, {"loss": 1.0})
+    assert BackupAndResume(tmp_path / "backup").restore(_counting_model()) == 3
+
+
+class _Killed(Exception):
+    """Stands for a SIGKILL inside `fit` (the files on disk are what a kill leaves)."""
+
+
+def _train_until_killed(config, run_dir, **kwargs):
+    """`train(config)`; returns (its stderr, whether it was killed by `_Killed`)."""
+    stderr = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr):
+        patch.setattr("portrait_keras.export.export_saved_model", lambda *args: None)
+        try:
+            train(config, run_dir=run_dir, verbose=0, report=False, **kwargs)
+        except _Killed:
+            return stderr.getvalue(), True
+    return stderr.getvalue(), False
+
+
+@pytest.mark.slow
+def test_kill_during_an_epoch_end_then_resume_keeps_its_row_and_the_best_checkpoint(tiny_synth, tmp_path):
+    # 3 epochs of 5 steps, PIQ at epochs 2 and 3 (eval_every=2), a step backup every 5 steps
+    # (each epoch's last batch). The evaluation (scripted, in order of the calls) is killed
+    # at epoch 2, then at epoch 3; each time the same command resumes.
+    outcomes = [_Killed, {"piq": 0.9, "f1_gender": 0.6}, _Killed, {"piq": 0.5, "f1_gender": 0.4}]
+
+    def evaluate(*args, **kwargs):
+        outcome = outcomes.pop(0)
+        if outcome is _Killed:
+            raise _Killed
+        return dict(outcome)
+
+    config = override(resume_config(tiny_synth, epochs=3), "train.eval_every", 2)
+    run, best = tmp_path / "run", tmp_path / "run" / "checkpoints" / "best.weights.h5"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("portrait_keras.callbacks.evaluate", evaluate)
+        assert _train_until_killed(config, run, backup_every=5)[1]
+        err, killed = _train_until_killed(config, run, backup_every=5)
+        assert killed and "resuming at epoch 2, batch 1 (global step 5)" in err  # epoch 2 again
+        best_of_epoch_2 = best.read_bytes()
+        err, killed = _train_until_killed(config, run, backup_every=5)
+        assert not killed and "resuming at epoch 3, batch 1 (global step 10)" in err
+    assert not outcomes
+    rows = history(run)
+    assert [(r["epoch"], r["piq"], r["f1_gender"]) for r in rows] == [
+        ("0", "NA", "NA"),
+        ("1", "0.9", "0.6"),
+        ("2", "0.5", "0.4"),
+    ]
+    assert best.read_bytes() == best_of_epoch_2  # epoch 3 (PIQ 0.5) is not better than epoch 2
+    assert json.loads((run / "metrics.json").read_text())["piq"] == 0.5
+
+
+@pytest.mark.slow
+def test_mixed_float16_resume_counts_the_steps_the_loss_scaler_skipped(tiny_synth, tmp_path):
+    # What a GPU run gets: mixed_float16, whose LossScaleOptimizer skips the update of a step
+    # whose gradients overflow (the first steps, while its scale comes down).
+    iterations = []
+
+    class KillAfterFirstEpoch(keras.callbacks.Callback):  # after the epoch-end backup
+        def on_epoch_end(self, epoch, logs=None):
+            if not iterations:
+                iterations.append(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
+                raise _Killed
+
+    data = train_only_copy(tiny_synth, str(tmp_path / "data"))
+    run = tmp_path / "run"
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            mixed_float16 = lambda mixed: keras.mixed_precision.set_global_policy("mixed_float16")  # noqa: E731
+            patch.setattr(training, "set_precision", mixed_float16)
+            assert _train_until_killed(resume_config(data), run, callbacks=[KillAfterFirstEpoch()])[1]
+            first = history(run)
+            err, killed = _train_until_killed(resume_config(data), run, callbacks=[KillAfterFirstEpoch()])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert iterations[0] < STEPS_PER_EPOCH  # some steps were skipped: the case under test
+    assert not killed and f"resuming at epoch 2, batch 1 (global step {STEPS_PER_EPOCH})" in err
+    rows = history(run)
+    assert [r["epoch"] for r in rows] == ["0", "1"] and rows[0] == first[0]  # epoch 1 not redone

@@ -122,13 +122,26 @@ def test_mirrored_strategy_on_two_cpu_replicas(tiny_synth, tmp_path):
         assert strategy.num_replicas_in_sync == 2
         config = tiny(configs.get("smoke"), {str(tiny_synth)!r}, epochs=1)
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, jit_compile=False))
-        metrics = train(config, run_dir={str(tmp_path / "run")!r}, strategy=strategy, verbose=0, report=False)
+        import h5py, keras
+
+        class BackupStep(keras.callbacks.Callback):  # runs after the epoch-end backup
+            def on_epoch_end(self, epoch, logs=None):
+                with h5py.File({str(tmp_path / "run" / "backup" / "state.weights.h5")!r}, "r") as f:
+                    print("STEP", int(f.attrs["step"]), "OF", self.params["steps"])
+
+        metrics = train(
+            config, run_dir={str(tmp_path / "run")!r}, strategy=strategy, callbacks=[BackupStep()],
+            backup_every=4, verbose=0, report=False,
+        )
         print("PIQ", metrics["piq"])
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PIQ" in result.stdout
+    # The backup's global step counts the epoch's global batches (each split over both replicas).
+    steps = re.search(r"STEP (\d+) OF (\d+)", result.stdout)
+    assert steps and steps[1] == steps[2] and int(steps[1]) > 4, result.stdout
 
 
 def test_a_failing_report_warns_with_the_retry_command_and_keeps_the_run(tmp_path, monkeypatch, capsys):
