@@ -91,6 +91,12 @@ def build_parser():
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by experiments/run.py")
     p.add_argument("--data", metavar="CSV", help="annotation CSV of the confusion matrices (default: the run's own data)")
     p.add_argument("--batch-size", type=_positive, default=128)
+    p.add_argument(
+        "--skip-bad-images",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="leave unreadable test images out of the confusion matrices (default: the run's data.skip_bad_images)",
+    )
 
     commands.add_parser(
         "evaluate", help="metrics table of a run (python -m portrait_keras.evaluate -h)", add_help=False
@@ -155,7 +161,7 @@ def report_command(args):
         if not os.path.isfile(schema_path):
             raise InputError(f"{args.run_dir}: not a run folder (no schema.json)")
         annotations = read_annotations(args.data, schema=Schema.load(schema_path))
-    written = write_report(args.run_dir, annotations, batch_size=args.batch_size)
+    written = write_report(args.run_dir, annotations, batch_size=args.batch_size, skip_bad_images=args.skip_bad_images)
     print(written["markdown"])
     print(written["html"])
     return 0

@@ -1,4 +1,4 @@
-"""`python -m portrait_keras.evaluate RUN_DIR [--data CSV] [--json]`: the metrics table of a saved run.
+"""`python -m portrait_keras.evaluate RUN_DIR [--data CSV] [--json] [--skip-bad-images]`: the metrics table of a saved run.
 
 Loads the run's `model.keras` (safe mode) and `schema.json` and evaluates on the run's own data
 or `--data` (`portrait_keras.evaluation.evaluate`). A data set labelled with another schema than
@@ -39,6 +39,12 @@ def main(argv=None):
     parser.add_argument("--data", help="annotation CSV (default: the run's own data)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--skip-bad-images",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="leave unreadable images out (with a warning) instead of failing (default: the run's data.skip_bad_images)",
+    )
     args = parser.parse_args(argv)
 
     from portrait_keras.data import AnnotationError
@@ -66,7 +72,10 @@ def _evaluate(parser, args):
     schema = Schema.load(schema_path)
     check_same_schema(schema, schema_path, csv)
     model = load_keras_model(model_path)
-    result = evaluate(model, read_annotations(csv, schema=schema), batch_size=args.batch_size)
+    skip = args.skip_bad_images
+    if skip is None:
+        skip = bool(run_config.get("data", {}).get("skip_bad_images", False))
+    result = evaluate(model, read_annotations(csv, schema=schema), batch_size=args.batch_size, skip_bad_images=skip)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 

@@ -8,6 +8,8 @@ excluded), `f1_<task>` (Macro F1 over the query and gallery images) and `piq`, `
 The command line `python -m portrait_keras.evaluate RUN_DIR` lives in `evaluate.py`.
 """
 
+import warnings
+
 import numpy as np
 
 from portrait_keras.schema import IDENTITY, MULTI
@@ -74,13 +76,15 @@ def check_model_fits_schema(model, schema, where="the dataset"):
         )
 
 
-def predict_split(model, annotations, split, batch_size=128):
+def predict_split(model, annotations, split, batch_size=128, *, skip_bad_images=False, kept=False):
     """Runs `model` over one split. Returns numpy outputs: logits per task, `embedding`.
 
-    An unreadable image raises `BadImageError` naming its CSV line and file.
+    An unreadable image raises `BadImageError` naming its CSV line and file, unless
+    `skip_bad_images` leaves it out. With `kept=True`, returns `(outputs, positions)`: the
+    positions in the split (int `[n]`) of the images the outputs belong to.
     """
-    outputs, _ = _predict(model, annotations, split, batch_size, skip_bad_images=False)
-    return outputs
+    outputs, keep = _predict(model, annotations, split, batch_size, skip_bad_images=skip_bad_images)
+    return (outputs, keep) if kept else outputs
 
 
 def _predict(model, annotations, split, batch_size, skip_bad_images):
@@ -133,16 +137,22 @@ def evaluate_outputs(outputs, labels, schema, tasks, groups=None, cameras=None):
         q, g = outputs["query"], outputs["gallery"]
         groups = groups or {}
         cameras = cameras or {}
-        reid = metrics.evaluate_reid(
-            q["embedding"],
-            g["embedding"],
-            labels["query"][ident.name],
-            labels["gallery"][ident.name],
-            query_groups=groups.get("query"),
-            gallery_groups=groups.get("gallery"),
-            query_cams=cameras.get("query"),
-            gallery_cams=cameras.get("gallery"),
-        )
+        try:
+            reid = metrics.evaluate_reid(
+                q["embedding"],
+                g["embedding"],
+                labels["query"][ident.name],
+                labels["gallery"][ident.name],
+                query_groups=groups.get("query"),
+                gallery_groups=groups.get("gallery"),
+                query_cams=cameras.get("query"),
+                gallery_cams=cameras.get("gallery"),
+            )
+        except ValueError as e:
+            # E.g. near-duplicate groups or skipped images removed every positive: one
+            # undefined metric must not end a training run at its evaluation.
+            warnings.warn(f"Re-id left out of the evaluation (and with it PIQ): {e}", stacklevel=2)
+            reid = {}
         for key in ("mAP", "rank1", "rank5", "rank10"):
             if key in reid:
                 result[f"reid_{key}"] = float(reid[key])
@@ -151,6 +161,13 @@ def evaluate_outputs(outputs, labels, schema, tasks, groups=None, cameras=None):
         if task.kind == IDENTITY:
             continue
         y_true = np.concatenate([labels[s][task.name] for s in splits])
+        if not (y_true.reshape(len(y_true), -1) >= 0).all(axis=1).any():
+            warnings.warn(
+                f"Task {task.name!r} has no known label in the {' and '.join(splits)} split(s): its F1 "
+                f"(and with it PIQ) is left out of the evaluation.",
+                stacklevel=2,
+            )
+            continue
         y_pred = np.concatenate([classification_predictions(task, outputs[s][task.name]) for s in splits])
         result[f"f1_{task.name}"] = float(metrics.macro_f1(y_true, y_pred))
     piq_input = {k[3:]: v for k, v in result.items() if k.startswith("f1_")}
@@ -197,6 +214,13 @@ def evaluate(model, annotations, *, batch_size=128, skip_bad_images=False):
             annotations.csv_path,
             [(1, "split", s, f"no rows in this split, which the evaluation needs (splits present: {present})")
              for s in missing],
+        )
+    if needed and "group" not in annotations.table.columns:
+        warnings.warn(
+            f"{annotations.csv_path}: no 'group' column, so near-duplicates of a query stay in its "
+            f"gallery (paper §4.3 ignores them); add the column with "
+            f"`python data_prep/dedup.py {annotations.csv_path}`.",
+            stacklevel=2,
         )
     outputs, labels, groups, cameras = {}, {}, {}, {}
     for s in splits:

@@ -41,13 +41,15 @@ def confusion_counts(y_true, y_pred, num_classes):
     return counts
 
 
-def confusion_matrices(model, annotations, batch_size=128):
+def confusion_matrices(model, annotations, batch_size=128, skip_bad_images=False):
     """Confusion matrices of the model's single-label tasks on the test split (query + gallery).
 
     Args:
         model: the functional portrait model (logits per task).
         annotations: `Annotations` with a query and/or gallery split.
         batch_size: int. Inference batch size. Defaults to `128`.
+        skip_bad_images: bool. Leave unreadable images out (as `evaluate` does) instead of
+            raising `BadImageError`. Defaults to `False`.
 
     Returns: dict task name → int64 `[C, C]` counts (`confusion_counts`).
     """
@@ -57,10 +59,12 @@ def confusion_matrices(model, annotations, batch_size=128):
     tasks = [t for t in model_tasks(model, annotations.schema) if t.kind == SINGLE]
     if not splits or not tasks:
         return {}
-    outputs = {s: predict_split(model, annotations, s, batch_size) for s in splits}
+    outputs, keep = {}, {}
+    for s in splits:
+        outputs[s], keep[s] = predict_split(model, annotations, s, batch_size, skip_bad_images=skip_bad_images, kept=True)
     result = {}
     for task in tasks:
-        y_true = np.concatenate([annotations.labels(s)[task.name] for s in splits])
+        y_true = np.concatenate([annotations.labels(s)[task.name][keep[s]] for s in splits])
         y_pred = np.concatenate([classification_predictions(task, outputs[s][task.name]) for s in splits])
         result[task.name] = confusion_counts(y_true, y_pred, task.num_classes)
     return result
@@ -83,7 +87,7 @@ def _load_model(run_dir):
     return load_keras_model(os.path.join(run_dir, "model.keras"))
 
 
-def _confusion_figures(run_dir, schema, config, annotations, model, batch_size, notes):
+def _confusion_figures(run_dir, schema, config, annotations, model, batch_size, skip_bad_images, notes):
     """`[(title, name, figure)]` of the confusion matrices; reasons for none go to `notes`."""
     if model is None:
         if not os.path.isfile(os.path.join(run_dir, "model.keras")):
@@ -102,8 +106,20 @@ def _confusion_figures(run_dir, schema, config, annotations, model, batch_size, 
     if not {"query", "gallery"} & set(annotations.splits):
         notes.append("Confusion matrices: the data has no query or gallery split.")
         return []
+    from portrait_keras.data.pipeline import BadImageError
+
+    try:
+        counts_by_task = confusion_matrices(model, annotations, batch_size, skip_bad_images)
+    except BadImageError as e:  # the rest of the report still stands
+        listed = "; ".join(f"{e.csv_path}:{line}: {value} ({why})" for line, _, value, why in e.problems[:5])
+        more = f" and {len(e.problems) - 5} more" if len(e.problems) > 5 else ""
+        notes.append(
+            f"Confusion matrices: unreadable test images: {listed}{more}. "
+            f"Rerun with --skip-bad-images to leave them out."
+        )
+        return []
     figures = []
-    for name, counts in confusion_matrices(model, annotations, batch_size).items():
+    for name, counts in counts_by_task.items():
         task = schema.task(name)
         title = f"{name}: test split (query + gallery), {int(counts.sum())} labelled images"
         figures.append((f"Confusion matrix: {name}", f"confusion_{name}.png",
@@ -178,7 +194,7 @@ def _html(title, summary, metrics, sections, notes):
     return "\n".join(parts) + "\n"
 
 
-def write_report(run_dir, annotations=None, *, model=None, batch_size=128):
+def write_report(run_dir, annotations=None, *, model=None, batch_size=128, skip_bad_images=None):
     """Writes the figures, `report.md` and `report.html` of a run into `RUN_DIR/report/`.
 
     Args:
@@ -189,6 +205,8 @@ def write_report(run_dir, annotations=None, *, model=None, batch_size=128):
         model: keras.Model or None. The trained functional model (or its `PortraitTrainer`);
             defaults to loading `model.keras`, so passing it at the end of training saves a load.
         batch_size: int. Inference batch size of the confusion matrices. Defaults to `128`.
+        skip_bad_images: bool or None. Leave unreadable test images out of the confusion
+            matrices; `None` takes the run's `data.skip_bad_images`. Defaults to `None`.
 
     Returns:
         dict: `"markdown"` and `"html"` page paths, `"figures"` the PNG paths written.
@@ -207,11 +225,8 @@ def write_report(run_dir, annotations=None, *, model=None, batch_size=128):
     history_path = os.path.join(run_dir, "history.csv")
     history = plots.read_history(history_path) if os.path.isfile(history_path) else None
 
-    out = os.path.join(run_dir, REPORT_FOLDER)
-    os.makedirs(out, exist_ok=True)
-    for name in os.listdir(out):  # figures of an earlier report, so the pages list what exists
-        if name.endswith(".png") and name.startswith(FIGURE_PREFIXES):
-            os.remove(os.path.join(out, name))
+    if skip_bad_images is None:
+        skip_bad_images = bool(config.get("data", {}).get("skip_bad_images", False))
 
     notes = []
     curves = []
@@ -225,7 +240,15 @@ def write_report(run_dir, annotations=None, *, model=None, batch_size=128):
         ):
             curves.append((title, name, draw(history, schema)))
     bars = [("Final per-task scores", "f1_bars.png", plots.f1_bars(metrics, schema))]
-    confusion = _confusion_figures(run_dir, schema, config, annotations, model, batch_size, notes)
+    confusion = _confusion_figures(run_dir, schema, config, annotations, model, batch_size, skip_bad_images, notes)
+
+    # Only now that every figure is drawn: the figures of an earlier report go, so the pages
+    # list what exists.
+    out = os.path.join(run_dir, REPORT_FOLDER)
+    os.makedirs(out, exist_ok=True)
+    for name in os.listdir(out):
+        if name.endswith(".png") and name.startswith(FIGURE_PREFIXES):
+            os.remove(os.path.join(out, name))
 
     sections, written = [], []
     for heading, figures in (("Training curves", curves), ("Per-task scores", bars), ("Confusion matrices", confusion)):

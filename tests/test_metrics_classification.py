@@ -29,6 +29,18 @@ def test_macro_f1_multi_label_hand_case():
     assert macro_f1(np.array([[True, False]]), np.array([[True, True]])) == 0.5
 
 
+def test_macro_f1_scores_the_same_classes_for_both_kinds():
+    # An expression nobody shows and nobody predicts does not cost a perfect model 1/7,
+    # as an absent single-label class does not.
+    perfect = np.eye(3, 7, dtype=np.int64)
+    assert macro_f1(perfect, perfect) == 1.0
+    assert macro_f1([0, 1, 2], [0, 1, 2]) == 1.0
+    # Predicted but absent from the truth: scored 0 in both.
+    assert macro_f1([0, 1], [0, 2]) == pytest.approx((1 + 0 + 0) / 3)
+    assert macro_f1([[1, 0, 0], [0, 1, 0]], [[1, 0, 0], [0, 0, 1]]) == pytest.approx((1 + 0 + 0) / 3)
+    assert macro_f1([[0, 0]], [[0, 0]]) == 0.0
+
+
 def test_macro_f1_single_label_equals_sklearn():
     metrics = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(0)
@@ -54,7 +66,8 @@ def test_macro_f1_multi_label_equals_sklearn():
         y_true[:, 6] = np.where(y_true[:, 6] == -1, -1, 0)  # a class that never occurs
         y_pred = (rng.random((150, 7)) < 0.25).astype(np.int64)
         known = ~(y_true == -1).all(1)
-        expected = metrics.f1_score(y_true[known], y_pred[known], average="macro", zero_division=0)
+        present = np.flatnonzero((y_true[known] == 1).any(0) | (y_pred[known] == 1).any(0))
+        expected = metrics.f1_score(y_true[known], y_pred[known], labels=present, average="macro", zero_division=0)
         assert macro_f1(y_true, y_pred) == pytest.approx(expected, abs=1e-12)
 
 

@@ -191,3 +191,62 @@ def test_report_of_a_folder_that_is_no_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(tmp_path) in err and "Traceback" not in err
+
+
+@pytest.fixture
+def run_with_a_bad_test_image(smoke_run_dir, tiny_synth, tmp_path):
+    """A copy of the smoke run whose data has one zero-byte gallery image; its line and path."""
+    data = tmp_path / "data"
+    shutil.copytree(os.path.dirname(tiny_synth), data)
+    lines = (data / "annotations.csv").read_text().splitlines()
+    line = next(i for i, row in enumerate(lines, 1) if ",gallery," in row)
+    path = lines[line - 1].split(",")[0]
+    (data / path).write_bytes(b"")
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("schema.json", "metrics.json", "model.keras", "history.csv"):
+        shutil.copy(smoke_run_dir / name, run / name)
+    config = json.loads((smoke_run_dir / "config.json").read_text())
+    config["data_csv"] = str(data / "annotations.csv")
+    (run / "config.json").write_text(json.dumps(config))
+    return run, line, path
+
+
+def test_a_bad_test_image_leaves_the_report_standing(run_with_a_bad_test_image, capsys):
+    run, line, path = run_with_a_bad_test_image
+    (run / "report").mkdir()
+    (run / "report" / "confusion_gender.png").write_bytes(b"earlier report")
+    assert main(["report", str(run)]) == 0
+    capsys.readouterr()
+    md = (run / "report" / "report.md").read_text()
+    assert f":{line}:" in md and path in md and "--skip-bad-images" in md
+    assert not any(n.startswith("confusion_") for n in os.listdir(run / "report"))
+    assert "f1_bars.png" in os.listdir(run / "report")
+
+
+def test_skip_bad_images_reaches_the_report_and_the_evaluation(run_with_a_bad_test_image, capsys):
+    run, line, path = run_with_a_bad_test_image
+    assert main(["report", str(run), "--skip-bad-images"]) == 0
+    assert "confusion_gender.png" in os.listdir(run / "report")
+
+    # The matrices count every known label of the test split but the unreadable image's.
+    from portrait_keras.data import read_annotations
+
+    annotations = read_annotations(json.loads((run / "config.json").read_text())["data_csv"])
+    model = keras.models.load_model(run / "model.keras")
+    counts = confusion_matrices(model, annotations, skip_bad_images=True)
+    known = sum(int((annotations.labels(s)["age"] >= 0).sum()) for s in ("query", "gallery"))
+    bad = annotations.table.loc[line, "age"]
+    assert counts["age"].sum() == known - (0 if isinstance(bad, float) or bad == "" else 1)
+
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f":{line}:" in err and "--skip-bad-images" in err
+    assert main(["evaluate", str(run), "--skip-bad-images", "--json"]) == 0
+    assert "piq" in json.loads(capsys.readouterr().out)
+    # The run's own setting is the default.
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["skip_bad_images"] = True
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", str(run), "--json"]) == 0

@@ -133,7 +133,7 @@ class BadImageError(AnnotationError):
         self.args = (
             f"{self.args[0]}\nCheck the whole table with `python data_prep/validate.py "
             f"{annotations.csv_path}`, or leave such files out with skip_bad_images=True "
-            f"(--set data.skip_bad_images=true).",
+            f"(--set data.skip_bad_images=true when training, --skip-bad-images for evaluate and report).",
         )
 
 

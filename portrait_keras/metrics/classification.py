@@ -6,10 +6,13 @@ import numpy as np
 def macro_f1(y_true, y_pred, num_classes=None):
     """Macro F1-score of a single-label or multi-label task (paper §4.3).
 
-    The F1 of each class is `2 TP / (2 TP + FP + FN)`, 0 when that is 0/0; the
-    result is their unweighted mean. Rows whose truth is unknown are left out.
-    Equals scikit-learn's `f1_score(y_true, y_pred, average="macro",
-    zero_division=0)` on the known rows.
+    The F1 of each class is `2 TP / (2 TP + FP + FN)`; the result is their
+    unweighted mean over the scored classes. Rows whose truth is unknown are left
+    out. Both kinds score the same classes by default: those present in the known
+    rows of `y_true` or `y_pred` (a class nobody has and nobody predicts has no
+    F1 to average; one predicted but absent from the truth scores 0). Equals
+    scikit-learn's `f1_score(y_true, y_pred, labels=<those classes>,
+    average="macro", zero_division=0)` on the known rows.
 
     - Single-label: `y_true` and `y_pred` are int vectors `[N]`; `-1` in
       `y_true` is unknown. Without `num_classes` the classes are those present
@@ -17,7 +20,8 @@ def macro_f1(y_true, y_pred, num_classes=None):
       `labels=None`); with it, all of `0 .. num_classes - 1`, so a class absent
       from both counts as F1 = 0 (scikit-learn's `labels=range(num_classes)`).
     - Multi-label: 0/1 matrices `[N, C]`; a row of `-1` in `y_true` is unknown.
-      Every column is a class; a row with no label is allowed.
+      Every column is a class; a row with no label is allowed. A column with no
+      positive in `y_true` or `y_pred` is left out (0.0 when every column is).
 
     Args:
         y_true: int array `[N]` or 0/1 array `[N, C]`. Ground truth, `-1` unknown.
@@ -61,6 +65,10 @@ def macro_f1(y_true, y_pred, num_classes=None):
         tp = np.sum(y_true & y_pred, axis=0)
         true_count = y_true.sum(0)
         pred_count = y_pred.sum(0)
+        present = true_count + pred_count > 0
+        if not present.any():
+            return 0.0
+        tp, true_count, pred_count = tp[present], true_count[present], pred_count[present]
     return float(np.mean(_divide(2 * tp, true_count + pred_count)))
 
 

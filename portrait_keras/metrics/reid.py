@@ -76,7 +76,9 @@ def evaluate_reid(
             `True`.
         max_rank: int. Largest CMC rank reported. Defaults to `10`.
         chunk_size: int or None. Queries per chunk; None picks a chunk whose
-            similarity block stays under 64 MiB. Results do not depend on it.
+            similarity block stays under 64 MiB. Results do not depend on it, up to
+            float32 rounding: a one-row chunk takes another BLAS path than a block, so
+            similarities within ~1e-7 of each other may swap ranks.
 
     Returns:
         dict with `mAP` and `rank1` ... `rank{max_rank}` as fractions in
