@@ -1,5 +1,6 @@
 """Backbones: every builder builds, HRNet has the official W32-C structure, ResNet's last stride."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -98,6 +99,12 @@ def test_resnet50_last_stride_1_doubles_the_last_feature_map():
     assert maps == {1: (4, 2), 2: (2, 1)}
     with pytest.raises(ValueError, match="Received: last_stride=3"):
         resnet50(last_stride=3)
+
+
+def test_backbones_average_their_bn_statistics_alike():
+    for model in (resnet50((64, 32, 3)), hrnet_w32((64, 32, 3))):
+        momenta = {l.momentum for l in model.layers if isinstance(l, keras.layers.BatchNormalization)}
+        assert momenta == {0.9}, model.name
 
 
 def test_tiny_accepts_small_inputs_and_rejects_too_small_ones():

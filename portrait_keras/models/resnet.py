@@ -7,6 +7,7 @@ from portrait_keras.models.utils import load_backbone_weights
 # keras.applications puts the stride-2 of a stage on its first block's 1×1 conv and on the
 # projection shortcut (ResNet v1 as in Caffe), so both must change together.
 _STAGE5_STRIDED = ("conv5_block1_1_conv", "conv5_block1_0_conv")
+BN_MOMENTUM = 0.9
 
 
 def resnet50(input_shape=(256, 128, 3), weights=None, *, last_stride=2, name="resnet50"):
@@ -16,12 +17,18 @@ def resnet50(input_shape=(256, 128, 3), weights=None, *, last_stride=2, name="re
     stage 5 keeps the resolution, so the last feature map is 1/16 instead of 1/32 of the
     input (16×8 instead of 8×4 at 256×128). The model is rebuilt from its config with
     the two strided convs of that block set to stride 1; the parameter count is unchanged.
+    Its BatchNormalization layers use momentum 0.9 (PyTorch's 0.1), as the HRNet does.
 
     Args:
         input_shape: tuple of int. `(height, width, channels)` of the normalised images.
             Defaults to `(256, 128, 3)`.
         weights: str or None. Path to saved weights of this backbone (`.weights.h5`).
-            Defaults to `None` (random initialisation; nothing is downloaded).
+            Defaults to `None` (random initialisation; nothing is downloaded). The layout
+            is keras.applications' ResNet50 (v1: stride on the first 1×1 conv), so
+            torchvision's v1.5 weights do not fit. Keras' own ImageNet weights were trained
+            on Caffe-style input (BGR, mean-subtracted), while this package feeds ImageNet
+            mean/std-normalised RGB (`preprocessing.py`): fine-tuning adapts, but the
+            features start off their training distribution.
         last_stride: int. Stride of stage 5, `1` or `2`. Defaults to `2`.
         name: str. Model name. Defaults to `"resnet50"`.
 
@@ -41,12 +48,15 @@ def resnet50(input_shape=(256, 128, 3), weights=None, *, last_stride=2, name="re
     model = keras.applications.ResNet50(
         include_top=False, weights=None, input_shape=input_shape, pooling="avg", name=name
     )
-    if last_stride == 1:
-        config = model.get_config()
-        for layer in config["layers"]:
-            if layer["config"]["name"] in _STAGE5_STRIDED:
-                layer["config"]["strides"] = [1, 1]
-        model = keras.Model.from_config(config)
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "BatchNormalization":
+            # PyTorch's momentum 0.1 (torchvision, fast-reid, and our HRNet), not Keras' 0.99:
+            # the Table 4 backbones then average their BN statistics alike.
+            layer["config"]["momentum"] = BN_MOMENTUM
+        if last_stride == 1 and layer["config"]["name"] in _STAGE5_STRIDED:
+            layer["config"]["strides"] = [1, 1]
+    model = keras.Model.from_config(config)
     if weights is not None:
         load_backbone_weights(model, weights)
     return model
