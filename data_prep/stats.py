@@ -141,11 +141,16 @@ def main(argv=None):
     annotations = read_annotations(args.annotations, root=args.root)
     os.makedirs(args.out_dir, exist_ok=True)
 
-    table = id_lts_table(annotations, args.k).rename(columns={"lts": f"LTS_{args.k:g}"})
-    table.to_csv(os.path.join(args.out_dir, "lts.csv"), index=False)
-    with open(os.path.join(args.out_dir, "lts.md"), "w", encoding="utf-8") as f:
-        f.write(_markdown(table))
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    written = []
+    if annotations.schema.identity_task is None:
+        print("no identity task in the schema: LTS (images per identity) left out")
+    else:
+        table = id_lts_table(annotations, args.k).rename(columns={"lts": f"LTS_{args.k:g}"})
+        table.to_csv(os.path.join(args.out_dir, "lts.csv"), index=False)
+        with open(os.path.join(args.out_dir, "lts.md"), "w", encoding="utf-8") as f:
+            f.write(_markdown(table))
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        written = ["lts.csv", "lts.md"]
 
     counts = label_counts(annotations)
     long = pd.concat({name: t.reset_index().melt("class", var_name="split", value_name="images")
@@ -156,7 +161,7 @@ def main(argv=None):
     long.to_csv(os.path.join(args.out_dir, "label_counts.csv"), index=False)
     for task in annotations.schema.tasks:
         plot_label_counts(task, counts[task.name], os.path.join(args.out_dir, f"labels_{task.name}.png"))
-    print(f"wrote lts.csv, lts.md, label_counts.csv and {len(counts)} charts to {args.out_dir}")
+    print(f"wrote {', '.join(written + ['label_counts.csv'])} and {len(counts)} charts to {args.out_dir}")
 
 
 if __name__ == "__main__":

@@ -77,3 +77,17 @@ def test_cli_writes_tables_and_charts(tmp_path):
     assert long.query("task == 'age' and `class` == 'child' and split == 'gallery'")["images"].item() == 5
     for task in ("id", "gender", "age", "physique", "height", "body", "arm", "expression"):
         assert (out / f"labels_{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_without_an_identity_task_writes_the_label_charts(tmp_path, capsys):
+    from portrait_keras.schema import default_schema
+
+    default_schema().subset(["gender", "age"]).save(tmp_path / "schema.json")
+    (tmp_path / "0.jpg").touch()
+    (tmp_path / "1.jpg").touch()
+    csv = tmp_path / "annotations.csv"
+    csv.write_text("path,split,gender,age\n0.jpg,train,male,child\n1.jpg,gallery,female,\n")
+    stats.main([str(csv), str(tmp_path / "stats")])
+    out = capsys.readouterr().out
+    assert "LTS (images per identity) left out" in out
+    assert sorted(p.name for p in (tmp_path / "stats").iterdir()) == ["label_counts.csv", "labels_age.png", "labels_gender.png"]

@@ -49,12 +49,16 @@ class RandomSampler:
 
 
 class PKSampler:
-    """P identities x K images per batch, as torchreid's `RandomIdentitySampler`.
+    """P identities x K images per batch, like torchreid's `RandomIdentitySampler`.
 
     Per epoch, each identity's images are shuffled (drawn with replacement up to K when
     it has fewer) and cut into chunks of K; each batch takes one chunk from each of P
-    identities picked at random among those with chunks left, refilling when fewer
-    than P remain. Images with unknown id (`-1`) are never used.
+    identities picked at random among those with chunks left. An epoch has
+    `Σ chunks // P` batches (torchreid's length); when fewer than P identities have
+    chunks left, the rest are dropped and a fresh set of chunks is drawn (torchreid ends
+    the epoch there instead). With long-tailed ids an epoch therefore repeats some images
+    and misses others: on the default SynthPortrait train split about a quarter of the
+    indices are repeats. Images with unknown id (`-1`) are never used.
 
     With `num_replicas > 1` the P identities of a batch come in `num_replicas` equal
     contiguous slices, so a replica's share of the global batch holds whole identities.

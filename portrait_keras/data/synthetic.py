@@ -816,7 +816,8 @@ def generate(
         identities: int. Number of labelled identities. Defaults to `240`.
         seed: int. Same seed, same bytes. Defaults to `0`.
         images_per_identity: int. Mean id-labelled images per identity (long-tailed,
-            at least 4 each); about 1.5x as many unknown-id images are added.
+            at least `min(4, images_per_identity)` each); about 1.5x as many unknown-id
+            images are added.
             Defaults to `12` (about 7,200 images with 240 identities).
         workers: int. Processes drawing images; `1` draws in this process. Defaults
             to the number of CPUs.
