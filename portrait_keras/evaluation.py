@@ -104,7 +104,8 @@ def _predict(model, annotations, split, batch_size, skip_bad_images):
     keep = np.setdiff1d(np.arange(annotations.num_images(split)), [b.index for b in ds.skipped_images])
     with naming_bad_images(annotations, split):
         outputs = model.predict(ds.map(lambda images, labels: images), verbose=0)
-    return {k: np.asarray(v) for k, v in outputs.items()}, keep
+    # Mixed precision gives bfloat16/float16 outputs: the metrics rank and argmax in float32.
+    return {k: np.asarray(v, np.float32) for k, v in outputs.items()}, keep
 
 
 def classification_predictions(task, logits):
@@ -131,6 +132,7 @@ def evaluate_outputs(outputs, labels, schema, tasks, groups=None, cameras=None):
     """
     from portrait_keras import metrics
 
+    outputs = {s: {k: np.asarray(v, np.float32) for k, v in out.items()} for s, out in outputs.items()}
     result = {}
     ident = schema.identity_task
     if ident is not None and any(t.name == ident.name for t in tasks):

@@ -74,3 +74,13 @@ def test_data_without_near_duplicate_groups_is_evaluated_with_a_warning(smoke_ru
     with pytest.warns(UserWarning, match="no 'group' column.*data_prep/dedup.py"):
         result = evaluate(model, read_annotations(csv, root=tiny_synth.parent), batch_size=64)
     assert "reid_mAP" in result
+
+
+def test_mixed_precision_outputs_give_the_float32_metrics():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    outputs, labels = _data()
+    low = {s: {k: v.astype(ml_dtypes.bfloat16) for k, v in out.items()} for s, out in outputs.items()}
+    rounded = {s: {k: v.astype(np.float32) for k, v in out.items()} for s, out in low.items()}
+    expected = evaluate_outputs(rounded, labels, SCHEMA, list(SCHEMA.tasks))
+    assert "piq" in expected
+    assert evaluate_outputs(low, labels, SCHEMA, list(SCHEMA.tasks)) == expected
