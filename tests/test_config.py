@@ -185,6 +185,7 @@ def test_every_experiment_value_survives_set(name):
         ("model.backbone=resnet50", "model", "backbone", "resnet50"),
         ("train.mixed_precision=False", "train", "mixed_precision", False),
         ("model.tasks=id", "model", "tasks", ("id",)),
+        ("model.backbone_weights=w.weights.h5", "model", "backbone_weights", "w.weights.h5"),
     ],
 )
 def test_run_set_examples(item, part, field, expected):

@@ -151,7 +151,9 @@ def hrnet(
         input_shape: tuple of int. `(height, width, channels)` of the normalised images;
             height and width must be multiples of 32. Defaults to `(256, 128, 3)`.
         weights: str or None. Path to saved backbone weights (`.weights.h5`), loaded with
-            `load_weights`. Defaults to `None` (random initialisation).
+            `load_weights`. For ImageNet-pretrained HRNet-W32-C (official or timm PyTorch
+            state_dict) make one with `python -m portrait_keras.models.convert_hrnet`.
+            Defaults to `None` (random initialisation).
         width: int. Channels of the highest-resolution branch; branch i has
             `width · 2^i`. Defaults to `32`.
         stem_channels: int. Channels of the two stem convs and planes of the stage-1
