@@ -2,25 +2,64 @@
 
 Re-id by nearest neighbour on raw downsampled pixels (cosine distance, near-duplicates
 excluded as usual); every classification task predicts its most frequent training class (for a
-multi-label task, its most frequent label). `python -m portrait_keras.baselines [CSV]` prints it.
+multi-label task, its most frequent label). `python -m portrait_keras.baselines [CSV]` prints it;
+a bad input (no such CSV, an invalid table, a missing split, an image that cannot be decoded)
+prints `error: ...` naming it and exits with status 2.
 """
 
 import argparse
+import os
 import sys
 
 import numpy as np
 from PIL import Image
 
+from portrait_keras.data.annotations import AnnotationError
 from portrait_keras.evaluation import EVAL_SPLITS, evaluate_outputs, format_table
+from portrait_keras.inference import InputError, decode_image_file
 from portrait_keras.schema import IDENTITY, MULTI
 
 
-def pixel_features(paths, size=(32, 16)):
-    """Images → float32 `[n, h·w·3]` of pixels resized to `size` (height, width), centred."""
-    feats = np.empty((len(paths), size[0] * size[1] * 3), np.float32)
+def _pixel_rows(paths, size):
+    """Uncentred pixel rows of `paths`, and `(index, path, reason)` of each file not decoded."""
+    feats = np.zeros((len(paths), size[0] * size[1] * 3), np.float32)
+    bad = []
     for i, p in enumerate(paths):
-        with Image.open(p) as im:
-            feats[i] = np.asarray(im.convert("RGB").resize(size[::-1], Image.BILINEAR), np.float32).ravel()
+        try:
+            # The model's decoder (16-bit images scaled, not clipped white), then a small resize.
+            image = Image.fromarray(decode_image_file(p))
+        except InputError as e:
+            bad.append((i, p, str(e).removeprefix(f"{p}: ")))
+            continue
+        feats[i] = np.asarray(image.resize(size[::-1], Image.BILINEAR), np.float32).ravel()
+    return feats, bad
+
+
+def pixel_features(paths, size=(32, 16)):
+    """Images → float32 `[n, h·w·3]` of pixels resized to `size` (height, width), centred.
+
+    Images are decoded as the model decodes them (`inference.decode_image_file`).
+    Raises: `InputError` naming every file that cannot be decoded.
+    """
+    feats, bad = _pixel_rows(paths, size)
+    if bad:
+        raise InputError("cannot decode these images:\n" + "\n".join(f"{p}: {reason}" for _, p, reason in bad))
+    return feats - feats.mean(axis=1, keepdims=True)
+
+
+def _split_features(annotations, split, size):
+    """`pixel_features` of a split; the error lists the CSV line and path of each bad image."""
+    from portrait_keras.data.pipeline import BadImageError, UnreadableImage
+
+    feats, bad = _pixel_rows(annotations.paths(split), size)
+    if bad:
+        error = BadImageError(annotations, split, [UnreadableImage(*b) for b in bad])
+        # BadImageError's hint names skip options of training and evaluation; the baseline has none.
+        error.args = (
+            f"{AnnotationError(annotations.csv_path, error.problems)}\nCheck the whole table with "
+            f"`python data_prep/validate.py {annotations.csv_path}`.",
+        )
+        raise error
     return feats - feats.mean(axis=1, keepdims=True)
 
 
@@ -36,16 +75,45 @@ def majority_logits(task, train_labels, n):
     return logits
 
 
+def check_splits(annotations):
+    """Raises `AnnotationError` when a split the baseline needs has no rows.
+
+    The majority classes come from `train` (when the schema has a classification task); the
+    scores need what `evaluation.evaluate` needs: query and gallery for re-id, else either.
+    """
+    schema = annotations.schema
+    present = annotations.splits
+    needed = {}
+    if any(t.kind != IDENTITY for t in schema.tasks):
+        needed["train"] = "which the baseline needs (its majority classes)"
+    if schema.identity_task is not None or not any(s in present for s in EVAL_SPLITS):
+        needed.update((s, "which the evaluation needs") for s in EVAL_SPLITS)
+    listed = ", ".join(present) or "none"
+    problems = [
+        (1, "split", s, f"no rows in this split, {why} (splits present: {listed})")
+        for s, why in needed.items()
+        if s not in present
+    ]
+    if problems:
+        raise AnnotationError(annotations.csv_path, problems)
+
+
 def trivial_baseline(annotations, size=(32, 16)):
-    """Metrics of the trivial baseline on the query/gallery splits of `annotations`."""
+    """Metrics of the trivial baseline on the query/gallery splits of `annotations`.
+
+    Raises:
+        AnnotationError: a split it needs is empty (`check_splits`).
+        BadImageError: images of a split cannot be decoded (each with its CSV line and path).
+    """
+    check_splits(annotations)
     schema = annotations.schema
     splits = [s for s in EVAL_SPLITS if s in annotations.splits]
-    train = annotations.labels("train")
+    train = annotations.labels("train") if "train" in annotations.splits else {}
     outputs, labels = {}, {}
     for split in splits:
         labels[split] = annotations.labels(split)
         n = annotations.num_images(split)
-        out = {"embedding": pixel_features(annotations.paths(split), size)}
+        out = {"embedding": _split_features(annotations, split, size)}
         for task in schema.tasks:
             if task.kind != IDENTITY:
                 out[task.name] = majority_logits(task, train[task.name], n)
@@ -61,7 +129,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from portrait_keras.data import default_dataset, read_annotations
 
-    print(format_table(trivial_baseline(read_annotations(args.csv or default_dataset()))))
+    csv = args.csv or default_dataset()
+    try:
+        if not os.path.isfile(csv):
+            raise InputError(f"{csv}: no such annotation CSV file")
+        try:
+            annotations = read_annotations(csv)
+        except OSError as e:
+            raise InputError(f"{csv}: cannot read the annotation CSV ({e.strerror or e})") from None
+        print(format_table(trivial_baseline(annotations)))
+    except (AnnotationError, InputError) as e:  # BadImageError is an AnnotationError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -7,8 +7,9 @@
 - a SavedModel folder written by `portrait_keras.export` (schema in `assets/schema.json`).
 
 `read_image` decodes any image file (JPEG, PNG, BMP and GIF as the training pipeline does; other
-formats through Pillow) and resizes it to the model's input size. `describe` turns one image's
-probabilities into the paper's three aspects: appearance, posture and emotion (§3).
+formats through Pillow; 16- and 32-bit images scaled to 8 bits: `decode_image_file`) and resizes
+it to the model's input size. `describe` turns one image's probabilities into the paper's three
+aspects: appearance, posture and emotion (§3).
 
 Example:
 >>> predictor = load_predictor("runs/fss_uncert")  # doctest: +SKIP
@@ -92,18 +93,41 @@ def _saved_model_input_size(path, model):
     return tuple(int(s) for s in spec.shape[1:3])
 
 
-def _fingerprint(kind, model_path, image_size):
-    """Short hash of the model files' paths, sizes and modification times (cache key)."""
-    if kind == KERAS:
-        files = [model_path]
-    else:
+def _file_stats(kind, model_path):
+    """Path, size, modification and change times and inode of every model file (what the
+    fingerprint hashes), or None when a file vanished (it is being replaced)."""
+    files = [model_path]
+    if kind == SAVED_MODEL:
         files = [os.path.join(model_path, "saved_model.pb")]
         variables = os.path.join(model_path, "variables")
-        if os.path.isdir(variables):
+        try:
             files += [os.path.join(variables, n) for n in sorted(os.listdir(variables))]
-    stats = [(os.path.abspath(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
-    text = json.dumps({"kind": kind, "files": stats, "image_size": list(image_size)})
+        except FileNotFoundError:
+            pass  # a SavedModel without variables
+        except OSError:
+            return None
+    stats = []
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError:
+            return None
+        # ctime and inode too: `touch -d`/`cp -p` can restore a rewritten file's mtime, not these.
+        stats.append([os.path.abspath(f), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
+    return stats
+
+
+def _fingerprint(kind, file_stats, image_size):
+    """Short hash of the model files' `_file_stats` (cache key)."""
+    text = json.dumps({"kind": kind, "files": file_stats, "image_size": list(image_size)})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _output_widths(kind, model):
+    """Output name → last dimension (number of classes for a task) of the model's outputs."""
+    if kind == KERAS:
+        return {name: t.shape[-1] for name, t in zip(model.output_names, model.outputs)}
+    return {name: spec.shape[-1] for name, spec in model.signatures["serve"].structured_outputs.items()}
 
 
 class Predictor:
@@ -118,10 +142,15 @@ class Predictor:
         image_size: (int, int). The model's input `(height, width)`.
         tasks: tuple of `Task`. The classification tasks the model predicts, in schema order.
         has_embedding: bool. Whether the model outputs the re-id `embedding`.
-        fingerprint: str. Hash of the model files (paths, sizes, times): changes when they do.
+        fingerprint: str or None. Hash of the model files (paths, sizes, times, inodes) as they
+            were while the model loaded: changes when they do. None when they kept changing
+            during `load_predictor`: then no embedding cache is used.
+
+    Raises: `InputError` naming the model and `schema_path` when an output of a task has
+        another number of classes than the schema says.
     """
 
-    def __init__(self, path, kind, schema, model):
+    def __init__(self, path, kind, schema, model, schema_path=None, file_stats=None):
         self.path = os.fspath(path)
         self.kind = kind
         self.schema = schema
@@ -135,7 +164,20 @@ class Predictor:
             names = set(model.signatures["serve"].structured_outputs)
             self.has_embedding = "embedding" in names
         self.tasks = tuple(t for t in schema.tasks if t.kind != IDENTITY and t.name in names)
-        self.fingerprint = _fingerprint(kind, self.path, self.image_size)
+        widths = _output_widths(kind, model)
+        wrong = [
+            f"task {t.name!r} has {widths[t.name]} outputs in the model but {t.num_classes} classes in the schema"
+            for t in self.tasks
+            if widths[t.name] is not None and int(widths[t.name]) != t.num_classes
+        ]
+        if wrong:
+            raise InputError(
+                f"{self.path} does not match its schema {schema_path or '(the one given)'}: {'; '.join(wrong)}. "
+                f"Use the schema.json of the run that trained the model."
+            )
+        if file_stats is None:
+            file_stats = _file_stats(kind, self.path)
+        self.fingerprint = None if file_stats is None else _fingerprint(kind, file_stats, self.image_size)
 
     def __repr__(self):
         return f"Predictor({self.path!r}, kind={self.kind!r}, image_size={self.image_size})"
@@ -176,37 +218,62 @@ class Predictor:
 
         # predict_on_batch runs the compiled inference function (training=False).
         outputs = self._model.predict_on_batch(images.astype(np.float32))
-        result = {k: keras.ops.convert_to_numpy(v) for k, v in probabilities(outputs, self.schema).items()}
+        # A mixed-precision model gives bfloat16 logits: softmax/sigmoid in float32, as
+        # export.serving_fn does, so both forms give the same probabilities and labels.
+        logits = {t.name: np.asarray(outputs[t.name], np.float32) for t in self.tasks}
+        result = {k: keras.ops.convert_to_numpy(v) for k, v in probabilities(logits, self.schema).items()}
         if self.has_embedding:
-            result["embedding"] = np.asarray(outputs["embedding"])
+            result["embedding"] = np.asarray(outputs["embedding"], np.float32)
         return result
+
+
+LOAD_TRIES = 3
+
+
+def _load_model(kind, model_path):
+    if kind == KERAS:
+        from portrait_keras.export import ModelFileError, load_keras_model
+
+        try:
+            return load_keras_model(model_path)
+        except ModelFileError as e:  # not a model, or unsafe (Lambda)
+            raise InputError(str(e)) from None
+    import tensorflow as tf
+
+    try:
+        model = tf.saved_model.load(model_path)
+    except (OSError, ValueError, tf.errors.OpError) as e:  # e.g. a corrupt saved_model.pb
+        raise InputError(f"{model_path}: cannot load this SavedModel ({e})") from None
+    if "serve" not in model.signatures:
+        raise InputError(f"{model_path}: the SavedModel has no 'serve' signature")
+    return model
 
 
 def load_predictor(path):
     """Loads a run folder, `.keras` file or SavedModel folder (module docstring) as a `Predictor`.
 
-    The `.keras` file loads with `safe_mode=True`. Raises `InputError` naming `path` when it is
-    none of the three forms.
+    The `.keras` file loads with `safe_mode=True`. The model files are fingerprinted before and
+    after loading; when they changed meanwhile (a run rewriting them) the model is loaded again,
+    up to `LOAD_TRIES` times, and then used without a fingerprint (no embedding cache), so a
+    cache never holds one model's embeddings under another's fingerprint.
+
+    Raises: `InputError` naming `path` when it is none of the three forms or cannot be loaded,
+        or naming the model and its schema when they do not match.
     """
     kind, model_path, schema_path = model_kind(path)
     try:
         schema = Schema.load(schema_path)
     except ValueError as e:
         raise InputError(str(e)) from None
-    if kind == KERAS:
-        from portrait_keras.export import ModelFileError, load_keras_model
-
-        try:
-            model = load_keras_model(model_path)
-        except ModelFileError as e:  # not a model, or unsafe (Lambda)
-            raise InputError(str(e)) from None
-    else:
-        import tensorflow as tf
-
-        model = tf.saved_model.load(model_path)
-        if "serve" not in model.signatures:
-            raise InputError(f"{model_path}: the SavedModel has no 'serve' signature")
-    return Predictor(model_path, kind, schema, model)
+    for _ in range(LOAD_TRIES):
+        before = _file_stats(kind, model_path)
+        model = _load_model(kind, model_path)
+        after = _file_stats(kind, model_path)
+        if before is not None and before == after:
+            return Predictor(model_path, kind, schema, model, schema_path, file_stats=after)
+    predictor = Predictor(model_path, kind, schema, model, schema_path)
+    predictor.fingerprint = None  # which files the weights came from is unknown
+    return predictor
 
 
 # === Images ===
@@ -260,6 +327,25 @@ def expand_image_paths(items):
     return list(dict.fromkeys(paths))
 
 
+def _to_uint8(values, mode, path):
+    """Pillow's 16-bit (`I;16*`) and 32-bit (`I`, `F`) pixel values as uint8 (`decode_image_file`)."""
+    if mode.startswith("I;16"):
+        return (values.astype(np.uint16) >> 8).astype(np.uint8)
+    values = values.astype(np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 65535:
+        raise InputError(
+            f"{path}: cannot decode this file as an image: {'float' if mode == 'F' else '32-bit integer'} "
+            f"pixel values in [{low:g}, {high:g}] are in no range to scale to 8 bits (0-1, 0-255 or "
+            f"0-65535 are). Convert it to an 8-bit image."
+        )
+    if mode == "F" and high <= 1.0:
+        return np.round(values * 255).astype(np.uint8)
+    if high <= 255:
+        return np.round(values).astype(np.uint8)
+    return np.floor(values / 256).astype(np.uint8)  # 16-bit values: their high byte, as TensorFlow's
+
+
 def _decode_with_pillow(path, data):
     from PIL import Image, UnidentifiedImageError
 
@@ -267,29 +353,42 @@ def _decode_with_pillow(path, data):
 
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+            mode = image.mode
+            if not (mode.startswith("I;16") or mode in ("I", "F")):
+                return np.asarray(image.convert("RGB"))
+            values = np.asarray(image)  # convert("RGB") would clip these to 255: white
+    except Image.DecompressionBombError as e:  # not an OSError
+        raise InputError(f"{path}: cannot decode this file as an image: too large ({e})") from None
+    except Exception as e:  # Pillow's decoders fail in many ways (OSError, SyntaxError, ...) on a bad file
         # The training pipeline's words (zero bytes, not an image, truncated JPEG) when it
         # knows the format; Pillow's for the formats only Pillow reads.
         reason = describe_image_file(path)
         if reason is None:
-            reason = "no format TensorFlow or Pillow reads" if isinstance(e, UnidentifiedImageError) else str(e)
+            unknown = isinstance(e, UnidentifiedImageError)
+            reason = "no format TensorFlow or Pillow reads" if unknown else str(e) or type(e).__name__
         raise InputError(f"{path}: cannot decode this file as an image: {reason}") from None
+    return np.repeat(_to_uint8(values, mode, path)[..., None], 3, axis=-1)
 
 
-def read_image(path, image_size):
-    """Reads one image file as uint8 `[H, W, 3]` of `image_size`.
+def decode_image_file(path):
+    """Decodes one image file to uint8 `[H, W, 3]` at its own size, as the model sees it.
 
-    JPEG, PNG, BMP and GIF (first frame) are decoded by TensorFlow exactly as the training
-    pipeline does (`portrait_keras.data.pipeline.decode`); other formats (WebP, TIFF, ...) by
-    Pillow. Grayscale and RGBA become RGB; another size is resized (bilinear, antialiased),
-    without keeping the aspect ratio, as in training.
+    The one decoder of every view of an image (`read_image` for the model, the rank-list tiles
+    of `plots`, the pixel baseline of `baselines`). JPEG, PNG, BMP and GIF (first frame) are
+    decoded by TensorFlow exactly as the training pipeline does (`portrait_keras.data.pipeline.
+    decode`); other formats (TIFF, PGM, ...) by Pillow. Grayscale and RGBA become RGB.
+
+    Deeper pixels become 8-bit as TensorFlow makes a 16-bit PNG 8-bit: a 16-bit value keeps
+    its high byte (`v >> 8`). Pillow's 32-bit modes (`I` integer, `F` float) are scaled from
+    the range their values lie in: a float image in [0, 1] is multiplied by 255; values in
+    [0, 255] are kept; values in [0, 65535] are taken as 16-bit. Negative, non-finite or larger
+    values have no such range: the image is refused (`InputError`).
 
     Args:
         path: str or path-like.
-        image_size: (int, int). `(height, width)`.
 
-    Raises: `InputError` naming `path` when it cannot be read or decoded.
+    Raises: `InputError` naming `path` when it cannot be read or decoded (or is larger than
+        Pillow decodes, `PIL.Image.MAX_IMAGE_PIXELS`).
     """
     import tensorflow as tf
 
@@ -300,13 +399,31 @@ def read_image(path, image_size):
     except OSError as e:
         raise InputError(f"{path}: cannot read the file ({e.strerror or e})") from None
     try:
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-        image = tf.constant(_decode_with_pillow(path, data))
+        return _decode_with_pillow(path, data)
+
+
+def read_image(path, image_size):
+    """Reads one image file as uint8 `[H, W, 3]` of `image_size`.
+
+    Decoded by `decode_image_file` (JPEG, PNG, BMP and GIF as the training pipeline does, other
+    formats by Pillow, 16- and 32-bit images scaled to 8 bits); another size is resized
+    (bilinear, antialiased), without keeping the aspect ratio, as in training.
+
+    Args:
+        path: str or path-like.
+        image_size: (int, int). `(height, width)`.
+
+    Raises: `InputError` naming `path` when it cannot be read or decoded.
+    """
+    import tensorflow as tf
+
+    image = decode_image_file(path)
     if tuple(image.shape[:2]) != tuple(image_size):
         # The same resize as `pipeline.decode`, so a served image matches a training one.
-        image = tf.saturate_cast(tf.round(tf.image.resize(image, image_size, antialias=True)), tf.uint8)
-    return image.numpy()
+        image = tf.saturate_cast(tf.round(tf.image.resize(image, image_size, antialias=True)), tf.uint8).numpy()
+    return image
 
 
 def read_images(paths, image_size):
@@ -334,8 +451,10 @@ def describe(probabilities, schema, threshold=DEFAULT_THRESHOLD):
         dict aspect → dict task → entry, for the aspects and tasks in `probabilities`:
         a single-label entry is `{"label", "probability", "probabilities"}` (the most probable
         class, its probability, and every class's probability); a multi-label entry is
-        `{"labels", "probabilities"}`, `labels` being the classes above `threshold`, most
-        probable first (possibly none).
+        `{"labels", "fallback", "probabilities"}`, `labels` being the classes above
+        `threshold`, most probable first, or, when none is, the most probable class alone with
+        `fallback` true: the evaluation's decision (`evaluation.classification_predictions`,
+        each annotated image shows at least one expression).
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1). Received: threshold={threshold!r}")
@@ -353,8 +472,10 @@ def describe(probabilities, schema, threshold=DEFAULT_THRESHOLD):
             every = {c: round(float(v), 6) for c, v in zip(task.classes, p)}
             order = np.argsort(-p, kind="stable")
             if task.kind == MULTI:
+                above = [task.classes[i] for i in order if p[i] > threshold]
                 entries[task.name] = {
-                    "labels": [task.classes[i] for i in order if p[i] > threshold],
+                    "labels": above or [task.classes[int(order[0])]],
+                    "fallback": not above,
                     "probabilities": every,
                 }
             else:
@@ -392,7 +513,8 @@ def format_description(result, threshold=DEFAULT_THRESHOLD, top=3):
     """A readable multi-line text of one `interpret` result.
 
     Single-label tasks show their `top` most probable classes with probabilities; multi-label
-    tasks the classes above `threshold` (or the most probable one, marked, when none is).
+    tasks their `labels`: the classes above `threshold`, or the most probable one, marked, when
+    none is (`describe`).
     """
     lines = [result["path"]]
     width = max((len(name) for aspect in ASPECTS for name in result.get(aspect, {})), default=0)
@@ -404,10 +526,10 @@ def format_description(result, threshold=DEFAULT_THRESHOLD, top=3):
             ranked = sorted(entry["probabilities"].items(), key=lambda kv: -kv[1])
             if "label" in entry:
                 text = "  ".join(f"{c} {p:.2f}" for c, p in ranked[:top])
-            elif entry["labels"]:
-                text = "  ".join(f"{c} {entry['probabilities'][c]:.2f}" for c in entry["labels"])
-            else:
+            elif entry.get("fallback", not entry["labels"]):
                 c, p = ranked[0]
                 text = f"none above {threshold:g} (most probable: {c} {p:.2f})"
+            else:
+                text = "  ".join(f"{c} {entry['probabilities'][c]:.2f}" for c in entry["labels"])
             lines.append(f"    {name:<{width}}  {text}")
     return "\n".join(lines)

@@ -248,8 +248,11 @@ def confusion_matrix_figure(counts, classes, title):
 def _tile(path, size):
     from PIL import Image
 
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR))
+    from portrait_keras.inference import decode_image_file
+
+    # The model's decoder, so a tile shows what the model saw (16-bit images too, not white).
+    image = Image.fromarray(decode_image_file(path))
+    return np.asarray(image.resize((size[1], size[0]), Image.BILINEAR))
 
 
 def rank_list(query, paths, distances, same_id=None, query_id=None, ids=None, image_size=(256, 128)):
@@ -268,6 +271,7 @@ def rank_list(query, paths, distances, same_id=None, query_id=None, ids=None, im
         image_size: (int, int). Display size of every tile. Defaults to `(256, 128)`.
 
     Returns: `Figure` of `(k + 1) × RANK_TILE_SIZE` inches.
+    Raises: `inference.InputError` naming an image file that cannot be decoded.
     """
     k = len(paths)
     same_id = list(same_id) if same_id is not None else [None] * k

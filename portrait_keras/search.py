@@ -6,9 +6,12 @@ so each hit is marked as the query's identity or not (when the query is a row of
 
 The gallery's embeddings are cached in the gallery folder (the CSV's folder for a CSV) as
 `.portrait_embeddings-<model fingerprint>.npz`: plain arrays (no pickle), one row per image keyed
-by its path relative to that folder, its size and its modification time. A later search with the
-same model embeds only new or changed images and drops removed ones; another model (or the same
-model file rewritten) has its own cache file.
+by its path relative to that folder, its size, modification and change times and inode (the change
+time cannot be set back, so an edit that restores the modification time is still seen). A later
+search with the same model embeds only new or changed images and drops removed ones; rows of other
+galleries sharing the folder (two CSVs, or a CSV and the folder itself) are kept while their files
+are unchanged. Another model (or the same model file rewritten) has its own cache file; a model
+whose files changed while it loaded has none (`inference.load_predictor`).
 
 Example:
 >>> predictor = load_predictor("runs/fss_uncert")  # doctest: +SKIP
@@ -93,41 +96,59 @@ def cache_path(gallery, predictor):
     return os.path.join(gallery.folder, f"{CACHE_PREFIX}{predictor.fingerprint}.npz")
 
 
+KEY_FIELDS = ("sizes", "mtimes", "ctimes", "inodes")  # cache arrays of the per-image key
+
+
+def _stat_key(path):
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
 def _file_key(path):
+    """`(size, mtime_ns, ctime_ns, inode)` of a gallery image: any edit changes it."""
     try:
-        st = os.stat(path)
+        return _stat_key(path)
     except OSError as e:
         raise InputError(f"{path}: gallery image cannot be read ({e.strerror or e})") from None
-    return st.st_size, st.st_mtime_ns
+
+
+def _still_valid(folder, rel, key):
+    """Whether the file of a cached row (of another gallery) is unchanged."""
+    try:
+        return _stat_key(os.path.join(folder, rel)) == key
+    except OSError:
+        return False
 
 
 def _read_cache(path, fingerprint):
-    """`{relative path: (size, mtime_ns, embedding)}` of a cache file; empty when there is none."""
+    """`{relative path: (key, embedding)}` of a cache file; empty when there is none."""
     if not os.path.exists(path):
         return {}
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["fingerprint"]) != fingerprint:
                 return {}
-            rows = zip(z["paths"].tolist(), z["sizes"].tolist(), z["mtimes"].tolist(), z["embeddings"])
-            return {p: (s, m, e) for p, s, m, e in rows}
+            keys = zip(*(z[name].tolist() for name in KEY_FIELDS))
+            return {p: (tuple(k), e) for p, k, e in zip(z["paths"].tolist(), keys, z["embeddings"])}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         print(f"warning: {path}: unreadable embedding cache, rebuilding it ({e})", file=sys.stderr)
         return {}
 
 
-def _write_cache(path, fingerprint, keys, embeddings):
+def _write_cache(path, fingerprint, rows):
+    """Writes `{relative path: (key, embedding)}` atomically; a failure only warns."""
     tmp = None
+    paths = list(rows)
     try:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp", suffix=".npz")
+        keys = {name: np.array([rows[p][0][i] for p in paths], dtype=np.int64) for i, name in enumerate(KEY_FIELDS)}
         with os.fdopen(fd, "wb") as f:
             np.savez(
                 f,
                 fingerprint=np.array(fingerprint),
-                paths=np.array([k[0] for k in keys], dtype=str),
-                sizes=np.array([k[1] for k in keys], dtype=np.int64),
-                mtimes=np.array([k[2] for k in keys], dtype=np.int64),
-                embeddings=embeddings.astype(np.float32),
+                paths=np.array(paths, dtype=str),
+                embeddings=np.array([rows[p][1] for p in paths], dtype=np.float32),
+                **keys,
             )
         umask = os.umask(0)
         os.umask(umask)
@@ -177,25 +198,33 @@ def gallery_embeddings(predictor, gallery, *, batch_size=64, use_cache=True):
         predictor: `inference.Predictor` with a re-id embedding.
         gallery: `Gallery`.
         batch_size: int. Images per forward pass. Defaults to `64`.
-        use_cache: bool. Read and update the cache file (module docstring). Defaults to `True`.
+        use_cache: bool. Read and update the cache file (module docstring). Defaults to `True`;
+            a predictor without fingerprint (its model changed while loading) uses none.
 
     Returns: `GalleryEmbeddings`.
     """
     _require_embedding(predictor)
-    keys = []
-    for p in gallery.paths:
-        size, mtime = _file_key(p)
-        keys.append((os.path.relpath(p, gallery.folder).replace(os.sep, "/"), size, mtime))
+    rels = [os.path.relpath(p, gallery.folder).replace(os.sep, "/") for p in gallery.paths]
+    keys = [_file_key(p) for p in gallery.paths]
+    if use_cache and predictor.fingerprint is None:
+        print(
+            f"warning: {predictor.path}: the model files changed while it loaded; no embedding cache used",
+            file=sys.stderr,
+        )
+        use_cache = False
     if not use_cache:
         return GalleryEmbeddings(embed(predictor, gallery.paths, batch_size), len(keys))
     path = cache_path(gallery, predictor)
     cached = _read_cache(path, predictor.fingerprint)
-    stale = [i for i, (rel, size, mtime) in enumerate(keys) if cached.get(rel, (None, None))[:2] != (size, mtime)]
-    fresh = embed(predictor, [gallery.paths[i] for i in stale], batch_size)
-    new = dict(zip(stale, fresh))
-    embeddings = np.stack([new[i] if i in new else cached[k[0]][2] for i, k in enumerate(keys)]).astype(np.float32)
-    if stale or set(cached) != {k[0] for k in keys}:
-        _write_cache(path, predictor.fingerprint, keys, embeddings)
+    stale = [i for i, (rel, key) in enumerate(zip(rels, keys)) if cached.get(rel, (None,))[0] != key]
+    fresh = dict(zip(stale, embed(predictor, [gallery.paths[i] for i in stale], batch_size)))
+    rows = {rel: (key, fresh[i] if i in fresh else cached[rel][1]) for i, (rel, key) in enumerate(zip(rels, keys))}
+    embeddings = np.stack([rows[rel][1] for rel in rels]).astype(np.float32)
+    # Rows of other galleries in this folder stay while their files are unchanged.
+    others = {rel: row for rel, row in cached.items() if rel not in rows}
+    rows.update({rel: row for rel, row in others.items() if _still_valid(gallery.folder, rel, row[0])})
+    if stale or set(rows) != set(cached):
+        _write_cache(path, predictor.fingerprint, rows)
     return GalleryEmbeddings(embeddings, len(stale), path)
 
 
@@ -271,8 +300,9 @@ def search(predictor, gallery, query, k=10, *, batch_size=64, use_cache=True):
     if k < 1:
         raise ValueError(f"k must be >= 1. Received: k={k}")
     query = os.fspath(query)
+    query_embedding = embed(predictor, [query])  # first: a bad query fails before the gallery's work
     emb = gallery_embeddings(predictor, gallery, batch_size=batch_size, use_cache=use_cache)
-    distances = cosine_distances(embed(predictor, [query]), emb.embeddings)[0]
+    distances = cosine_distances(query_embedding, emb.embeddings)[0]
     order = np.argsort(distances, kind="stable")[:k]
     ids = None
     if gallery.ids is not None:

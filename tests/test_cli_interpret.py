@@ -12,8 +12,16 @@ import pytest
 from PIL import Image
 
 from portrait_keras.__main__ import main
-from portrait_keras.inference import describe, expand_image_paths, format_description, interpret, load_predictor
-from portrait_keras.schema import MULTI
+from portrait_keras.inference import (
+    InputError,
+    describe,
+    expand_image_paths,
+    format_description,
+    interpret,
+    load_predictor,
+    read_image,
+)
+from portrait_keras.schema import MULTI, Schema
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,7 +86,8 @@ def test_json_gives_the_keras_model_probabilities_for_every_task(
             np.testing.assert_allclose(got, ref[task.name], atol=1e-5, err_msg=task.name)
             if task.kind == MULTI:
                 above = [task.classes[i] for i in np.argsort(-ref[task.name]) if ref[task.name][i] > 0.5]
-                assert entry["labels"] == above
+                assert entry["labels"] == (above or [task.classes[int(np.argmax(ref[task.name]))]])
+                assert entry["fallback"] == (not above)
             else:
                 assert entry["label"] == task.classes[int(np.argmax(ref[task.name]))]
                 assert entry["probability"] == pytest.approx(ref[task.name].max(), abs=1e-5)
@@ -146,7 +155,10 @@ def test_describe_names_expressions_above_the_threshold_only(tiny_annotations):
     assert d["appearance"]["age"]["label"] == "young_adult" and d["appearance"]["age"]["probability"] == 0.6
     assert d["emotion"]["expression"]["labels"] == ["surprise", "happy"]
     assert describe(probs, schema, threshold=0.3)["emotion"]["expression"]["labels"] == ["surprise", "happy", "neutral"]
-    assert describe(probs, schema, threshold=0.95)["emotion"]["expression"]["labels"] == []
+    assert not d["emotion"]["expression"]["fallback"]
+    # None above: the most probable one, marked, as the evaluation decides.
+    none_above = describe(probs, schema, threshold=0.95)["emotion"]["expression"]
+    assert none_above["labels"] == ["surprise"] and none_above["fallback"]
     with pytest.raises(ValueError, match="threshold"):
         describe(probs, schema, threshold=1.5)
 
@@ -258,3 +270,92 @@ def test_a_keras_file_that_is_no_model_is_a_clear_error(smoke_run_dir, sample_im
     rc, _, err = run_cli(["interpret", str(tmp_path / "model.keras"), sample_images[0]], capsys)
     assert rc == 2 and err.startswith("error: ") and str(tmp_path / "model.keras") in err
     assert "Traceback" not in err
+
+
+def test_expressions_named_are_the_evaluations_decision(tiny_annotations):
+    from portrait_keras.evaluation import classification_predictions
+
+    schema = tiny_annotations.schema
+    task = next(t for t in schema.classification_tasks if t.kind == MULTI)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(-1.5, 1.5, (200, task.num_classes)).astype(np.float32)
+    logits[:50] = -np.abs(logits[:50]) - 0.1  # none above 0.5 for these
+    decisions = classification_predictions(task, logits.copy())
+    for row, decision in zip(logits, decisions):
+        entry = describe({task.name: 1 / (1 + np.exp(-row))}, schema)[task.aspect][task.name]
+        assert sorted(entry["labels"]) == sorted(task.classes[i] for i in np.flatnonzero(decision))
+        assert entry["fallback"] == (not (row > 0).any())
+
+
+def test_16_and_32_bit_images_read_like_their_8_bit_picture(tmp_path, pixels):
+    gray = pixels[..., 1]
+    Image.fromarray(gray, "L").save(tmp_path / "gray8.png")
+    wide = gray.astype(np.uint16) * 257  # the same picture in 16 bits
+    Image.fromarray(wide).save(tmp_path / "gray16.tiff")  # Pillow: mode I;16
+    Image.fromarray(wide).save(tmp_path / "gray16.png")  # TensorFlow, as the training pipeline
+    Image.fromarray(wide.astype(np.int32), "I").save(tmp_path / "gray_i.tiff")
+    Image.fromarray(gray.astype(np.float32) / 255, "F").save(tmp_path / "gray_f.tiff")
+    expected = read_image(tmp_path / "gray8.png", (128, 64))
+    assert expected.std() > 10
+    for name in ("gray16.tiff", "gray16.png", "gray_i.tiff", "gray_f.tiff"):
+        np.testing.assert_array_equal(read_image(tmp_path / name, (128, 64)), expected, err_msg=name)
+    # A 16-bit value keeps its high byte, as TensorFlow decodes a 16-bit PNG.
+    odd = np.full((4, 4), 0x1280, np.uint16)
+    Image.fromarray(odd).save(tmp_path / "odd16.tiff")
+    Image.fromarray(odd).save(tmp_path / "odd16.png")
+    assert read_image(tmp_path / "odd16.tiff", (4, 4)).max() == read_image(tmp_path / "odd16.png", (4, 4)).max() == 0x12
+    Image.fromarray(wide.astype(np.int32) * 1000, "I").save(tmp_path / "deep.tiff")
+    with pytest.raises(InputError, match=f"{tmp_path / 'deep.tiff'}: .*no range to scale"):
+        read_image(tmp_path / "deep.tiff", (128, 64))
+
+
+def test_an_image_too_large_for_pillow_is_a_clear_error(smoke_run_dir, tmp_path, pixels, capsys, monkeypatch):
+    path = tmp_path / "huge.tiff"
+    Image.fromarray(pixels).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 300x150 picture plays a 20000x10000 one
+    rc, out, err = run_cli(["interpret", str(smoke_run_dir), str(path)], capsys)
+    assert rc == 2 and out == "" and err.startswith(f"error: {path}: ") and "too large" in err
+
+
+def test_a_corrupt_saved_model_is_a_clear_error(smoke_run_dir, sample_images, tmp_path, capsys):
+    (tmp_path / "assets").mkdir()
+    shutil.copy(smoke_run_dir / "saved_model" / "assets" / "schema.json", tmp_path / "assets")
+    (tmp_path / "saved_model.pb").write_bytes(b"garbage!")
+    rc, out, err = run_cli(["interpret", str(tmp_path), sample_images[0]], capsys)
+    assert rc == 2 and out == "" and err.startswith(f"error: {tmp_path}: cannot load this SavedModel")
+
+
+def test_a_schema_that_does_not_fit_the_model_is_a_clear_error(smoke_run_dir, sample_images, tmp_path, capsys):
+    shutil.copy(smoke_run_dir / "model.keras", tmp_path / "model.keras")
+    schema = json.loads((smoke_run_dir / "schema.json").read_text())
+    age = next(t for t in schema["tasks"] if t["name"] == "age")
+    age["classes"] = age["classes"][:-1]  # a class dropped
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    rc, out, err = run_cli(["interpret", str(tmp_path), sample_images[0]], capsys)
+    assert rc == 2 and out == ""
+    assert err.startswith(f"error: {tmp_path / 'model.keras'} does not match its schema {tmp_path / 'schema.json'}")
+    assert f"task 'age' has 5 outputs in the model but {len(age['classes'])} classes in the schema" in err
+
+
+def test_mixed_precision_probabilities_are_computed_in_float32(smoke_run_dir, tmp_path):
+    schema = Schema.load(smoke_run_dir / "schema.json")
+    inputs = keras.Input((8, 4, 3))
+    features = keras.layers.Flatten()(inputs)
+    outputs = {
+        t.name: keras.layers.Dense(
+            t.num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.02, seed=i),
+            dtype="mixed_bfloat16", name=t.name,
+        )(features)
+        for i, t in enumerate(schema.classification_tasks)
+    }
+    keras.Model(inputs, outputs).save(tmp_path / "model.keras")
+    shutil.copy(smoke_run_dir / "schema.json", tmp_path / "schema.json")
+    predictor = load_predictor(tmp_path)
+    images = np.random.default_rng(0).integers(0, 256, (16, 8, 4, 3), dtype=np.uint8)
+    logits = predictor._model.predict_on_batch(images.astype(np.float32))
+    probs = predictor.predict(images)
+    for task in predictor.tasks:
+        assert logits[task.name].dtype.name == "bfloat16"
+        z = np.asarray(logits[task.name], np.float64)
+        expected = 1 / (1 + np.exp(-z)) if task.kind == MULTI else np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+        np.testing.assert_allclose(probs[task.name], expected, atol=1e-6, err_msg=task.name)

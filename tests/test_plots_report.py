@@ -250,3 +250,16 @@ def test_skip_bad_images_reaches_the_report_and_the_evaluation(run_with_a_bad_te
     config["data"]["skip_bad_images"] = True
     (run / "config.json").write_text(json.dumps(config))
     assert main(["evaluate", str(run), "--json"]) == 0
+
+
+def test_rank_list_tiles_decode_as_the_model_does(tmp_path, monkeypatch):
+    from portrait_keras.inference import InputError
+
+    gray = np.add.outer(np.arange(96) * 2, np.arange(48) * 5).astype(np.uint8)
+    Image.fromarray(gray, "L").save(tmp_path / "gray8.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "gray16.tiff")  # not clipped to white
+    tile16, tile8 = (plots._tile(tmp_path / name, (64, 32)) for name in ("gray16.tiff", "gray8.png"))
+    np.testing.assert_array_equal(tile16, tile8)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a small TIFF plays a huge one
+    with pytest.raises(InputError, match=f"{tmp_path / 'gray16.tiff'}: .*too large"):
+        plots.rank_list(str(tmp_path / "gray8.png"), [str(tmp_path / "gray16.tiff")], [0.1])

@@ -11,8 +11,8 @@ from PIL import Image
 
 from portrait_keras.__main__ import main
 from portrait_keras.data import read_annotations
-from portrait_keras.inference import load_predictor
-from portrait_keras.search import cache_path, cosine_distances, gallery_embeddings, load_gallery, search
+from portrait_keras.inference import InputError, load_predictor
+from portrait_keras.search import cache_path, cosine_distances, embed, gallery_embeddings, load_gallery, search
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +186,104 @@ def test_search_errors_name_the_input(smoke_run_dir, dataset_copy, tmp_path, cap
     assert main(["search", str(smoke_run_dir), "--gallery", str(bad_csv), "--query", query]) == 2
     err = capsys.readouterr().err
     assert str(bad_csv) in err and "Traceback" not in err
+
+
+def test_an_edit_that_restores_the_modification_time_is_embedded_again(predictor, tmp_path):
+    rng = np.random.default_rng(0)
+    gallery_dir = tmp_path / "bmp"
+    gallery_dir.mkdir()
+    for i in range(3):  # BMPs of one size: an edit keeps the file size
+        Image.fromarray(rng.integers(0, 256, (128, 64, 3), dtype=np.uint8)).save(gallery_dir / f"{i}.bmp")
+    counting = CountingPredictor(predictor)
+    gallery = load_gallery(gallery_dir)
+    assert gallery_embeddings(counting, gallery).embedded == 3
+    edited = gallery.paths[1]
+    before = os.stat(edited)
+    Image.fromarray(rng.integers(0, 256, (128, 64, 3), dtype=np.uint8)).save(edited)
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `cp -p` or `touch -r` would
+    assert os.stat(edited).st_size == before.st_size
+    result = gallery_embeddings(counting, load_gallery(gallery_dir))
+    assert result.embedded == 1
+    np.testing.assert_allclose(result.embeddings, embed(predictor, gallery.paths), atol=1e-6)
+
+
+def test_galleries_sharing_a_folder_keep_each_others_cache(predictor, tiny_synth, tmp_path):
+    shutil.copytree(os.path.dirname(tiny_synth), tmp_path / "data")
+    lines = (tmp_path / "data" / "annotations.csv").read_text().splitlines()
+    for name, split in (("a.csv", ",gallery,"), ("b.csv", ",train,")):
+        rows = [line for line in lines[1:] if split in line][:4]
+        (tmp_path / "data" / name).write_text("\n".join([lines[0], *rows]) + "\n")
+    counting = CountingPredictor(predictor)
+    a, b = load_gallery(tmp_path / "data" / "a.csv"), load_gallery(tmp_path / "data" / "b.csv")
+    assert gallery_embeddings(counting, a).cache_file == gallery_embeddings(counting, b).cache_file
+    assert counting.images == 8
+    assert gallery_embeddings(counting, a).embedded == 0 and gallery_embeddings(counting, b).embedded == 0
+    # A row of the other gallery whose file is gone leaves the cache.
+    os.remove(b.paths[0])
+    gallery_embeddings(counting, a)
+    with np.load(cache_path(a, predictor), allow_pickle=False) as cache:
+        assert len(cache["paths"]) == 7
+
+
+def test_a_bad_query_fails_before_the_gallery_is_embedded(predictor, folder_gallery, tmp_path):
+    counting = CountingPredictor(predictor)
+    bad = tmp_path / "query.jpg"
+    bad.write_bytes(b"not a picture")
+    with pytest.raises(InputError, match=str(bad)):
+        search(counting, load_gallery(folder_gallery), str(bad))
+    assert counting.images == 0
+
+
+def perturbed_model_file(run_dir, path):
+    """`run_dir/model.keras` with other weights, saved as `path`."""
+    model = keras.models.load_model(run_dir / "model.keras")
+    layer = next(layer for layer in model.layers if layer.weights)
+    layer.set_weights([w * 1.5 for w in layer.get_weights()])
+    model.save(path)
+
+
+def test_a_model_rewritten_while_it_loads_never_caches_stale_embeddings(
+    smoke_run_dir, folder_gallery, tmp_path, monkeypatch, capsys
+):
+    import portrait_keras.export as export
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.keras", "schema.json"):
+        shutil.copy(smoke_run_dir / name, run / name)
+    perturbed_model_file(smoke_run_dir, tmp_path / "other.keras")
+    load, loads = export.load_keras_model, []
+
+    def rewritten_once(path):
+        model = load(path)
+        if not loads:  # a run writes its new model.keras right after the first load
+            shutil.copyfile(tmp_path / "other.keras", run / "model.keras")
+        loads.append(path)
+        return model
+
+    monkeypatch.setattr(export, "load_keras_model", rewritten_once)
+    racing = load_predictor(run)
+    monkeypatch.undo()
+    assert len(loads) == 2  # loaded again: it holds the weights its fingerprint names
+    gallery = load_gallery(folder_gallery)
+    gallery_embeddings(racing, gallery)
+    fresh = load_predictor(run)
+    assert fresh.fingerprint == racing.fingerprint
+    result = gallery_embeddings(fresh, gallery)
+    assert result.embedded == 0
+    np.testing.assert_allclose(result.embeddings, embed(fresh, gallery.paths), atol=1e-6)
+
+    # Files that change at every load: the model is used without a cache.
+    def always_rewritten(path):
+        stat = os.stat(path)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        return load(path)
+
+    monkeypatch.setattr(export, "load_keras_model", always_rewritten)
+    unstable = load_predictor(run)
+    monkeypatch.undo()
+    assert unstable.fingerprint is None
+    capsys.readouterr()
+    assert gallery_embeddings(unstable, gallery).cache_file is None
+    assert "no embedding cache used" in capsys.readouterr().err
+    assert len([n for n in os.listdir(folder_gallery) if n.endswith(".npz")]) == 1
