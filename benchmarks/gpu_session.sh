@@ -21,12 +21,12 @@ cd "$(dirname "$0")/.."
 
 case "${1:-}" in
 prepare)
-  mkdir -p .whl
-  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+  mkdir -p .whl  # ignored by .gitignore
   keras_version=$(python3 -c 'import importlib.metadata as m; print(m.version("keras"))')
   # Keras and what it needs that the GPU image lacks (its others are there: absl-py,
-  # numpy, rich, h5py, ml-dtypes, packaging); the platforms of the device README.
-  for package in "keras==$keras_version" namex optree; do
+  # numpy, rich, h5py, ml-dtypes, packaging); the platforms of the device README. Pinned
+  # to the versions the dry run used.
+  for package in "keras==$keras_version" namex==0.1.0 optree==0.20.0; do
     python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "$package"

@@ -108,6 +108,8 @@ def torch_bare_step(timm_model, image_size, batch, num_ids, precision, batchnorm
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True  # as timm's train.py; XLA tunes its kernels too
     torch.manual_seed(0)
     net = timm.create_model(timm_model, pretrained=False, num_classes=num_ids)
     if not batchnorm:
@@ -147,6 +149,7 @@ def torch_rows(args):
         run = torch_bare_step(args.timm_model, tuple(args.size), args.batch, args.num_ids, args.precision, batchnorm)
         rows.append((name, f"{args.timm_model} + Linear" + ("" if batchnorm else ", no BN"),
                      run(args.steps, args.warmup)))
+        print(RESULT + json.dumps(rows[-1]), flush=True)  # each row as soon as measured
     return rows
 
 
@@ -159,17 +162,30 @@ def breakdown(args, argv):
     setting = train_throughput.Setting(args.backbone, size, args.batch, args.precision == "bf16", jit)
     trainer = train_throughput.measure(setting, args.steps, args.warmup, num_ids=args.num_ids)
     name = f"keras {keras.__version__} ({keras.backend.backend()}, jit {args.jit})"
-    rows = [(name, "trainer (FSS head, 8 tasks, Batch Rank, uncertainty)", trainer["ms_step"] / 1000)]
+    rows = []
+
+    def add(row):  # shown at once: a run cut short keeps what it measured in its log
+        rows.append(tuple(row))
+        print(f"measured: {row[0]} | {row[1]} | {1000 * row[2]:.1f} ms/step", flush=True)
+
+    add((name, "trainer (FSS head, 8 tasks, Batch Rank, uncertainty)", trainer["ms_step"] / 1000))
     for batchnorm in (True, False):
         run = keras_bare_step(args.backbone, size, args.batch, args.num_ids, args.precision, jit, batchnorm)
-        rows.append((name, "backbone + Dense" + ("" if batchnorm else ", no BN"), run(args.steps, args.warmup)))
+        add((name, "backbone + Dense" + ("" if batchnorm else ", no BN"), run(args.steps, args.warmup)))
     if args.timm:
-        done = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--torch-rows"],
-                              stdout=subprocess.PIPE, text=True)
-        lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
-        if done.returncode or not lines:
-            raise SystemExit(f"error: the torch rows failed (exit status {done.returncode}); see the output above")
-        rows += [tuple(row) for row in json.loads(lines[-1][len(RESULT):])]
+        with subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv, "--torch-rows"],
+                              stdout=subprocess.PIPE, text=True) as process:
+            for line in process.stdout:
+                if line.startswith(RESULT):
+                    add(json.loads(line[len(RESULT):]))
+                else:
+                    print(line, end="", flush=True)
+        if process.returncode or len(rows) != 5:
+            # The Keras rows stand; `main` prints their summary and exits with 1.
+            print(f"error: the torch rows failed (exit status {process.returncode}); see the output above",
+                  file=sys.stderr)
+            args.torch_failed = True
+            del rows[3:]
     return rows
 
 
@@ -212,7 +228,7 @@ def main(argv=None):
     if args.timm and args.timm_model is None:
         parser.error(f"timm has no model like {args.backbone!r}; pass --timm-model NAME")
     if args.torch_rows:  # inside the subprocess, which must not import TensorFlow (via Keras) too
-        print(RESULT + json.dumps(torch_rows(args)), flush=True)
+        torch_rows(args)
         return None
     if args.jit is None:
         import keras
@@ -220,6 +236,8 @@ def main(argv=None):
         args.jit = "on" if keras.backend.backend() == "jax" else "off"
     rows = breakdown(args, argv)
     print("\n".join(summary(rows, args.batch)))
+    if getattr(args, "torch_failed", False):
+        raise SystemExit(1)
     return rows
 
 

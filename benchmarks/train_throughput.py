@@ -18,7 +18,7 @@ Usage:
     python benchmarks/train_throughput.py [--quick] [--backbones tiny,resnet50] [--size H W]
         [--batch 16] [--steps 3] [--warmup 1] [--jit off,on] [--precision fp32,mixed]
 
-`--quick` (CI-sized, about 2 minutes on 2 idle cores, most of it tracing and compiling):
+`--quick` (CI-sized, about 25 s on 2 idle cores, most of it tracing and compiling):
 tiny at 128x64, every precision and jit setting, batch 16, 10 timed steps. The default
 adds tiny at 256x128 and resnet50 at 256x128 (batch 16, 3 timed steps): tens of minutes
 on 2 cores, as a resnet50 step takes seconds, and far longer in bfloat16 on CPUs without

@@ -15,16 +15,20 @@ already on the device):
   `--keras-backend tensorflow --jit off` is the CPU default path of the package;
 - torch: `timm.create_model(NAME, num_classes=0)` (its pooled feature; timm's `hrnet_w32`
   is the same HRNet-W32-C with the 2048-d head as ours: 39,183,680 parameters in both)
-  -> Linear + BatchNorm1d neck -> one Linear classifier per task with our class counts;
-  cross-entropy with unknown labels (-1) masked, multi-label BCE for expression, Adam;
-  `torch.autocast(bfloat16)` for bf16, channels-last memory; eager, or also
-  `torch.compile` with `--torch-compile`.
+  -> a BatchNorm1d neck (our BNNecks, shared) -> one bias-free Linear classifier per task
+  with our class counts; cross-entropy with unknown labels (-1) masked, multi-label BCE for
+  expression, Adam; `torch.autocast(bfloat16)` for bf16, channels-last memory, and on CUDA
+  `cudnn.benchmark` (as timm's train.py: cuDNN tunes its kernels as XLA does); eager, or
+  also `torch.compile` with `--torch-compile` (a failure there is reported, the eager row kept).
 
 The heads and losses differ a little (ours splits the feature into task subspaces and
 adds Batch Rank and uncertainty weighting); both are negligible beside the backbone
 (measured on CPU: the whole trainer steps as fast as the bare backbone with one
-classifier). Both halves wait for each step's loss, as a progress bar does; warm-up
-steps (compilation) are not timed. Prints a table and the ratio keras/torch of images/s.
+classifier). timm's `resnet50` is ResNet v1.5 (stride on the 3x3 conv, ~6% more FLOPs than
+our keras.applications v1), so its ratio slightly flatters Keras; the HRNets are identical.
+Both halves wait for each step's loss, as a progress bar does; warm-up steps (compilation)
+are not timed. Each row is printed as soon as it is measured (a run cut short keeps what it
+measured), then a table and the ratio keras/torch of images/s.
 
 Without torch or timm the torch half is skipped with a message and the exit status is 2
 (`--keras-only` skips it on purpose). On a CPU (see RESULTS.md):
@@ -53,8 +57,13 @@ RESULT = "RESULT "  # prefix of a half's JSON line on stdout
 MISSING_TORCH = 3  # exit status of the torch half without torch/timm
 
 
+def emit(row):
+    """A half's result row, on stdout at once: the parent shows it before the next is measured."""
+    print(RESULT + json.dumps(row), flush=True)
+
+
 def keras_half(args):
-    """Images/s of the Keras trainer under the current (JAX) backend."""
+    """Images/s of the Keras trainer under the current (JAX) backend, emitted as one row."""
     import keras
 
     jit = args.jit == "on"
@@ -69,12 +78,13 @@ def keras_half(args):
         import tensorflow as tf
 
         device = f"tensorflow {'gpu' if tf.config.list_physical_devices('GPU') else 'cpu'}"
-    return [{"framework": f"keras {keras.__version__}", "model": args.backbone,
-             "compile": "jit (XLA)" if jit else "no jit", "device": device, **result}]
+    emit({"framework": f"keras {keras.__version__}", "model": args.backbone,
+          "compile": "jit (XLA)" if jit else "no jit", "device": device, **result})
 
 
 def torch_half(args):
-    """Images/s of timm's model with an equivalent neck, heads and losses, eager and compiled."""
+    """Images/s of timm's model with an equivalent neck, heads and losses, eager and compiled;
+    each row emitted when measured."""
     try:
         import timm
         import torch
@@ -84,6 +94,8 @@ def torch_half(args):
     import torch.nn.functional as F
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
     schema = default_schema()
     images, labels = train_throughput.synthetic_batch(schema, args.num_ids, args.batch, tuple(args.size))
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
@@ -98,7 +110,7 @@ def torch_half(args):
             super().__init__()
             self.backbone = timm.create_model(args.timm_model, pretrained=False, num_classes=0)
             dim = self.backbone.num_features
-            self.neck = torch.nn.Sequential(torch.nn.Linear(dim, dim, bias=False), torch.nn.BatchNorm1d(dim))
+            self.neck = torch.nn.BatchNorm1d(dim)
             self.heads = torch.nn.ModuleDict({n: torch.nn.Linear(dim, c, bias=False) for n, c in classes.items()})
 
         def forward(self, images):
@@ -117,48 +129,69 @@ def torch_half(args):
                 total = total + F.cross_entropy(logits, target, ignore_index=-1)
         return total
 
-    rows = []
     for compiled in [False, True] if args.torch_compile else [False]:
-        torch.manual_seed(0)
-        net = Net().to(device).to(memory_format=torch.channels_last).train()
-        optimizer = torch.optim.Adam(net.parameters(), lr=3.5e-4)
-        forward = torch.compile(net) if compiled else net
-
-        def step():
-            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-                loss = objective(forward(x))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            return loss.item()  # waits for the step, like the Keras half
-
-        for _ in range(args.warmup):
-            step()
-        start, cpu = time.perf_counter(), time.process_time()
-        for _ in range(args.steps):
-            loss = step()
-        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-        rows.append({
-            "framework": f"torch {torch.__version__}, timm {timm.__version__}", "model": args.timm_model,
-            "compile": "torch.compile" if compiled else "eager", "device": f"torch {device}: {name}",
-            "img_s": args.steps * args.batch / wall, "ms_step": 1000 * wall / args.steps,
-            "cpu_ms_img": 1000 * cpu / (args.steps * args.batch), "loss": loss,
-        })
-    return rows
+        try:
+            emit(_time_torch(args, Net, objective, x, device, compiled))
+        except Exception as e:  # noqa: BLE001  torch.compile can fail in many ways; eager is the reference
+            if not compiled:
+                raise
+            print(f"torch.compile failed, its row left out: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
 
 
-def run_half(half, argv, keras_backend="jax"):
-    """Runs one half in a subprocess; its rows, or its exit status when it failed."""
+def _time_torch(args, Net, objective, x, device, compiled):
+    """One torch row: `Net` trained for warm-up + timed steps, eager or compiled."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    net = Net().to(device).to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=3.5e-4)
+    forward = torch.compile(net) if compiled else net
+
+    def step():
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            loss = objective(forward(x))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()  # waits for the step, like the Keras half
+
+    for _ in range(args.warmup):
+        step()
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(args.steps):
+        loss = step()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    return {
+        "framework": f"torch {torch.__version__}, timm {timm.__version__}", "model": args.timm_model,
+        "compile": "torch.compile" if compiled else "eager", "device": f"torch {device}: {name}",
+        "img_s": args.steps * args.batch / wall, "ms_step": 1000 * wall / args.steps,
+        "cpu_ms_img": 1000 * cpu / (args.steps * args.batch), "loss": loss,
+    }
+
+
+def run_half(half, argv, keras_backend="jax", on_row=None):
+    """Runs one half in a subprocess. Returns `(rows, exit status)`: the rows it emitted,
+    each also passed to `on_row` as it arrives, even when the half fails later."""
     env = dict(os.environ)
     if half == "keras":
         env["KERAS_BACKEND"] = keras_backend
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--half", half, *argv], env=env,
-                          stdout=subprocess.PIPE, text=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
-    if done.returncode != 0 or not lines:
-        return done.returncode or 1
-    return json.loads(lines[-1][len(RESULT):])
+    rows = []
+    with subprocess.Popen([sys.executable, os.path.abspath(__file__), "--half", half, *argv], env=env,
+                          stdout=subprocess.PIPE, text=True) as process:
+        for line in process.stdout:
+            if line.startswith(RESULT):
+                rows.append(json.loads(line[len(RESULT):]))
+                if on_row:
+                    on_row(rows[-1])
+            else:
+                print(line, end="", flush=True)
+    return rows, process.returncode
+
+
+def format_row(r):
+    return f"{r['framework']} | {r['model']} | {r['compile']} | {r['device']} | {r['img_s']:.1f} img/s"
 
 
 def format_table(rows, args):
@@ -204,20 +237,30 @@ def parse_args(argv=None):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    if args.half:  # inside a subprocess: one JSON line for the parent
-        rows = keras_half(args) if args.half == "keras" else torch_half(args)
-        print(RESULT + json.dumps(rows), flush=True)
+    if args.half:  # inside a subprocess: a JSON line per row for the parent
+        keras_half(args) if args.half == "keras" else torch_half(args)
         return 0
 
     print(f"{args.backbone} {args.size[0]}x{args.size[1]}, batch {args.batch}, {args.precision}, "
           f"{args.warmup} warm-up + {args.steps} timed steps; keras on {args.keras_backend}, jit {args.jit}",
           flush=True)
     rows, status = [], 0
-    keras_rows = run_half("keras", argv, args.keras_backend)
-    if isinstance(keras_rows, int):
-        print(f"error: the keras half failed (exit status {keras_rows}); see its output above", file=sys.stderr)
+
+    def show(row):  # at once: a device call cut short still leaves these lines in its log
+        keras_rows = [r for r in rows if r["framework"].startswith("keras")]
+        ratio = ""
+        if keras_rows and row["framework"].startswith("torch"):
+            ratio = f"; keras / torch ({row['compile']}): {keras_rows[0]['img_s'] / row['img_s']:.2f}"
+        print(f"measured: {format_row(row)}{ratio}", flush=True)
+
+    def collect(row):
+        rows.append(row)
+        show(row)
+
+    keras_rows, keras_status = run_half("keras", argv, args.keras_backend, on_row=collect)
+    if keras_status or not keras_rows:
+        print(f"error: the keras half failed (exit status {keras_status}); see its output above", file=sys.stderr)
         return 1
-    rows += keras_rows
     if args.keras_only:
         pass
     elif args.timm_model is None:
@@ -225,14 +268,13 @@ def main(argv=None):
               file=sys.stderr)
         status = 2
     else:
-        torch_rows = run_half("torch", argv)
-        if isinstance(torch_rows, int):
-            if torch_rows != MISSING_TORCH:
-                print(f"error: the torch half failed (exit status {torch_rows}); see its output above",
-                      file=sys.stderr)
-            status = 2 if torch_rows == MISSING_TORCH else 1
-        else:
-            rows += torch_rows
+        _, torch_status = run_half("torch", argv, on_row=collect)
+        if torch_status == MISSING_TORCH:
+            status = 2
+        elif torch_status:
+            print(f"error: the torch half failed (exit status {torch_status}); its rows so far are kept",
+                  file=sys.stderr)
+            status = 1
     print(format_table(rows, args))
     reference = [r for r in rows if r["framework"].startswith("torch")]
     for r in reference:

@@ -73,12 +73,22 @@ def _keras_row(rate):
              "img_s": rate, "ms_step": 1.0}]
 
 
+def _half(rows, status=0):
+    """What `run_half` gives: the rows, each passed to `on_row` first, and the exit status."""
+    def run(on_row):
+        for row in rows:
+            if on_row:
+                on_row(row)
+        return rows, status
+    return run
+
+
 def test_timm_script_reports_a_missing_torch_with_status_2(monkeypatch, capsys):
     calls = []
 
-    def fake(half, argv, keras_backend="jax"):
+    def fake(half, argv, keras_backend="jax", on_row=None):
         calls.append(half)
-        return _keras_row(50.0) if half == "keras" else timm_bench.MISSING_TORCH
+        return (_half(_keras_row(50.0)) if half == "keras" else _half([], timm_bench.MISSING_TORCH))(on_row)
 
     monkeypatch.setattr(timm_bench, "run_half", fake)
     assert timm_bench.main(["--backbone", "resnet50", "--batch", "8"]) == 2
@@ -94,21 +104,43 @@ def test_timm_script_reports_a_missing_torch_with_status_2(monkeypatch, capsys):
 def test_timm_script_ratio_is_keras_over_each_torch_row(monkeypatch, capsys):
     torch_rows = [{"framework": "torch 2", "model": "hrnet_w32", "compile": c, "device": "cuda",
                    "img_s": r, "ms_step": 1.0} for c, r in (("eager", 100.0), ("torch.compile", 160.0))]
-    monkeypatch.setattr(timm_bench, "run_half",
-                        lambda half, argv, keras_backend="jax": _keras_row(120.0) if half == "keras" else torch_rows)
+    monkeypatch.setattr(timm_bench, "run_half", lambda half, argv, keras_backend="jax", on_row=None: (
+        _half(_keras_row(120.0)) if half == "keras" else _half(torch_rows))(on_row))
     assert timm_bench.main(["--torch-compile"]) == 0
     out = capsys.readouterr().out
     assert "ratio keras / torch (eager): 1.20" in out
     assert "ratio keras / torch (torch.compile): 0.75" in out
+    # Each row as it arrives, with its ratio, before the table.
+    assert out.index("measured: torch 2 | hrnet_w32 | eager | cuda | 100.0 img/s; keras / torch (eager): 1.20") < out.index("| framework")
     assert timm_bench.parse_args([]).timm_model == "hrnet_w32"
+
+
+def test_timm_script_keeps_the_rows_of_a_torch_half_that_failed_later(monkeypatch, capsys):
+    eager = [{"framework": "torch 2", "model": "hrnet_w32", "compile": "eager", "device": "cuda",
+              "img_s": 100.0, "ms_step": 1.0}]
+    monkeypatch.setattr(timm_bench, "run_half", lambda half, argv, keras_backend="jax", on_row=None: (
+        _half(_keras_row(120.0)) if half == "keras" else _half(eager, -11))(on_row))
+    assert timm_bench.main(["--torch-compile"]) == 1
+    captured = capsys.readouterr()
+    assert "ratio keras / torch (eager): 1.20" in captured.out and "rows so far are kept" in captured.err
+
+
+def test_run_half_streams_rows_from_the_subprocess(monkeypatch, tmp_path):
+    # A half that emits one row and then dies: the row arrives, with the exit status.
+    script = tmp_path / "half.py"
+    script.write_text("import sys\nprint('RESULT {\"img_s\": 5.0}', flush=True)\nprint('other output')\nsys.exit(7)\n")
+    monkeypatch.setattr(timm_bench.os.path, "abspath", lambda path: str(script))
+    seen = []
+    rows, status = timm_bench.run_half("torch", [], on_row=seen.append)
+    assert rows == seen == [{"img_s": 5.0}] and status == 7
 
 
 def test_timm_script_runs_the_keras_half_on_the_backend_asked_for(monkeypatch, capsys):
     backends = []
 
-    def fake(half, argv, keras_backend="jax"):
+    def fake(half, argv, keras_backend="jax", on_row=None):
         backends.append(keras_backend)
-        return _keras_row(10.0)
+        return _half(_keras_row(10.0))(on_row)
 
     monkeypatch.setattr(timm_bench, "run_half", fake)
     assert timm_bench.main(["--keras-only"]) == 0
@@ -180,10 +212,10 @@ def test_breakdown_torch_subprocess_never_imports_keras():
     import subprocess
 
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import step_breakdown as s; "
-            "s.torch_rows = lambda args: [['torch', 'bare', 0.1]]; s.main(['--torch-rows']); "
+            "s.torch_rows = lambda args: print(s.RESULT + s.json.dumps(['torch', 'bare', 0.1])); s.main(['--torch-rows']); "
             "print('keras loaded:', 'keras' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code, str(BENCHMARKS)], capture_output=True, text=True, check=True)
-    assert 'RESULT [["torch", "bare", 0.1]]' in done.stdout
+    assert 'RESULT ["torch", "bare", 0.1]' in done.stdout
     assert "keras loaded: False" in done.stdout
 
 
