@@ -53,8 +53,11 @@ def test_rescale_epochs_keeps_the_schedule_shape():
 
 
 def test_synthetic_default_is_cpu_sized():
-    c = configs.synthetic_default(configs.get("sim_mtl_r50"))
+    c = configs.synthetic_default(configs.get("sim_mtl"))
     assert c.model.backbone == "tiny" and c.train.epochs == configs.SYNTHETIC_EPOCHS
+    # An experiment about its backbone keeps it: sim_mtl_r50 must not turn into sim_mtl.
+    r50 = configs.synthetic_default(configs.get("sim_mtl_r50"))
+    assert r50.model.backbone == "resnet50" and dataclasses.replace(r50, name="sim_mtl", model=c.model) == c
     assert c.data.image_size == configs.SYNTHETIC_IMAGE_SIZE and c.data.batch_size == configs.SYNTHETIC_BATCH
     assert c.data.sampler == "random" and c.model.head == "sim_mtl"
     # The paper's augmentation stays in the base; the short CPU recipe turns erasing off.
