@@ -28,6 +28,7 @@ def parse_args(argv):
         help="e.g. model.backbone=resnet50 or train.mixed_precision=false (read as the field's type)",
     )
     parser.add_argument("--run-dir", help="run folder (default: runs/NAME); re-run to resume")
+    parser.add_argument("--overwrite", action="store_true", help="train again into a finished run folder")
     return parser.parse_args(argv)
 
 
@@ -54,14 +55,30 @@ def main(argv=None):
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    run_dir = args.run_dir or os.path.join("runs", config.name)
+    finished = os.path.exists(os.path.join(run_dir, "metrics.json"))
+    if finished and not os.path.isdir(os.path.join(run_dir, "backup")) and not args.overwrite:
+        # A re-run resumes a killed run; a finished one would silently start over.
+        print(f"error: {run_dir} holds a finished run (metrics.json). Evaluate it with "
+              f"`python -m portrait_keras.evaluate {run_dir}`, or pass --overwrite (or another "
+              f"--run-dir) to train again.", file=sys.stderr)
+        return 2
+    if config.model.backbone in ("hrnet_w32", "resnet50") and not config.model.backbone_weights:
+        print(f"note: {config.model.backbone} starts from random weights (the paper starts from ImageNet; "
+              f"see model.backbone_weights in the README).", file=sys.stderr)
+    from portrait_keras.data import AnnotationError
     from portrait_keras.training import train
 
-    metrics = train(config, run_dir=args.run_dir)
-    run_dir = args.run_dir or os.path.join("runs", config.name)
+    try:
+        metrics = train(config, run_dir=run_dir)
+    except AnnotationError as e:  # the data's problems, by file and line: no traceback needed
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"Run folder: {run_dir}")
-    for key in ("piq", "reid", "appearance", "posture", "emotion", "reid_mAP", "reid_rank1"):
-        if key in metrics:
-            print(f"  {key:<11} {metrics[key]:.4f}")
+    from portrait_keras.report import ordered_metrics
+
+    for key, value in ordered_metrics(metrics):
+        print(f"  {key:<13} {value:.4f}")
     return 0
 
 

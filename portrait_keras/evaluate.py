@@ -34,7 +34,7 @@ def check_same_schema(run_schema, run_schema_path, csv_path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m portrait_keras.evaluate", description=__doc__.split("\n")[0].strip("`"))
+    parser = argparse.ArgumentParser(prog="python -m portrait_keras.evaluate", description=__doc__.split("\n")[0].replace("`", ""))
     parser.add_argument("run_dir", help="run folder written by experiments/run.py")
     parser.add_argument("--data", help="annotation CSV (default: the run's own data)")
     parser.add_argument("--batch-size", type=int, default=128)

@@ -207,3 +207,22 @@ def test_run_epochs_zero_is_an_error_not_the_default(epochs, capsys):
         run.build_config(run.parse_args(["smoke", "--epochs", epochs]))
     assert run.main(["smoke", "--epochs", epochs]) == 2
     assert f"epochs must be >= 1. Received: epochs={epochs}" in capsys.readouterr().err
+
+
+def test_run_refuses_to_retrain_a_finished_run_folder(tmp_path, capsys):
+    (tmp_path / "metrics.json").write_text("{}")
+    assert run.main(["smoke", "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run" in err and "--overwrite" in err
+    assert run.parse_args(["smoke", "--overwrite"]).overwrite
+
+
+def test_run_names_bad_data_without_a_traceback(tmp_path, capsys):
+    (tmp_path / "a.jpg").touch()
+    csv = tmp_path / "data.csv"
+    csv.write_text("path,split,id,gender\na.jpg,train,1,maybe\n")
+    assert run.main(["fss", "--data", str(csv), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "hrnet_w32 starts from random weights" in err
+    assert f"error: 7 problems in {csv}" in err and f"{csv}:2: column 'gender': value 'maybe'" in err
+    assert "Traceback" not in err

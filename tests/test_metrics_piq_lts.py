@@ -82,3 +82,9 @@ def test_lts_hand_cases():
 def test_lts_errors(counts, k, message):
     with pytest.raises(ValueError, match=message):
         lts(counts, k)
+
+
+def test_piq_reads_the_f1_names_of_metrics_json():
+    scores = {"gender": 0.8, "age": 0.7, "physique": 0.5, "height": 0.6, "body": 0.6, "arm": 0.6, "expression": 0.2}
+    as_written = {"reid_mAP": 0.4, "reid_rank1": 0.6, **{f"f1_{k}": v for k, v in scores.items()}}
+    assert piq(as_written) == pytest.approx(piq({"reid_mAP": 0.4, "reid_rank1": 0.6, **scores}))

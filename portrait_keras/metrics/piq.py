@@ -18,8 +18,9 @@ def piq(metrics, schema=None):
     Args:
         metrics: mapping. `reid_mAP` and `reid_rank1` when the schema has an
             identity task, and the Macro F1 of every classification task under
-            the task's name (e.g. `gender`). Values in [0, 1]; other keys are
-            ignored.
+            the task's name (e.g. `gender`) or as `metrics.json` names it
+            (`f1_gender`), so merged single-task runs give the joint PIQ.
+            Values in [0, 1]; other keys are ignored.
         schema: `portrait_keras.schema.Schema` or None. Defaults to
             `default_schema()`.
 
@@ -46,6 +47,7 @@ def piq(metrics, schema=None):
         names = [t.name for t in schema.aspect_tasks(aspect) if t.kind != schema_lib.IDENTITY]
         if names:
             groups[aspect] = names
+    metrics = {**{k[3:]: v for k, v in metrics.items() if str(k).startswith("f1_")}, **metrics}
     missing = [key for keys in groups.values() for key in keys if key not in metrics]
     if missing:
         raise ValueError(
