@@ -76,19 +76,13 @@ def check_model_fits_schema(model, schema, where="the dataset"):
         )
 
 
-def predict_split(model, annotations, split, batch_size=128, *, skip_bad_images=False, kept=False):
-    """Runs `model` over one split. Returns numpy outputs: logits per task, `embedding`.
+def predict_split(model, annotations, split, batch_size=128, skip_bad_images=False):
+    """Runs `model` over one split.
 
-    An unreadable image raises `BadImageError` naming its CSV line and file, unless
-    `skip_bad_images` leaves it out. With `kept=True`, returns `(outputs, positions)`: the
-    positions in the split (int `[n]`) of the images the outputs belong to.
+    Returns `(outputs, positions)`: numpy float32 outputs (logits per task, `embedding`) and
+    the positions in the split (int `[n]`) of the images they belong to. An unreadable image
+    raises `BadImageError` naming its CSV line and file, unless `skip_bad_images` leaves it out.
     """
-    outputs, keep = _predict(model, annotations, split, batch_size, skip_bad_images=skip_bad_images)
-    return (outputs, keep) if kept else outputs
-
-
-def _predict(model, annotations, split, batch_size, skip_bad_images):
-    """Outputs of the split's readable images and their positions in the split."""
     from portrait_keras.data import make_dataset
     from portrait_keras.data.pipeline import naming_bad_images
 
@@ -226,7 +220,7 @@ def evaluate(model, annotations, *, batch_size=128, skip_bad_images=False):
         )
     outputs, labels, groups, cameras = {}, {}, {}, {}
     for s in splits:
-        outputs[s], keep = _predict(model, annotations, s, batch_size, skip_bad_images)
+        outputs[s], keep = predict_split(model, annotations, s, batch_size, skip_bad_images)
         labels[s] = {k: v[keep] for k, v in annotations.labels(s).items()}
         groups[s] = annotations.groups(s)[keep]
         cameras[s] = annotations.cameras(s)[keep]

@@ -61,7 +61,7 @@ def confusion_matrices(model, annotations, batch_size=128, skip_bad_images=False
         return {}
     outputs, keep = {}, {}
     for s in splits:
-        outputs[s], keep[s] = predict_split(model, annotations, s, batch_size, skip_bad_images=skip_bad_images, kept=True)
+        outputs[s], keep[s] = predict_split(model, annotations, s, batch_size, skip_bad_images)
     result = {}
     for task in tasks:
         y_true = np.concatenate([annotations.labels(s)[task.name][keep[s]] for s in splits])
