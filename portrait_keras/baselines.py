@@ -15,7 +15,13 @@ import numpy as np
 from PIL import Image
 
 from portrait_keras.data.annotations import AnnotationError
-from portrait_keras.evaluation import EVAL_SPLITS, evaluate_outputs, format_table
+from portrait_keras.evaluation import (
+    EVAL_SPLITS,
+    eval_splits_needed,
+    evaluate_outputs,
+    format_table,
+    missing_split_problems,
+)
 from portrait_keras.inference import InputError, decode_image_file
 from portrait_keras.schema import IDENTITY, MULTI
 
@@ -53,13 +59,9 @@ def _split_features(annotations, split, size):
 
     feats, bad = _pixel_rows(annotations.paths(split), size)
     if bad:
-        error = BadImageError(annotations, split, [UnreadableImage(*b) for b in bad])
-        # BadImageError's hint names skip options of training and evaluation; the baseline has none.
-        error.args = (
-            f"{AnnotationError(annotations.csv_path, error.problems)}\nCheck the whole table with "
-            f"`python data_prep/validate.py {annotations.csv_path}`.",
-        )
-        raise error
+        # No skip option here, unlike training and evaluation: the hint names the check only.
+        hint = f"Check the whole table with `python data_prep/validate.py {annotations.csv_path}`."
+        raise BadImageError(annotations, split, [UnreadableImage(*b) for b in bad], hint=hint)
     return feats - feats.mean(axis=1, keepdims=True)
 
 
@@ -76,24 +78,14 @@ def majority_logits(task, train_labels, n):
 
 
 def check_splits(annotations):
-    """Raises `AnnotationError` when a split the baseline needs has no rows.
-
-    The majority classes come from `train` (when the schema has a classification task); the
-    scores need what `evaluation.evaluate` needs: query and gallery for re-id, else either.
-    """
-    schema = annotations.schema
-    present = annotations.splits
-    needed = {}
-    if any(t.kind != IDENTITY for t in schema.tasks):
-        needed["train"] = "which the baseline needs (its majority classes)"
-    if schema.identity_task is not None or not any(s in present for s in EVAL_SPLITS):
-        needed.update((s, "which the evaluation needs") for s in EVAL_SPLITS)
-    listed = ", ".join(present) or "none"
-    problems = [
-        (1, "split", s, f"no rows in this split, {why} (splits present: {listed})")
-        for s, why in needed.items()
-        if s not in present
-    ]
+    """Raises `AnnotationError` when a split the baseline needs has no rows: `train` for the
+    majority classes (when the schema has a classification task), and what
+    `evaluation.evaluate` needs."""
+    tasks = list(annotations.schema.tasks)
+    problems = []
+    if any(t.kind != IDENTITY for t in tasks):
+        problems += missing_split_problems(annotations, ["train"], "the baseline needs (its majority classes)")
+    problems += missing_split_problems(annotations, eval_splits_needed(annotations, tasks), "the evaluation needs")
     if problems:
         raise AnnotationError(annotations.csv_path, problems)
 

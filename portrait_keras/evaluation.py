@@ -175,6 +175,26 @@ def evaluate_outputs(outputs, labels, schema, tasks, groups=None, cameras=None):
     return result
 
 
+def eval_splits_needed(annotations, tasks):
+    """The evaluation splits `tasks` need: re-id ranks the query against the gallery, so both;
+    the F1 scores need either (both are named when neither has rows)."""
+    identity = annotations.schema.identity_task
+    if identity is not None and identity in tasks:
+        return EVAL_SPLITS
+    return () if any(s in annotations.splits for s in EVAL_SPLITS) else EVAL_SPLITS
+
+
+def missing_split_problems(annotations, needed, who):
+    """`AnnotationError` problems (line 1) for each split of `needed` without rows, saying `who`
+    needs it."""
+    present = ", ".join(sorted(annotations.splits)) or "none"
+    return [
+        (1, "split", s, f"no rows in this split, which {who} (splits present: {present})")
+        for s in needed
+        if s not in annotations.splits
+    ]
+
+
 def evaluate(model, annotations, *, batch_size=128, skip_bad_images=False):
     """Evaluates `model` on the query and gallery splits of `annotations`.
 
@@ -200,18 +220,11 @@ def evaluate(model, annotations, *, batch_size=128, skip_bad_images=False):
     check_model_fits_schema(model, schema, annotations.csv_path)
     tasks = model_tasks(model, schema)
     splits = [s for s in EVAL_SPLITS if s in annotations.splits]
-    # Re-id ranks the query against the gallery: it needs both; the F1 scores need either.
+    problems = missing_split_problems(annotations, eval_splits_needed(annotations, tasks), "the evaluation needs")
+    if problems:
+        raise AnnotationError(annotations.csv_path, problems)
     identity = schema.identity_task
-    needed = EVAL_SPLITS if identity is not None and identity in tasks else ()
-    missing = [s for s in needed if s not in splits] if splits else list(EVAL_SPLITS)
-    if missing:
-        present = ", ".join(sorted(annotations.splits)) or "none"
-        raise AnnotationError(
-            annotations.csv_path,
-            [(1, "split", s, f"no rows in this split, which the evaluation needs (splits present: {present})")
-             for s in missing],
-        )
-    if needed and "group" not in annotations.table.columns:
+    if identity is not None and identity in tasks and "group" not in annotations.table.columns:
         warnings.warn(
             f"{annotations.csv_path}: no 'group' column, so near-duplicates of a query stay in its "
             f"gallery (paper §4.3 ignores them); add the column with "

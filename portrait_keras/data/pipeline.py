@@ -116,11 +116,17 @@ class BadImageError(AnnotationError):
 
     An `AnnotationError` whose problems are `(line, "path", value, "unreadable image: reason")`.
 
+    Args:
+        annotations, split: where the images are listed.
+        images: list of `UnreadableImage`.
+        hint: str or None. The message's last line; defaults to naming `validate.py` and the
+            skip options of training, evaluation and the report.
+
     Attributes:
         images: list of `UnreadableImage`.
     """
 
-    def __init__(self, annotations, split, images):
+    def __init__(self, annotations, split, images, hint=None):
         self.images = list(images)
         rows = annotations.rows(split)[[b.index for b in self.images]]
         lines = annotations.table.index[rows]
@@ -130,11 +136,13 @@ class BadImageError(AnnotationError):
             for line, value, b in zip(lines, values, self.images)
         ]
         super().__init__(annotations.csv_path, problems)
-        self.args = (
-            f"{self.args[0]}\nCheck the whole table with `python data_prep/validate.py "
-            f"{annotations.csv_path}`, or leave such files out with skip_bad_images=True "
-            f"(--set data.skip_bad_images=true when training, --skip-bad-images for evaluate and report).",
-        )
+        if hint is None:
+            hint = (
+                f"Check the whole table with `python data_prep/validate.py {annotations.csv_path}`, or "
+                f"leave such files out with skip_bad_images=True (--set data.skip_bad_images=true when "
+                f"training, --skip-bad-images for evaluate and report)."
+            )
+        self.args = (f"{self.args[0]}\n{hint}",)
 
 
 def describe_image_file(path):
