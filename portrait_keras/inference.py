@@ -109,12 +109,17 @@ def _file_stats(kind, model_path):
     stats = []
     for f in files:
         try:
-            st = os.stat(f)
+            stats.append([os.path.abspath(f), *file_identity(f)])
         except OSError:
             return None
-        # ctime and inode too: `touch -d`/`cp -p` can restore a rewritten file's mtime, not these.
-        stats.append([os.path.abspath(f), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
     return stats
+
+
+def file_identity(path):
+    """`(size, mtime_ns, ctime_ns, inode)` of a file: any rewrite changes it. ctime and inode
+    too, as `touch -d`/`cp -p` can restore a rewritten file's mtime, not these. Raises OSError."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def _fingerprint(kind, file_stats, image_size):

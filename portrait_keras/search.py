@@ -27,7 +27,7 @@ import zipfile
 
 import numpy as np
 
-from portrait_keras.inference import InputError, image_files_below, read_images
+from portrait_keras.inference import InputError, file_identity, image_files_below, read_images
 
 CACHE_PREFIX = ".portrait_embeddings-"
 UNKNOWN = -1
@@ -99,15 +99,10 @@ def cache_path(gallery, predictor):
 KEY_FIELDS = ("sizes", "mtimes", "ctimes", "inodes")  # cache arrays of the per-image key
 
 
-def _stat_key(path):
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
-
-
 def _file_key(path):
     """`(size, mtime_ns, ctime_ns, inode)` of a gallery image: any edit changes it."""
     try:
-        return _stat_key(path)
+        return file_identity(path)
     except OSError as e:
         raise InputError(f"{path}: gallery image cannot be read ({e.strerror or e})") from None
 
@@ -115,7 +110,7 @@ def _file_key(path):
 def _still_valid(folder, rel, key):
     """Whether the file of a cached row (of another gallery) is unchanged."""
     try:
-        return _stat_key(os.path.join(folder, rel)) == key
+        return file_identity(os.path.join(folder, rel)) == key
     except OSError:
         return False
 
