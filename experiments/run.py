@@ -12,7 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments import configs  # noqa: E402
-from portrait_keras.config import override, rescale_epochs  # noqa: E402
+from portrait_keras.config import default_run_dir, override, rescale_epochs  # noqa: E402
 
 
 def parse_args(argv):
@@ -55,7 +55,7 @@ def main(argv=None):
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    run_dir = args.run_dir or os.path.join("runs", config.name)
+    run_dir = args.run_dir or default_run_dir(config)
     finished = os.path.exists(os.path.join(run_dir, "metrics.json"))
     if finished and not os.path.isdir(os.path.join(run_dir, "backup")) and not args.overwrite:
         # A re-run resumes a killed run; a finished one would silently start over.

@@ -6,6 +6,7 @@ follow from others (learning-rate steps, class counts) are computed where they a
 
 import dataclasses
 import json
+import os
 import typing
 from typing import Literal, Optional, Union
 
@@ -265,6 +266,11 @@ def _describe(kind):
             return f"a list of {args[0].__name__} (JSON list or a single value)"
         return f"a list of {len(args)} values ({', '.join(a.__name__ for a in args)})"
     return getattr(kind, "__name__", repr(kind))
+
+
+def default_run_dir(config):
+    """`runs/<config.name>`: where a run goes when no run folder is given."""
+    return os.path.join("runs", config.name)
 
 
 def rescale_epochs(train, epochs):

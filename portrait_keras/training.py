@@ -50,6 +50,7 @@ from portrait_keras.callbacks import (
     SkippedImagesLogger,
     UncertaintyLogger,
 )
+from portrait_keras.config import default_run_dir
 from portrait_keras.schema import APPEARANCE, SINGLE
 
 # Global steps between two backups of the training state (and at every epoch end).
@@ -182,7 +183,7 @@ def train(
     from portrait_keras.data.pipeline import naming_bad_images
     from portrait_keras.export import export_saved_model
 
-    run_dir = os.fspath(run_dir or os.path.join("runs", config.name))
+    run_dir = os.fspath(run_dir or default_run_dir(config))
     check_run_dir(run_dir)
     backup = BackupAndResume(os.path.join(run_dir, "backup"), every=backup_every)
     if backup.exists():
