@@ -29,7 +29,23 @@ def parse_args(argv):
     )
     parser.add_argument("--run-dir", help="run folder (default: runs/NAME); re-run to resume")
     parser.add_argument("--overwrite", action="store_true", help="train again into a finished run folder")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--strategy",
+        choices=("auto", "one", "mirrored", "multi_worker"),
+        default="auto",
+        help="auto (default): multi_worker when TF_CONFIG names workers, mirrored with several GPUs or "
+        "--replicas > 1, else one device; under KERAS_BACKEND=jax, mirrored is keras.distribution.DataParallel",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        metavar="N",
+        help="replicas of the global batch; without GPUs the CPU is split into N devices (try MirroredStrategy anywhere)",
+    )
+    args = parser.parse_args(argv)
+    if args.replicas is not None and args.replicas < 1:
+        parser.error(f"--replicas must be >= 1. Received: {args.replicas}")
+    return args
 
 
 def build_config(args):
@@ -66,12 +82,15 @@ def main(argv=None):
     if config.model.backbone in ("hrnet_w32", "resnet50") and not config.model.backbone_weights:
         print(f"note: {config.model.backbone} starts from random weights (the paper starts from ImageNet; "
               f"see model.backbone_weights in the README).", file=sys.stderr)
+    from portrait_keras.distribute import DistributionError, prepare_host_devices
+
+    prepare_host_devices(args.replicas)  # before JAX starts
     from portrait_keras.data import AnnotationError
     from portrait_keras.training import train
 
     try:
-        metrics = train(config, run_dir=run_dir)
-    except AnnotationError as e:  # the data's problems, by file and line: no traceback needed
+        metrics = train(config, run_dir=run_dir, strategy=args.strategy, replicas=args.replicas)
+    except (AnnotationError, DistributionError) as e:  # no traceback needed: the message says it all
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"Run folder: {run_dir}")

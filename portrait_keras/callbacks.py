@@ -32,6 +32,10 @@ class PIQCallback(keras.callbacks.Callback):
         epochs: int or None. Total epochs of the fit, to evaluate the last one.
         verbose: bool. Print the summary line. Defaults to `True`.
         skip_bad_images: bool. Leave unreadable query/gallery images out (`evaluate`).
+        model_fn: callable or None. Returns the model to evaluate (called at each evaluation);
+            None evaluates the trained model itself. Training under several replicas passes
+            one that averages the BN moving statistics across replicas and copies the weights
+            into a one-device model, the model that is saved.
 
     An epoch whose loss is NaN or infinite is not evaluated (see `NaNGuard`).
 
@@ -39,7 +43,9 @@ class PIQCallback(keras.callbacks.Callback):
     >>> model.fit(train_ds, epochs=5, callbacks=[PIQCallback(annotations)])  # doctest: +SKIP
     """
 
-    def __init__(self, annotations, every=1, batch_size=128, epochs=None, verbose=True, skip_bad_images=False):
+    def __init__(
+        self, annotations, every=1, batch_size=128, epochs=None, verbose=True, skip_bad_images=False, model_fn=None
+    ):
         super().__init__()
         if every < 0:
             raise ValueError(f"every must be >= 0. Received: every={every}")
@@ -51,6 +57,7 @@ class PIQCallback(keras.callbacks.Callback):
         self.epochs = epochs
         self.verbose = verbose
         self.skip_bad_images = skip_bad_images
+        self.model_fn = model_fn
         self.last = {}
 
     def _due(self, epoch):
@@ -60,8 +67,9 @@ class PIQCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self._due(epoch) or not _all_finite(logs):
             return
+        model = self.model if self.model_fn is None else self.model_fn()
         self.last = evaluate(
-            self.model, self.annotations, batch_size=self.batch_size, skip_bad_images=self.skip_bad_images
+            model, self.annotations, batch_size=self.batch_size, skip_bad_images=self.skip_bad_images
         )
         if logs is not None:
             logs.update(self.last)
@@ -235,9 +243,14 @@ class BackupAndResume(keras.callbacks.Callback):
     epoch end, after the other callbacks (PIQ, history row, checkpoints): a kill among those
     resumes at that batch's epoch, not after it.
 
+    Under MultiWorkerMirroredStrategy every worker backs up (saving reads distributed
+    variables, a collective), each into its own `backup_dir`, and all restore from the
+    chief's (`restore_dir`).
+
     Args:
         backup_dir: str. Folder of the state; it should hold nothing else.
         every: int or None. Back up every n global steps too (None: epoch ends only).
+        restore_dir: str or None. Folder of the state to resume from. Defaults to `backup_dir`.
 
     Example:
     >>> backup = BackupAndResume("run/backup", every=500)  # doctest: +SKIP
@@ -246,20 +259,21 @@ class BackupAndResume(keras.callbacks.Callback):
 
     FILE = "state.weights.h5"
 
-    def __init__(self, backup_dir, every=None):
+    def __init__(self, backup_dir, every=None, restore_dir=None):
         super().__init__()
         if every is not None and (not isinstance(every, int) or every < 1):
             raise ValueError(f"every must be a positive integer or None. Received: every={every!r}")
         self.backup_dir = os.fspath(backup_dir)
         self.every = every
         self.path = os.path.join(self.backup_dir, self.FILE)
+        self.restore_path = os.path.join(os.fspath(restore_dir or backup_dir), self.FILE)
         self.step = 0  # train batches run, by every fit of this callback and the restored run
         self._epoch_start = 0
         self._saved_step = None
 
     def exists(self):
         """Whether a state was backed up (a run to resume)."""
-        return os.path.exists(self.path)
+        return os.path.exists(self.restore_path)
 
     def restore(self, model):
         """Loads the backed-up state into `model` (compiled); returns its global step (0: none).
@@ -271,12 +285,12 @@ class BackupAndResume(keras.callbacks.Callback):
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         try:
-            model.load_weights(self.path)
-            with h5py.File(self.path, "r") as f:
+            model.load_weights(self.restore_path)
+            with h5py.File(self.restore_path, "r") as f:
                 step = f.attrs.get("step")
         except (ValueError, OSError) as e:
             raise ValueError(
-                f"{self.path}: cannot resume from this backup ({e}). It holds the state of another "
+                f"{self.restore_path}: cannot resume from this backup ({e}). It holds the state of another "
                 f"model or a damaged file; delete {self.backup_dir} to start the run over."
             ) from e
         # A state written before the step was kept: the optimizer's count, its best guess.
@@ -311,9 +325,10 @@ class BackupAndResume(keras.callbacks.Callback):
 
 def save_weights_atomically(model, path, step=None):
     """`model.save_weights(path)` through a temporary file renamed over `path`; `step` (an
-    int), when given, is stored as the file's `step` attribute."""
+    int), when given, is stored as the file's `step` attribute. The temporary file is named
+    by process, so two writers never share one."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    temporary = path[: -len(".weights.h5")] + ".partial.weights.h5"
+    temporary = path[: -len(".weights.h5")] + f".partial-{os.getpid()}.weights.h5"
     model.save_weights(temporary, overwrite=True)
     if step is not None:
         with h5py.File(temporary, "r+") as f:

@@ -93,8 +93,12 @@ class TrainConfig:
         decay: float. Step factor. Defaults to 0.1.
         mixed_precision: bool. float16 compute on GPU, bfloat16 on CPU.
         jit_compile: bool or "auto". XLA compilation of the train step.
-        seed: int. Seed of weights, sampling and augmentation.
+        seed: int or None. Seed of weights, sampling and augmentation; None draws one at the
+            start (the same on every worker) and writes it into the run's config.json.
         eval_every: int. PIQ evaluation every n epochs (0 = only at the end).
+        sync_batch_norm: bool or None. Under several replicas, BatchNormalization with the
+            statistics of the global batch (SyncBN), as on one device; None = on whenever
+            there are several replicas. Defaults to None.
     """
 
     epochs: int = 100
@@ -105,8 +109,9 @@ class TrainConfig:
     decay: float = 0.1
     mixed_precision: bool = False
     jit_compile: Union[bool, Literal["auto"]] = "auto"
-    seed: int = 0
+    seed: Optional[int] = 0
     eval_every: int = 1
+    sync_batch_norm: Optional[bool] = None
 
 
 @dataclasses.dataclass(frozen=True)

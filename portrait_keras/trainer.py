@@ -1,13 +1,14 @@
 """`PortraitTrainer`: the functional portrait model plus its multi-task objective.
 
 The wrapper owns what only training needs (the s_i of eq. 6, per-task loss trackers) so
-that the exported model is the plain functional one. keras.ops only: it trains under the
-TensorFlow and the JAX backend alike.
+that the exported model is the plain functional one. keras.ops only (and the replica gather
+of `distribute`, the identity outside TensorFlow): it trains under TensorFlow and JAX alike.
 """
 
 import keras
 from keras import ops
 
+from portrait_keras import distribute
 from portrait_keras import losses as L
 from portrait_keras.schema import IDENTITY, MULTI
 
@@ -126,6 +127,15 @@ class PortraitTrainer(keras.Model):
         return L.batch_rank_loss(feature, labels)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The multi-task loss of the global batch, scaled for the distribution strategy.
+
+        Under a TensorFlow multi-replica strategy every replica gathers all replicas' outputs
+        and labels (`distribute.gather`, gradients flowing back to its own rows), so masked
+        means, the metric losses and the tasks' presence are those of the global batch, and
+        returns the loss divided by the replica count (Keras' `scale_loss_for_distribution`):
+        the summed gradients and the logged losses equal one device's on the same batch.
+        """
+        y, y_pred = distribute.gather((y, y_pred))
         losses, present = self.task_losses(y, y_pred)
         if self.hfe_step is not None and training:
             self.hfe_step.assign_add(1.0)
@@ -135,8 +145,10 @@ class PortraitTrainer(keras.Model):
         names = [t.name for t in self.tasks]
         values, mask = [losses[n] for n in names], [present[n] for n in names]
         if self.weighting is not None:
-            return self.weighting(values, mask=mask)
-        return L.average_losses(values, mask=mask)
+            total = self.weighting(values, mask=mask)
+        else:
+            total = L.average_losses(values, mask=mask)
+        return distribute.scale_for_replicas(total)
 
     def uncertainties(self):
         """Current s_i by task name (empty for average weighting)."""

@@ -31,7 +31,9 @@ Faults:
   unless `data.skip_bad_images` leaves such files out (listed at every epoch end).
 """
 
+import contextlib
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -65,19 +67,6 @@ WEIGHT_COPIES = 2 + 3 * 3 + 3
 
 class TrainingDiverged(RuntimeError):
     """A task's loss became NaN or infinite."""
-
-
-def choose_strategy():
-    """`MultiWorkerMirroredStrategy` when `TF_CONFIG` names workers, `MirroredStrategy` with
-    more than one GPU, else the default (single-device) strategy."""
-    import tensorflow as tf
-
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    if tf_config.get("cluster", {}).get("worker"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 def check_run_dir(run_dir, needed_bytes=SPARE_BYTES):
@@ -155,7 +144,15 @@ def build_trainer(config, schema, num_ids, steps_per_epoch):
 
 
 def train(
-    config, *, run_dir=None, strategy=None, callbacks=(), verbose="auto", backup_every=BACKUP_EVERY, report=True
+    config,
+    *,
+    run_dir=None,
+    strategy=None,
+    replicas=None,
+    callbacks=(),
+    verbose="auto",
+    backup_every=BACKUP_EVERY,
+    report=True,
 ):
     """Trains `config` and writes its run folder (module docstring).
 
@@ -163,7 +160,13 @@ def train(
         config: `portrait_keras.config.Config`.
         run_dir: str. Run folder; defaults to `runs/<config.name>`. Re-running with the same
             folder resumes an interrupted run at the step it had reached.
-        strategy: a `tf.distribute.Strategy`; defaults to `choose_strategy()`.
+        strategy: a `tf.distribute.Strategy`, or the name of one (`distribute.STRATEGIES`:
+            `"auto"`, `"one"`, `"mirrored"`, `"multi_worker"`). Defaults to `"auto"`:
+            MultiWorkerMirroredStrategy when TF_CONFIG names workers, MirroredStrategy with
+            several GPUs or `replicas` > 1, else one device. Under JAX the names map to
+            `keras.distribution.DataParallel`.
+        replicas: int or None. Replicas of a named strategy; on a machine without GPUs the
+            CPU is split into that many logical devices (before TensorFlow starts).
         callbacks: extra Keras callbacks, run after the metric callbacks.
         verbose: Keras `fit` verbosity.
         backup_every: int or None. Global steps between backups of the training state,
@@ -171,21 +174,46 @@ def train(
         report: bool. Write the run's figures and report page into `RUN_DIR/report/`
             (`portrait_keras.report.write_report`) at the end. Defaults to True.
 
+    Under several replicas (`portrait_keras.distribute`) the loss, its gradients and the
+    BatchNormalization statistics are those of the global batch, and only the chief worker
+    writes `run_dir`; the other workers write to temporary folders of their own, removed at
+    the end.
+
     Returns: dict of the final metrics (also in `metrics.json`).
 
     Raises:
         OSError: the run folder is not writable or its disk is too full (before training).
         ValueError: `backup/` holds an unfinished run of another config.
+        DistributionError: a strategy that cannot be set up (bad TF_CONFIG, too few devices).
         AnnotationError, BadImageError: bad annotation rows or unreadable images.
         TrainingDiverged: a loss became NaN/Inf.
     """
+    from portrait_keras import distribute
+
+    run_dir = os.fspath(run_dir or default_run_dir(config))
+    # First: logical CPU devices and MultiWorkerMirroredStrategy need a TensorFlow not yet started.
+    if strategy is None or isinstance(strategy, str):
+        strategy = distribute.make_strategy(strategy or "auto", replicas)
+    scope = strategy.scope if strategy is not None else contextlib.nullcontext
+    write_dir = distribute.worker_write_dir(run_dir)
+    try:
+        return _train(config, run_dir, write_dir, strategy, scope, callbacks, verbose, backup_every, report)
+    finally:
+        if write_dir != run_dir:
+            shutil.rmtree(write_dir, ignore_errors=True)
+
+
+def _train(config, run_dir, write_dir, strategy, scope, callbacks, verbose, backup_every, report):
+    from portrait_keras import distribute
     from portrait_keras.data import default_dataset, make_dataset, read_annotations
     from portrait_keras.data.pipeline import naming_bad_images
     from portrait_keras.export import export_saved_model
 
-    run_dir = os.fspath(run_dir or default_run_dir(config))
-    check_run_dir(run_dir)
-    backup = BackupAndResume(os.path.join(run_dir, "backup"), every=backup_every)
+    check_run_dir(write_dir)
+    backup = BackupAndResume(
+        os.path.join(write_dir, "backup"), every=backup_every, restore_dir=os.path.join(run_dir, "backup")
+    )
+    config = _with_seed(config, run_dir, backup.exists(), strategy)
     if backup.exists():
         _check_same_config(run_dir, config)
     keras.utils.set_random_seed(config.train.seed)
@@ -195,9 +223,13 @@ def train(
     annotations = read_annotations(csv_path)
     schema = annotations.schema
     num_ids = len(annotations.train_ids)
-    strategy = strategy or choose_strategy()
-
     d = config.data
+    distribution = distribute.describe(strategy, d.batch_size)
+    replicas = distribution["replicas"]
+    sync_bn = replicas > 1 if config.train.sync_batch_norm is None else bool(config.train.sync_batch_norm)
+    distribution["sync_batch_norm"] = sync_bn and replicas > 1
+    _print_distribution(distribution)
+
     # Which epoch the data stream draws: the Keras epoch of the pass (set below), so that an
     # extra iterator (a peek, a resumed run) cannot shift it.
     data_epoch = {"epoch": 0}
@@ -214,7 +246,7 @@ def train(
             k=d.k,
             seed=config.train.seed,
             deterministic=True,
-            num_replicas=strategy.num_replicas_in_sync,
+            num_replicas=replicas,
             skip_bad_images=d.skip_bad_images,
             erasing_probability=d.erasing_probability,
             padding=d.padding,
@@ -223,23 +255,39 @@ def train(
 
     train_ds = train_dataset(epoch=lambda: data_epoch["epoch"])
     steps_per_epoch = int(train_ds.cardinality())
-    with strategy.scope():
+    with scope():
         model, trainer = build_trainer(config, schema, num_ids, steps_per_epoch)
-    check_run_dir(run_dir, run_bytes(model))
+    # Evaluation, export and the report read a one-device copy of the weights under a TF
+    # multi-replica strategy: the model that is saved, with no collective in its predict.
+    eval_model = model
+    if keras.backend.backend() == "tensorflow" and replicas > 1:
+        eval_model = keras.models.clone_model(model)
+    check_run_dir(write_dir, run_bytes(model))
 
-    with strategy.scope():  # the optimizer's variables are built here when there is a state
+    with scope():  # the optimizer's variables are built here when there is a state
         step = backup.restore(trainer)
+    if distribute.broadcast_from_chief(strategy, step) != step:
+        raise distribute.DistributionError(
+            f"worker {distribute.worker_index()} resumes at step {step}, the chief at another one: every "
+            f"worker must read the chief's {backup.restore_path} (a run folder they all share)."
+        )
     start_epoch, skip = divmod(step, steps_per_epoch)
     if step:
         print(
             f"{run_dir}: resuming at epoch {start_epoch + 1}, batch {skip + 1} (global step {step}) "
-            f"from {backup.path}",
+            f"from {backup.restore_path}",
             file=sys.stderr,
             flush=True,
         )
-    history_csv = os.path.join(run_dir, "history.csv")
+    history_csv = os.path.join(write_dir, "history.csv")
     _trim_history(history_csv, start_epoch if backup.exists() else 0)
-    _write_run_info(run_dir, config, csv_path, schema, num_ids)
+    _write_run_info(write_dir, config, csv_path, schema, num_ids, distribution)
+
+    def inference_model():
+        distribute.average_moving_statistics(strategy, model)
+        if eval_model is not model:
+            eval_model.set_weights(model.get_weights())
+        return eval_model
 
     has_eval = {"query", "gallery"} <= set(annotations.splits)
     piq = PIQCallback(
@@ -248,8 +296,9 @@ def train(
         batch_size=d.batch_size,
         epochs=config.train.epochs,
         skip_bad_images=d.skip_bad_images,
+        model_fn=inference_model,
     )
-    ckpt = os.path.join(run_dir, "checkpoints")
+    ckpt = os.path.join(write_dir, "checkpoints")
     os.makedirs(ckpt, exist_ok=True)
     guard = NaNGuard(last_good=os.path.join(ckpt, "last.weights.h5"))
     cbs = [keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: data_epoch.update(epoch=epoch))]
@@ -266,19 +315,23 @@ def train(
                 mode="max",
                 save_best_only=True,
                 # A resumed run beats the best epoch before the kill, not a blank slate.
-                initial_value_threshold=_best_logged(history_csv, "piq"),
+                initial_value_threshold=_best_logged(os.path.join(run_dir, "history.csv"), "piq"),
             )
         )
     cbs += [
         HistoryLogger(history_csv),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
+        keras.callbacks.TensorBoard(os.path.join(write_dir, "tensorboard"), write_graph=False),
         # After the CSV row, so a kill between the two repeats the row (trimmed on resume)
         # instead of losing it.
         backup,
         *callbacks,
     ]
     epochs = config.train.epochs
-    with naming_bad_images(annotations, ["train"] + (["query", "gallery"] if has_eval else [])):
+    with (
+        naming_bad_images(annotations, ["train"] + (["query", "gallery"] if has_eval else [])),
+        distribute.synchronized_batch_norm(model, sync_bn and replicas > 1),
+        distribute.multi_worker_workaround(trainer, strategy),
+    ):
         if skip and start_epoch < epochs:
             # Finish the epoch the killed run left half done, from the batch it had reached.
             data_epoch["epoch"] = start_epoch
@@ -299,22 +352,56 @@ def train(
             f"are in {guard.last_good}" + ("" if os.path.exists(guard.last_good) else " (none: no epoch finished)")
         )
 
-    model.save(os.path.join(run_dir, "model.keras"))
+    final_model = inference_model()
+    final_model.save(os.path.join(write_dir, "model.keras"))
     if keras.backend.backend() == "tensorflow":
-        export_saved_model(model, schema, os.path.join(run_dir, "saved_model"))
+        export_saved_model(final_model, schema, os.path.join(write_dir, "saved_model"))
     if has_eval:
         from portrait_keras.evaluation import evaluate
 
-        final = piq.last or evaluate(model, annotations, batch_size=d.batch_size, skip_bad_images=d.skip_bad_images)
+        final = piq.last or evaluate(
+            final_model, annotations, batch_size=d.batch_size, skip_bad_images=d.skip_bad_images
+        )
     else:
         final = {}
     final = {**final, **{f"s_{k}": v for k, v in trainer.uncertainties().items()}}
-    with open(os.path.join(run_dir, "metrics.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(write_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(final, f, indent=2)
     backup.remove()  # a kill before this point resumes after the final step
     if report:
-        _write_report(run_dir, annotations, model, d.batch_size)
+        _write_report(write_dir, annotations, final_model, d.batch_size)
     return final
+
+
+def _with_seed(config, run_dir, resuming, strategy):
+    """`config` with a seed: its own, else the unfinished run's (a resume), else a fresh one;
+    under several workers, the chief's."""
+    from portrait_keras import distribute
+
+    seed = config.train.seed
+    if seed is None:
+        saved = _saved_config(run_dir) if resuming else {}
+        seed = saved.get("train", {}).get("seed")
+        seed = distribute.draw_seed() if not isinstance(seed, int) else seed
+        seed = distribute.broadcast_from_chief(strategy, seed)
+        return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+    if distribute.broadcast_from_chief(strategy, seed) != seed:
+        raise distribute.DistributionError(
+            f"worker {distribute.worker_index()} has train.seed={seed}, the chief another: start every worker "
+            f"with the same command."
+        )
+    return config
+
+
+def _print_distribution(info):
+    workers = f", worker {info['worker_index']} of {info['workers']}" if info["workers"] > 1 else ""
+    sync = ", synchronized BatchNorm" if info["sync_batch_norm"] else ""
+    print(
+        f"Distribution: {info['strategy']} ({info['backend']}), {info['replicas']} replica(s){workers}; "
+        f"global batch {info['global_batch']} = {info['replicas']} x {info['per_replica_batch']}{sync}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _write_report(run_dir, annotations, model, batch_size):
@@ -332,12 +419,20 @@ def _write_report(run_dir, annotations, model, batch_size):
     print(f"Report: {written['html']}", file=sys.stderr, flush=True)
 
 
-def _check_same_config(run_dir, config):
-    """Raises ValueError when the unfinished run in `run_dir` was started with another config."""
+def _saved_config(run_dir):
+    """The config.json of `run_dir` as a dict (`{}` when missing or unreadable)."""
     try:
         with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
             saved = json.load(f)
     except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _check_same_config(run_dir, config):
+    """Raises ValueError when the unfinished run in `run_dir` was started with another config."""
+    saved = _saved_config(run_dir)
+    if not saved:
         return
     current = json.loads(json.dumps(config.to_dict()))
     changed = sorted(
@@ -386,7 +481,7 @@ def _float(text):
         return float("nan")
 
 
-def _write_run_info(run_dir, config, csv, schema, num_ids):
+def _write_run_info(run_dir, config, csv, schema, num_ids, distribution=None):
     import tensorflow as tf
 
     from portrait_keras import __version__
@@ -395,6 +490,7 @@ def _write_run_info(run_dir, config, csv, schema, num_ids):
         **config.to_dict(),
         "data_csv": csv,
         "num_ids": num_ids,
+        "distribution": distribution or {},
         "versions": {"portrait_keras": __version__, "keras": keras.__version__, "tensorflow": tf.__version__},
     }
     with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as f:
