@@ -96,10 +96,36 @@ def predict_split(model, annotations, split, batch_size=128, skip_bad_images=Fal
         skip_bad_images=skip_bad_images,
     )
     keep = np.setdiff1d(np.arange(annotations.num_images(split)), [b.index for b in ds.skipped_images])
+    ds = ds.map(lambda images, labels: images)
+    shards = _data_parallel_shards()
+    if shards > 1:
+        ds = ds.map(lambda images: _pad_rows(images, shards))
     with naming_bad_images(annotations, split):
-        outputs = model.predict(ds.map(lambda images, labels: images), verbose=0)
+        outputs = model.predict(ds, verbose=0)
+    if shards > 1:  # only the last batch was padded
+        outputs = {k: v[: len(keep)] for k, v in outputs.items()}
     # Mixed precision gives bfloat16/float16 outputs: the metrics rank and argmax in float32.
     return {k: np.asarray(v, np.float32) for k, v in outputs.items()}, keep
+
+
+def _data_parallel_shards():
+    """Devices a batch is split across by a JAX `keras.distribution` (1 otherwise): their
+    predict needs batches they divide."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return 1
+    from portrait_keras.distribute import num_replicas
+
+    return num_replicas()
+
+
+def _pad_rows(images, multiple):
+    """`images` `[n, ...]` with its last row repeated up to a multiple of `multiple` rows."""
+    import tensorflow as tf
+
+    missing = (-tf.shape(images)[0]) % multiple
+    return tf.concat([images, tf.repeat(images[-1:], missing, axis=0)], axis=0)
 
 
 def classification_predictions(task, logits):

@@ -194,16 +194,16 @@ def train(
     # First: logical CPU devices and MultiWorkerMirroredStrategy need a TensorFlow not yet started.
     if strategy is None or isinstance(strategy, str):
         strategy = distribute.make_strategy(strategy or "auto", replicas)
-    scope = strategy.scope if strategy is not None else contextlib.nullcontext
+    distribution = distribute.describe(strategy, config.data.batch_size)  # before any file is written
     write_dir = distribute.worker_write_dir(run_dir)
     try:
-        return _train(config, run_dir, write_dir, strategy, scope, callbacks, verbose, backup_every, report)
+        return _train(config, run_dir, write_dir, strategy, distribution, callbacks, verbose, backup_every, report)
     finally:
         if write_dir != run_dir:
             shutil.rmtree(write_dir, ignore_errors=True)
 
 
-def _train(config, run_dir, write_dir, strategy, scope, callbacks, verbose, backup_every, report):
+def _train(config, run_dir, write_dir, strategy, distribution, callbacks, verbose, backup_every, report):
     from portrait_keras import distribute
     from portrait_keras.data import default_dataset, make_dataset, read_annotations
     from portrait_keras.data.pipeline import naming_bad_images
@@ -224,7 +224,7 @@ def _train(config, run_dir, write_dir, strategy, scope, callbacks, verbose, back
     schema = annotations.schema
     num_ids = len(annotations.train_ids)
     d = config.data
-    distribution = distribute.describe(strategy, d.batch_size)
+    scope = strategy.scope if strategy is not None else contextlib.nullcontext
     replicas = distribution["replicas"]
     sync_bn = replicas > 1 if config.train.sync_batch_norm is None else bool(config.train.sync_batch_norm)
     distribution["sync_batch_norm"] = sync_bn and replicas > 1

@@ -111,15 +111,10 @@ def test_mirrored_strategy_on_two_cpu_replicas(tiny_synth, tmp_path):
     script = textwrap.dedent(
         f"""
         import dataclasses, sys
-        import tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         sys.path.insert(0, {REPO!r})
         from experiments import configs
         from tests.test_training import tiny
         from portrait_keras.training import train
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        assert strategy.num_replicas_in_sync == 2
         config = tiny(configs.get("smoke"), {str(tiny_synth)!r}, epochs=1)
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, jit_compile=False))
         import h5py, keras
@@ -130,7 +125,7 @@ def test_mirrored_strategy_on_two_cpu_replicas(tiny_synth, tmp_path):
                     print("STEP", int(f.attrs["step"]), "OF", self.params["steps"])
 
         metrics = train(
-            config, run_dir={str(tmp_path / "run")!r}, strategy=strategy, callbacks=[BackupStep()],
+            config, run_dir={str(tmp_path / "run")!r}, strategy="mirrored", replicas=2, callbacks=[BackupStep()],
             backup_every=4, verbose=0, report=False,
         )
         print("PIQ", metrics["piq"])
@@ -139,9 +134,45 @@ def test_mirrored_strategy_on_two_cpu_replicas(tiny_synth, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PIQ" in result.stdout
+    assert "Distribution: MirroredStrategy (tensorflow), 2 replica(s); global batch 16 = 2 x 8" in result.stderr
     # The backup's global step counts the epoch's global batches (each split over both replicas).
     steps = re.search(r"STEP (\d+) OF (\d+)", result.stdout)
     assert steps and steps[1] == steps[2] and int(steps[1]) > 4, result.stdout
+
+
+def test_run_py_with_two_replicas_logs_the_one_device_losses_and_saves_what_it_evaluated(
+    tiny_synth, smoke_run_dir, tmp_path
+):
+    from portrait_keras.data import read_annotations
+    from portrait_keras.evaluation import evaluate
+
+    run = tmp_path / "two"
+    args = ["smoke", "--data", str(tiny_synth), "--epochs", "2", "--replicas", "2", "--run-dir", str(run)]
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "experiments", "run.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "TF_CONFIG"},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((run / "config.json").read_text())["distribution"]
+    assert info["strategy"] == "MirroredStrategy" and info["replicas"] == 2, info
+    assert info["per_replica_batch"] * 2 == info["global_batch"] and info["sync_batch_norm"], info
+    # The same global batches as the one-device smoke run (conftest): the same losses.
+    one = list(csv.DictReader(open(smoke_run_dir / "history.csv")))
+    two = list(csv.DictReader(open(run / "history.csv")))
+    assert len(two) == len(one) == 2
+    for key in [k for k in one[0] if k.startswith("loss")]:
+        a, b = float(one[0][key]), float(two[0][key])
+        assert abs(a - b) <= 1e-4 * abs(a), (key, a, b)
+    # What the run logged as final metrics is what its model.keras gives on one device.
+    logged = json.loads((run / "metrics.json").read_text())
+    model = keras.models.load_model(run / "model.keras", safe_mode=True)
+    again = evaluate(model, read_annotations(tiny_synth), batch_size=32)
+    for key in ("piq", "reid_mAP", "reid_rank1", "f1_gender", "f1_expression"):
+        assert again[key] == pytest.approx(logged[key], abs=1e-6), key
 
 
 def test_a_failing_report_warns_with_the_retry_command_and_keeps_the_run(tmp_path, monkeypatch, capsys):
