@@ -39,6 +39,8 @@ STRATEGIES = ("auto", "one", "mirrored", "multi_worker")
 # first batch with `strategy.reduce("MEAN")`, and `reduce_per_replica` reduces scalar logs
 # along axis 0. `tests/test_distribute_multi_worker.py` checks that plain Keras still fails.
 MULTI_WORKER_WORKAROUND_KERAS = ((3, 0), (3, 15))
+# The two replaced spots (`multi_worker_workaround`); the test drops each to see Keras fail.
+MULTI_WORKER_FIXES = ("symbolic_build", "reduce_per_replica")
 
 
 class DistributionError(ValueError):
@@ -472,13 +474,15 @@ def multi_worker_workaround(trainer, strategy):
             return keras.tree.map_structure(lambda v: strategy_.reduce("MEAN", v, axis=None), values)
         return keras_reduce(values, strategy_, reduction)
 
-    trainer._maybe_symbolic_build = symbolic_build
-    tf_trainer.reduce_per_replica = reduce_per_replica
+    if "symbolic_build" in MULTI_WORKER_FIXES:
+        trainer._maybe_symbolic_build = symbolic_build
+    if "reduce_per_replica" in MULTI_WORKER_FIXES:
+        tf_trainer.reduce_per_replica = reduce_per_replica
     try:
         yield True
     finally:
         tf_trainer.reduce_per_replica = keras_reduce
-        del trainer._maybe_symbolic_build
+        trainer.__dict__.pop("_maybe_symbolic_build", None)
 
 
 def _first_local(strategy):

@@ -1,6 +1,7 @@
 """Distributed training (portrait_keras.distribute): choosing a strategy, and a step on two
 replicas equal to the step on one device of the same global batch."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -236,3 +237,82 @@ def test_unsynchronized_moving_statistics_are_averaged_across_replicas(two_repli
     assert got["before"] > 1e-4, got  # each replica saw its own half batch
     assert got["after"] == 0.0, got
     assert got["not_mean"] < 1e-6, got
+
+
+# === JAX: keras.distribution.DataParallel ===
+
+JAX_STEP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from portrait_keras import distribute
+    distribute.prepare_host_devices(2)  # before JAX starts
+    import keras
+    from experiments import configs
+    from portrait_keras.data import make_dataset, read_annotations
+    from portrait_keras.training import build_trainer
+
+    ann = read_annotations(sys.argv[1])
+    config = configs.smoke()
+
+    def step(weights):
+        model, trainer = build_trainer(config, ann.schema, len(ann.train_ids), 10)
+        trainer.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=True)
+        weights = trainer.get_weights() if weights is None else weights
+        trainer.set_weights(weights)
+        before = [np.array(v) for v in trainer.get_weights()]
+        ds = make_dataset(ann, "train", batch_size=32, training=True, image_size=(128, 64), seed=0,
+                          deterministic=True, epoch=lambda: 0).take(1)
+        logs = trainer.fit(ds, epochs=1, verbose=0, shuffle=False).history
+        after = trainer.get_weights()
+        return weights, [b - a for b, a in zip(before, after)], {k: v[0] for k, v in logs.items()}
+
+    assert distribute.make_strategy("one") is None and distribute.num_replicas() == 1
+    weights, g1, l1 = step(None)
+    assert distribute.make_strategy("mirrored", 2) is None and distribute.num_replicas() == 2
+    _, g2, l2 = step(weights)
+    scale = max(float(np.abs(g).max()) for g in g1)
+    print("RESULT " + json.dumps({
+        "grad": max(float(np.abs(a - b).max()) for a, b in zip(g1, g2)) / scale,
+        "loss": {k: abs(l1[k] - l2[k]) / max(abs(l1[k]), 1e-6) for k in l1 if k.startswith("loss")},
+    }))
+    """
+)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_jax_data_parallel_on_two_host_devices_gives_the_one_device_step(tiny_synth):
+    env = _env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_STEP_SCRIPT, str(tiny_synth)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])
+    assert got["grad"] < 1e-4, got
+    assert max(got["loss"].values()) < 1e-5, got
+
+
+def test_tf_config_under_jax_is_refused_in_one_line(tiny_synth, tmp_path):
+    env = _env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CONFIG=json.dumps(WORKERS))
+    args = ["smoke", "--data", str(tiny_synth), "--run-dir", str(tmp_path / "run")]
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "experiments", "run.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    errors = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert errors == [
+        "error: TF_CONFIG names workers, but KERAS_BACKEND=jax: multi-worker training here is TensorFlow's "
+        "MultiWorkerMirroredStrategy. Unset TF_CONFIG, or use KERAS_BACKEND=tensorflow."
+    ]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
