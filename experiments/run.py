@@ -40,7 +40,7 @@ def parse_args(argv):
         "--replicas",
         type=int,
         metavar="N",
-        help="replicas of the global batch; without GPUs the CPU is split into N devices (try MirroredStrategy anywhere)",
+        help="replicas of the global batch; without GPUs the CPU is split into N devices (MirroredStrategy anywhere)",
     )
     args = parser.parse_args(argv)
     if args.replicas is not None and args.replicas < 1:

@@ -329,7 +329,8 @@ def batch_norm_layers(model):
     """Every `keras.layers.BatchNormalization` in `model`, nested models included."""
     import keras
 
-    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, keras.layers.BatchNormalization)]
+    layers = model._flatten_layers(include_self=False)
+    return [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 @contextlib.contextmanager

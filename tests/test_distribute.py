@@ -157,7 +157,8 @@ STEP_SCRIPT = textwrap.dedent(
         with distribute.synchronized_batch_norm(model, sync):
             logs = trainer.fit(batch(), epochs=1, verbose=0, shuffle=False).history
         grads = [b - v.numpy() for b, v in zip(before, trainer.trainable_variables)]  # SGD(1): w0 - w1
-        moving = [v for layer in distribute.batch_norm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
+        layers = distribute.batch_norm_layers(model)
+        moving = [v for layer in layers for v in (layer.moving_mean, layer.moving_variance)]
         return trainer, model, grads, {k: v[0] for k, v in logs.items()}, moving, weights
 
     def per_replica(moving):
@@ -176,7 +177,6 @@ STEP_SCRIPT = textwrap.dedent(
             "loss": {k: abs(l1[k] - l2[k]) / max(abs(l1[k]), 1e-6) for k in l1 if k.startswith("loss")},
             "moving_between_replicas": max(float(np.abs(r[0] - r[1]).max()) for r in reps),
             "moving_vs_one_device": max(float(np.abs(r[0] - v.numpy()).max()) for r, v in zip(reps, m1)),
-            "log_vars": [float(x) for x in np.ravel([v.numpy() for v in tr2.trainable_variables if "log_vars" in v.path])],
         }
         if name == "batch_rank_uncertainty":  # without SyncBN the replicas drift apart, then are averaged
             _, model3, _, _, m3, _ = step(mirrored, config, weights, sync=False)

@@ -50,7 +50,9 @@ def main(argv=None):
             def on_train_batch_end(self, batch, logs=None):
                 KillAt.step += 1
                 if KillAt.step == ours.kill_at_step:
-                    print(f"KILLING worker {distribute.worker_index()} at step {KillAt.step} (time {time.time():.3f})", file=sys.stderr, flush=True)
+                    worker = distribute.worker_index()
+                    line = f"KILLING worker {worker} at step {KillAt.step} (time {time.time():.3f})"
+                    print(line, file=sys.stderr, flush=True)
                     os.kill(os.getpid(), signal.SIGKILL)
 
         callbacks.append(KillAt())
