@@ -380,10 +380,11 @@ def _with_seed(config, run_dir, resuming, strategy):
 
     seed = config.train.seed
     if seed is None:
-        saved = _saved_config(run_dir) if resuming else {}
-        seed = saved.get("train", {}).get("seed")
-        seed = distribute.draw_seed() if not isinstance(seed, int) else seed
+        saved = (_saved_config(run_dir) if resuming else {}).get("train", {}).get("seed")
+        seed = saved if isinstance(saved, int) else distribute.draw_seed()
         seed = distribute.broadcast_from_chief(strategy, seed)
+        where = "the unfinished run's" if isinstance(saved, int) else "drawn"
+        print(f"train.seed=null: seed {seed} ({where}; written to config.json)", file=sys.stderr, flush=True)
         return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
     if distribute.broadcast_from_chief(strategy, seed) != seed:
         raise distribute.DistributionError(

@@ -168,6 +168,7 @@ STEP_SCRIPT = textwrap.dedent(
     for name, metric, multitask in cases:
         config = configs.smoke()
         config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, metric=metric, multitask=multitask))
+        keras.utils.set_random_seed(0)  # batch-hard mining flips on near-ties: keep one init
         _, _, g1, l1, m1, weights = step(one, config, None, sync=False)
         tr2, model2, g2, l2, m2, _ = step(mirrored, config, weights, sync=True)
         scale = max(float(np.abs(g).max()) for g in g1)
@@ -188,6 +189,43 @@ STEP_SCRIPT = textwrap.dedent(
                 "after": max(float(np.abs(r[0] - r[1]).max()) for r in after),
                 "not_mean": max(float(np.abs(a[0] - (b[0] + b[1]) / 2).max()) for a, b in zip(after, before)),
             }
+
+    # The losses alone on gathered rows, without BatchNorm's rounding: 16 rows, 8 per replica.
+    from portrait_keras import losses as L
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(16, 6)).astype("float32")
+    ids = np.array([0, 0, 1, 1, 2, -1, 3, 3, 0, 1, 2, 2, -1, 4, 4, 3], "int32")
+    attr = np.array([0, 1, 1, 0, -1, 1, 0, 0, 1, 1, 0, 1, 0, -1, 1, 0], "int32")
+    logits = rng.normal(size=(16, 5)).astype("float32")
+    losses = {
+        "batch_rank": lambda f, lo, i, a: L.batch_rank_loss(f, i),
+        "triplet": lambda f, lo, i, a: L.batch_hard_triplet_loss(f, i),
+        "hfe": lambda f, lo, i, a: L.hfe_loss(f, a, i),
+        "cross_entropy": lambda f, lo, i, a: L.masked_sparse_ce(i, lo),
+    }
+
+    def grads(fn, f, lo, i, a):
+        with tf.GradientTape() as tape:
+            tape.watch([f, lo])
+            value = fn(*distribute.gather((f, lo, i, a)))
+            scaled = distribute.scale_for_replicas(value)
+        return [value, *tape.gradient(scaled, [f, lo], unconnected_gradients="zero")]
+
+    data = tf.data.Dataset.from_tensor_slices((feats, logits, ids, attr)).batch(16)
+    dist = next(iter(mirrored.experimental_distribute_dataset(data)))
+    out["losses"] = {}
+    for name, fn in losses.items():
+        value, gf, gl = grads(fn, *[tf.constant(x) for x in (feats, logits, ids, attr)])
+        per = mirrored.run(tf.function(lambda *xs, fn=fn: grads(fn, *xs)), args=dist)
+        got = [mirrored.experimental_local_results(p) for p in per]
+        out["losses"][name] = {
+            "value": max(abs(float(v) - float(value)) for v in got[0]),
+            "grad": max(
+                float(np.abs(np.concatenate([np.asarray(g) for g in part]) - np.asarray(ref)).max())
+                for part, ref in ((got[1], gf), (got[2], gl))
+            ),
+            "scale": float(max(np.abs(gf).max(), np.abs(gl).max())),
+        }
     print("RESULT " + json.dumps(out))
     """
 )
@@ -223,6 +261,12 @@ def test_two_replicas_give_the_one_device_gradients_and_losses(two_replica_steps
     for key, rel in got["loss"].items():
         assert rel < 1e-5, (key, rel)
     assert set(got["loss"]) >= {"loss", "loss_id", "loss_gender", "loss_expression"}
+
+
+@pytest.mark.parametrize("loss", ["batch_rank", "triplet", "hfe", "cross_entropy"])
+def test_gathered_losses_give_each_replica_its_rows_gradients(two_replica_steps, loss):
+    got = two_replica_steps["losses"][loss]
+    assert got["scale"] > 0 and got["value"] < 1e-5 and got["grad"] < 1e-6 * max(got["scale"], 1.0), got
 
 
 def test_synchronized_batch_norm_keeps_replicas_equal_to_one_device(two_replica_steps):
@@ -316,3 +360,22 @@ def test_tf_config_under_jax_is_refused_in_one_line(tiny_synth, tmp_path):
     ]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_without_seed_draws_one_and_a_resume_keeps_it(tmp_path, capsys, monkeypatch):
+    from experiments import configs
+    from portrait_keras.config import override
+    from portrait_keras.training import _with_seed
+
+    config = override(configs.smoke(), "train.seed", "null")
+    assert config.train.seed is None
+    drawn = _with_seed(config, str(tmp_path), resuming=False, strategy=None).train.seed
+    assert isinstance(drawn, int) and 0 <= drawn < 2**31
+    assert f"train.seed=null: seed {drawn} (drawn" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text(json.dumps({"train": {"seed": 1234}}))
+    assert _with_seed(config, str(tmp_path), resuming=True, strategy=None).train.seed == 1234
+    assert "seed 1234 (the unfinished run's" in capsys.readouterr().err
+    # Without a run to resume the seed is drawn anew; a given seed is kept.
+    monkeypatch.setattr(distribute, "draw_seed", lambda: 77)
+    assert _with_seed(config, str(tmp_path), resuming=False, strategy=None).train.seed == 77
+    assert _with_seed(configs.smoke(), str(tmp_path), resuming=True, strategy=None).train.seed == 0

@@ -161,14 +161,30 @@ def _worker_folders(tmpdir):
 
 @pytest.fixture(scope="module")
 def run_a(tiny_synth, tmp_path_factory):
-    """An uninterrupted two-worker run: (run folder, worker results, its TMPDIR, temp folders before)."""
+    """An uninterrupted two-worker run: (run folder, worker results, its TMPDIR, temp folders before).
+
+    Without a seed: the chief draws one and sends it to worker 1; the other runs take it from
+    config.json (`_seed`). Workers with seeds of their own would shard different orders.
+    """
     tmp = tmp_path_factory.mktemp("multi_worker")
     run_dir, tmpdir = tmp / "run_a", tmp / "tmp_a"
     tmpdir.mkdir()
     before = _worker_folders(tmpdir)
-    results = run_workers(smoke_args(tiny_synth, run_dir), tmp / "logs_a", tmpdir)
+    results = run_workers(smoke_args(tiny_synth, run_dir, "--set", "train.seed=null"), tmp / "logs_a", tmpdir)
     assert [r["rc"] for r in results] == [0] * WORKERS, _failed(results)
     return run_dir, results, tmpdir, before
+
+
+def _seed(run_dir):
+    return ["--set", f"train.seed={json.loads((run_dir / 'config.json').read_text())['train']['seed']}"]
+
+
+def test_the_chief_draws_the_seed_and_every_worker_uses_it(run_a):
+    run_dir, results = run_a[:2]
+    seed = json.loads((run_dir / "config.json").read_text())["train"]["seed"]
+    assert isinstance(seed, int)
+    for r in results:
+        assert f"train.seed=null: seed {seed} (" in r["stderr"], r["stderr"][-3000:]
 
 
 def test_two_workers_finish_with_one_clean_run_folder(run_a):
@@ -204,7 +220,8 @@ def test_two_workers_finish_with_one_clean_run_folder(run_a):
 def test_two_workers_match_one_device(run_a, tiny_synth, tmp_path):
     run_dir = run_a[0]
     one_dir = tmp_path / "one"
-    results = run_workers(smoke_args(tiny_synth, one_dir), tmp_path / "logs", tmp_path / "tmp", workers=None)
+    args = smoke_args(tiny_synth, one_dir, *_seed(run_dir))
+    results = run_workers(args, tmp_path / "logs", tmp_path / "tmp", workers=None)
     assert results[0]["rc"] == 0, _failed(results)
     assert "Distribution: OneDevice (tensorflow), 1 replica(s); global batch 32 = 1 x 32" in results[0]["stderr"]
     one, two = _history(one_dir)[0], _history(run_dir)[0]
@@ -221,7 +238,7 @@ def test_a_killed_worker_resumes_and_ends_like_the_uninterrupted_run(run_a, tiny
     import h5py
 
     run_dir = tmp_path / "run_b"
-    args = smoke_args(tiny_synth, run_dir)
+    args = smoke_args(tiny_synth, run_dir, *_seed(run_a[0]))
     kill = ["--kill-at-step", KILL_AT_STEP, "--kill-worker", killed]
     first = run_workers([*kill, *args], tmp_path / "logs1", tmp_path / "tmp", stop_when_one_exits=True)
     # The killed worker died by its own SIGKILL. Its peer either fails the next collective
