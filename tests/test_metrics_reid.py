@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from portrait_keras.metrics import evaluate_reid
+from portrait_keras.metrics import evaluate_reid, evaluate_reid_reference
 
 
 def _at(sims):
@@ -164,30 +164,6 @@ def _exact_features(rng, n, ids, dim=16):
     return np.where(flip, -centre, centre)
 
 
-def _straightforward(sims, q_ids, g_ids, q_groups, g_groups, q_cams, g_cams, macro, max_rank=10):
-    """The plain method with the documented rules: stable argsort of the distance, group and
-    camera exclusion, unknown ids never positive, per-id averaging when `macro`."""
-    order = np.argsort(-sims, axis=1, kind="stable")
-    aps, cmcs, ids = [], [], []
-    for i in range(len(sims)):
-        o = order[i]
-        removed = ((q_groups[i] != -1) & (g_groups[o] == q_groups[i])) | (
-            (g_ids[o] == q_ids[i]) & (q_cams[i] != -1) & (g_cams[o] == q_cams[i])
-        )
-        matches = (g_ids[o][~removed] == q_ids[i]) & (q_ids[i] != -1)
-        if not matches.any():
-            continue
-        hits = matches.cumsum()
-        aps.append((hits / np.arange(1, len(hits) + 1))[matches].mean())
-        cmcs.append(np.minimum(hits[:max_rank], 1))
-        ids.append(q_ids[i])
-    aps, cmcs, ids = np.array(aps), np.array(cmcs, np.float64), np.array(ids)
-    if macro:
-        aps = np.array([aps[ids == i].mean() for i in np.unique(ids)])
-        cmcs = np.array([cmcs[ids == i].mean(0) for i in np.unique(ids)])
-    return aps.mean(), cmcs.mean(0)
-
-
 def _exact_case(seed):
     rng = np.random.default_rng(seed)
     nq, ng = 60, 300
@@ -205,11 +181,24 @@ def _exact_case(seed):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_matches_straightforward_method_with_ties_groups_cameras(seed, macro):
     query, gallery, q_ids, g_ids, labels = _exact_case(seed)
-    sims = (query / 4) @ (gallery / 4).T
-    mean_ap, cmc = _straightforward(sims, q_ids, g_ids, *labels.values(), macro=macro)
+    reference = evaluate_reid_reference(query, gallery, q_ids, g_ids, macro=macro, **labels)
     result = evaluate_reid(query, gallery, q_ids, g_ids, macro=macro, **labels)
-    assert result["mAP"] == pytest.approx(mean_ap, abs=1e-12)
-    np.testing.assert_allclose(_ranks(result), cmc, atol=1e-12)
+    assert result["mAP"] == pytest.approx(reference["mAP"], abs=1e-12)
+    np.testing.assert_allclose(_ranks(result), _ranks(reference), atol=1e-12)
+    assert (result["num_queries"], result["num_ids"]) == (reference["num_queries"], reference["num_ids"])
+
+
+def test_reference_method_on_a_hand_computed_case():
+    # Query 0 (id 1): gallery order 2 (id 0), 0 (id 1), 1 (id 1) -> AP (1/2 + 2/3) / 2, first hit at rank 2.
+    # Query 1 (id 2): its one positive, gallery 3, is in its near-duplicate group: skipped.
+    gallery = np.array([[1.0, 0.2], [1.0, -0.5], [1.0, 0.6], [-1.0, 0.0]])
+    query = np.array([[1.0, 0.7], [-1.0, 0.1]])
+    result = evaluate_reid_reference(
+        query, gallery, [1, 2], [1, 1, 0, 2], query_groups=[-1, 5], gallery_groups=[-1, -1, -1, 5], max_rank=3
+    )
+    assert result["mAP"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert (result["rank1"], result["rank2"], result["rank3"]) == (0.0, 1.0, 1.0)
+    assert (result["num_queries"], result["num_ids"]) == (1, 1)
 
 
 @pytest.mark.parametrize("features", ["exact", "gaussian"])

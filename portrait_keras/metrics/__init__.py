@@ -3,6 +3,6 @@
 from portrait_keras.metrics.classification import macro_f1, par_metrics
 from portrait_keras.metrics.lts import lts
 from portrait_keras.metrics.piq import piq
-from portrait_keras.metrics.reid import evaluate_reid
+from portrait_keras.metrics.reid import evaluate_reid, evaluate_reid_reference
 
-__all__ = ["evaluate_reid", "lts", "macro_f1", "par_metrics", "piq"]
+__all__ = ["evaluate_reid", "evaluate_reid_reference", "lts", "macro_f1", "par_metrics", "piq"]

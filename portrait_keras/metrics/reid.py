@@ -180,6 +180,58 @@ class _Index:
         return rows, self.order[np.repeat(self.starts[loc], counts) + offsets]
 
 
+def evaluate_reid_reference(
+    query_features,
+    gallery_features,
+    query_ids,
+    gallery_ids,
+    *,
+    query_groups=None,
+    gallery_groups=None,
+    query_cams=None,
+    gallery_cams=None,
+    macro=True,
+    max_rank=10,
+):
+    """`evaluate_reid` written the straightforward way: the full similarity matrix, one stable
+    argsort per query, the exclusions and the averages as their rules read. Kept beside the
+    fast path as torchreid and fast-reid keep `eval_market1501` beside their Cython, to read
+    and to test against; `[Q, G]` memory, so for small sets only.
+
+    Args and returns: as `evaluate_reid` (without `chunk_size`).
+    """
+    q = _unit_rows(query_features, "query_features")
+    g = _unit_rows(gallery_features, "gallery_features")
+    q_ids, g_ids = _labels(query_ids, len(q), "query_ids"), _labels(gallery_ids, len(g), "gallery_ids")
+    q_groups, g_groups = _pair(query_groups, gallery_groups, len(q), len(g), "groups")
+    q_cams, g_cams = _pair(query_cams, gallery_cams, len(q), len(g), "cams")
+    order = np.argsort(-(q @ g.T), axis=1, kind="stable")
+    aps, cmcs, ids = [], [], []
+    for i, o in enumerate(order):
+        removed = np.zeros(len(o), bool)
+        if q_groups is not None:
+            removed |= (q_groups[i] != -1) & (g_groups[o] == q_groups[i])
+        if q_cams is not None:
+            removed |= (g_ids[o] == q_ids[i]) & (q_cams[i] != -1) & (g_cams[o] == q_cams[i])
+        matches = (g_ids[o][~removed] == q_ids[i]) & (q_ids[i] != -1)
+        if not matches.any():
+            continue  # no positive left: skipped, as torchreid does
+        hits = np.cumsum(matches)
+        aps.append(np.mean((hits / np.arange(1, len(hits) + 1))[matches]))
+        cmcs.append(np.minimum(np.pad(hits, (0, max(0, max_rank - len(hits))), mode="edge")[:max_rank], 1))
+        ids.append(q_ids[i])
+    if not aps:
+        raise ValueError("No query has a positive in the gallery, so mAP and CMC are undefined.")
+    aps, cmcs, ids = np.array(aps), np.array(cmcs, np.float64), np.array(ids)
+    if macro:
+        aps = np.array([aps[ids == i].mean() for i in np.unique(ids)])
+        cmcs = np.array([cmcs[ids == i].mean(0) for i in np.unique(ids)])
+    result = {"mAP": float(aps.mean())}
+    result.update({f"rank{r}": float(cmcs[:, r - 1].mean()) for r in range(1, max_rank + 1)})
+    result.update(num_queries=len(ids), num_ids=len(np.unique(ids)))
+    return result
+
+
 def _rank_chunk(sims, query_ids, by_id, query_groups, gallery_groups, by_group, query_cams, gallery_cams,
                 executor, workers):
     """AP and 1-based rank of the first positive of each query of a chunk.
