@@ -226,8 +226,9 @@ def _train(config, run_dir, write_dir, strategy, distribution, callbacks, verbos
     d = config.data
     scope = strategy.scope if strategy is not None else contextlib.nullcontext
     replicas = distribution["replicas"]
-    sync_bn = replicas > 1 if config.train.sync_batch_norm is None else bool(config.train.sync_batch_norm)
-    distribution["sync_batch_norm"] = sync_bn and replicas > 1
+    # SyncBN unless turned off (None = on), and only where there is more than one replica.
+    sync_bn = replicas > 1 and config.train.sync_batch_norm is not False
+    distribution["sync_batch_norm"] = sync_bn
     _print_distribution(distribution)
 
     # Which epoch the data stream draws: the Keras epoch of the pass (set below), so that an
@@ -329,7 +330,7 @@ def _train(config, run_dir, write_dir, strategy, distribution, callbacks, verbos
     epochs = config.train.epochs
     with (
         naming_bad_images(annotations, ["train"] + (["query", "gallery"] if has_eval else [])),
-        distribute.synchronized_batch_norm(model, sync_bn and replicas > 1),
+        distribute.synchronized_batch_norm(model, sync_bn),
         distribute.multi_worker_workaround(trainer, strategy),
     ):
         if skip and start_epoch < epochs:
