@@ -9,7 +9,7 @@ extrapolated to the full size by the number of pairs.
 `--study` instead measures the pHash distances behind `DEFAULT_THRESHOLD` (see
 `data_prep/dedup.py`): perturbed crops of scikit-learn's sample photos, and, given
 `--synth CSV`, the runs of near-duplicate frames of a SynthPortrait dataset
-(`python -m portrait_keras.data.synthetic DIR --identities 400 --seed 1`).
+(`portrait-keras synth DIR --identities 400 --seed 1`).
 
     python benchmarks/dedup.py                    # 250,000 hashes, threshold 8
     python benchmarks/dedup.py --hashes 20000     # CI size
@@ -25,15 +25,14 @@ import time
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_prep.dedup import (  # noqa: E402
+from portrait_keras.data.prep.dedup import (
     DEFAULT_THRESHOLD,
     _pairs_brute_force,
     _popcount,
     near_duplicate_groups,
 )
-from data_prep.phash import phash_images, read_paths  # noqa: E402
+from portrait_keras.data.prep.phash import phash_images, read_paths
 
 
 def balanced_hashes(rng, n):

@@ -29,9 +29,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from portrait_keras.metrics.reid import _BLOCK_BYTES, evaluate_reid  # noqa: E402
+from portrait_keras.metrics.reid import _BLOCK_BYTES, evaluate_reid
 
 
 def make_data(num_query, num_gallery, dim=512, seed=0, noise=2.0, mode_spread=0.5, lookalike=0.3, num_modes=4):

@@ -25,7 +25,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from portrait_keras.data import synthetic
+from portrait_keras.data.synthportrait import dataset as synthetic
 from portrait_keras.data.annotations import read_annotations
 
 

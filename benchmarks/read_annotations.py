@@ -15,9 +15,8 @@ import time
 
 import pandas as pd
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from portrait_keras.data import read_annotations  # noqa: E402
+from portrait_keras.data import read_annotations
 
 HEADER = "path,split,id,gender,age,physique,height,body,arm,expression,source,frame,camera,group"
 

@@ -31,14 +31,12 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)  # train_throughput.py, next to this file
-sys.path.insert(0, os.path.dirname(HERE))  # the repository: portrait_keras, experiments
 # With --timm, JAX must leave GPU memory to the PyTorch subprocess.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-import train_throughput  # noqa: E402
-from portrait_keras.schema import default_schema  # noqa: E402
-from train_throughput_timm import RESULT, TIMM_MODELS  # noqa: E402  (the torch subprocess's JSON line)
+import train_throughput
+from portrait_keras.schema import default_schema
+from train_throughput_timm import RESULT, TIMM_MODELS  # the torch subprocess's JSON line
 
 
 def _timed(step, steps, warmup):

@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 
-from portrait_keras.data import synthetic
+from portrait_keras.data.synthportrait import dataset as synthetic
 
 
 def rate(identities, images_per_identity, workers):

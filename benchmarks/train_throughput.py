@@ -2,7 +2,7 @@
 
 The model and objective are those of the `fss_uncert` experiment (FSS head, per-task
 classification + Batch Rank losses, uncertainty weighting, Adam with the paper's
-schedule), built by `portrait_keras.training.build_trainer`. The batch is one synthetic
+schedule), built by `portrait_keras.training.fit.build_trainer`. The batch is one synthetic
 in-memory batch (images and labels with unknowns, like a real batch) fed again and again,
 so no decoding or augmentation is timed: `tf.data.Dataset.from_tensors(batch).repeat()`
 under TensorFlow, the same device arrays from a generator under JAX. Warm-up steps
@@ -36,10 +36,7 @@ import time
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as `python benchmarks/train_throughput.py`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from portrait_keras.schema import IDENTITY, MULTI, default_schema  # noqa: E402
+from portrait_keras.schema import IDENTITY, MULTI, default_schema
 
 # Image sizes per backbone: 256x128 is the paper's; 128x64 is the CPU training size of tiny.
 SIZES = {"tiny": ((256, 128), (128, 64)), "resnet50": ((256, 128),), "hrnet_w32": ((256, 128),)}
@@ -143,8 +140,8 @@ def measure(setting, steps, warmup=2, num_ids=NUM_IDS):
     """
     import keras
 
-    from experiments import configs
-    from portrait_keras.training import build_trainer
+    from portrait_keras import experiments as configs
+    from portrait_keras.training.fit import build_trainer
 
     if warmup < 1 or steps < 1:
         raise ValueError(f"warmup and steps must be >= 1. Received: warmup={warmup}, steps={steps}")

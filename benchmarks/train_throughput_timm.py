@@ -43,11 +43,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)  # train_throughput.py, next to this file
-sys.path.insert(0, os.path.dirname(HERE))  # the repository: portrait_keras, experiments
 
-import train_throughput  # noqa: E402
-from portrait_keras.schema import IDENTITY, MULTI, default_schema  # noqa: E402
+import train_throughput
+from portrait_keras.schema import IDENTITY, MULTI, default_schema
 
 TIMM_MODELS = {"hrnet_w32": "hrnet_w32", "resnet50": "resnet50"}
 # As `portrait_keras.models.preprocessing` (not imported: it would load Keras in the torch half).

@@ -13,7 +13,7 @@ def tiny_synth(tmp_path_factory):
     It has all three splits, unknown ids, missing labels, two-expression images and
     near-duplicate groups; about 9 train identities.
     """
-    from portrait_keras.data.synthetic import generate
+    from portrait_keras.data.synthportrait import generate
 
     return generate(
         tmp_path_factory.mktemp("tiny_synth"),
@@ -40,8 +40,8 @@ def smoke_run_dir(tiny_synth, tmp_path_factory):
     Rank, uncertainty weighting), trained once per session for the commands that read a run
     (interpret, search, report). Tests must not change it; they may add `report/`.
     """
-    from experiments import run
-    from portrait_keras.training import train
+    from portrait_keras.commands import train as run
+    from portrait_keras.training.fit import train
 
     config = run.build_config(run.parse_args(["smoke", "--data", str(tiny_synth), "--epochs", "2"]))
     run_dir = tmp_path_factory.mktemp("smoke_run") / "run"

@@ -1,4 +1,4 @@
-"""`python -m portrait_keras.baselines`: the pixel / majority baseline and its input errors."""
+"""`portrait-keras baseline`: the pixel / majority baseline and its input errors."""
 
 import os
 import shutil
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from portrait_keras.baselines import main, pixel_features
+from portrait_keras.evaluation.baselines import main, pixel_features
 
 
 @pytest.fixture

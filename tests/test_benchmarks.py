@@ -5,18 +5,18 @@ No timing is asserted: the figures depend on the machine.
 
 import importlib.util
 import math
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))  # scripts, not a package
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"  # on the path by setup.cfg [tool:pytest]
 
-import train_throughput as tt  # noqa: E402
-import train_throughput_timm as timm_bench  # noqa: E402
-from portrait_keras.schema import default_schema  # noqa: E402
+import train_throughput as tt
+import train_throughput_timm as timm_bench
+from portrait_keras.schema import default_schema
 
 
 def test_settings_put_the_baseline_first_per_backbone_and_size():
@@ -211,10 +211,11 @@ def test_breakdown_torch_subprocess_never_imports_keras():
     # PyTorch and TensorFlow in one process crash (segfault), so the torch rows' process must not load Keras.
     import subprocess
 
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import step_breakdown as s; "
+    code = ("import sys, step_breakdown as s; "
             "s.torch_rows = lambda args: print(s.RESULT + s.json.dumps(['torch', 'bare', 0.1])); s.main(['--torch-rows']); "
             "print('keras loaded:', 'keras' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code, str(BENCHMARKS)], capture_output=True, text=True, check=True)
+    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert 'RESULT ["torch", "bare", 0.1]' in done.stdout
     assert "keras loaded: False" in done.stdout
 

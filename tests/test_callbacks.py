@@ -3,7 +3,7 @@ import math
 import keras
 import pytest
 
-from portrait_keras.callbacks import NaNGuard, PIQCallback
+from portrait_keras.training.callbacks import NaNGuard, PIQCallback
 
 
 class _Model:
@@ -41,7 +41,7 @@ def test_piq_callback_runs_every_n_epochs_and_on_the_last():
 def test_history_logger_widens_an_existing_file_for_a_new_key(tmp_path):
     import csv
 
-    from portrait_keras.callbacks import HistoryLogger
+    from portrait_keras.training.callbacks import HistoryLogger
 
     path = tmp_path / "history.csv"
     path.write_text("epoch,loss,loss_gender\n0,2.0,1.5\n")

@@ -11,16 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from portrait_keras.__main__ import main
-from portrait_keras.inference import (
-    InputError,
-    describe,
-    expand_image_paths,
-    format_description,
-    interpret,
-    load_predictor,
-    read_image,
-)
+from portrait_keras.cli import main
+from portrait_keras.data.images import read_image
+from portrait_keras.errors import InputError
+from portrait_keras.serving.interpret import describe, format_description, interpret
+from portrait_keras.serving.predictor import expand_image_paths, load_predictor
 from portrait_keras.schema import MULTI, Schema
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -257,7 +252,7 @@ def test_evaluate_is_forwarded_and_a_command_is_required(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "--help"])
     assert exit_info.value.code == 0
-    assert "python -m portrait_keras.evaluate" in capsys.readouterr().out
+    assert "portrait-keras evaluate" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         main([])
     assert exit_info.value.code == 2
@@ -273,7 +268,7 @@ def test_a_keras_file_that_is_no_model_is_a_clear_error(smoke_run_dir, sample_im
 
 
 def test_expressions_named_are_the_evaluations_decision(tiny_annotations):
-    from portrait_keras.evaluation import classification_predictions
+    from portrait_keras.evaluation.evaluator import classification_predictions
 
     schema = tiny_annotations.schema
     task = next(t for t in schema.classification_tasks if t.kind == MULTI)

@@ -4,9 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from experiments import configs, run
-from portrait_keras.config import Config, override, rescale_epochs
-from portrait_keras.schedules import WarmupMultiStep, paper_schedule
+from portrait_keras import experiments as configs
+from portrait_keras.commands import train as run
+from portrait_keras.commands.overrides import override
+from portrait_keras.config import Config, rescale_epochs
+from portrait_keras.training.schedules import WarmupMultiStep, paper_schedule
 
 
 def test_base_holds_the_paper_defaults():

@@ -9,12 +9,11 @@ from PIL import Image
 from scipy.io import savemat
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # data_prep/ is a folder of scripts next to the package
 
-from data_prep import import_dataset  # noqa: E402
-from portrait_keras.data.adapters import ADAPTERS, AdapterError, dukemtmc, market1501  # noqa: E402
-from portrait_keras.data.annotations import read_annotations  # noqa: E402
-from portrait_keras.schema import default_schema  # noqa: E402
+from portrait_keras.data.prep import import_dataset
+from portrait_keras.data.adapters import ADAPTERS, AdapterError, dukemtmc, market1501
+from portrait_keras.data.annotations import read_annotations
+from portrait_keras.schema import default_schema
 
 MARKET_FILES = {
     "bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg", "0007_c3s2_001234_02.jpg"],

@@ -8,10 +8,9 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # data_prep/ is a folder of scripts next to the package
 
-from data_prep import phash  # noqa: E402
-from data_prep.phash import CACHE_NAME, phash_file, phash_images  # noqa: E402
+from portrait_keras.data.prep import phash
+from portrait_keras.data.prep.phash import CACHE_NAME, phash_file, phash_images
 
 
 def _write(path, seed, size=(32, 64)):

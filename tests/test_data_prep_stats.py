@@ -6,11 +6,10 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # data_prep/ is a folder of scripts next to the package
 
 pytest.importorskip("portrait_keras.data.annotations")
-from data_prep import stats  # noqa: E402
-from portrait_keras.data.annotations import read_annotations  # noqa: E402
+from portrait_keras.data.prep import stats
+from portrait_keras.data.annotations import read_annotations
 
 ROWS = [  # split, id, age, expression
     ("train", 1, "child", "happy"),

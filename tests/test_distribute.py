@@ -1,4 +1,4 @@
-"""Distributed training (portrait_keras.distribute): choosing a strategy, and a step on two
+"""Distributed training (portrait_keras.training.distribute): choosing a strategy, and a step on two
 replicas equal to the step on one device of the same global batch."""
 
 import importlib.util
@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from portrait_keras import distribute
+from portrait_keras.training import distribute
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKERS = {"cluster": {"worker": ["127.0.0.1:1111", "127.0.0.1:2222"]}, "task": {"type": "worker", "index": 1}}
@@ -129,12 +129,12 @@ STEP_SCRIPT = textwrap.dedent(
     """
     import dataclasses, json, sys
     import numpy as np
-    from portrait_keras import distribute
+    from portrait_keras.training import distribute
     mirrored = distribute.make_strategy("mirrored", 2)  # first: splits the CPU in two
     import keras, tensorflow as tf
-    from experiments import configs
+    from portrait_keras import experiments as configs
     from portrait_keras.data import make_dataset, read_annotations
-    from portrait_keras.training import build_trainer
+    from portrait_keras.training.fit import build_trainer
 
     csv, cases = sys.argv[1], json.loads(sys.argv[2])
     ann = read_annotations(csv)
@@ -289,12 +289,12 @@ JAX_STEP_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from portrait_keras import distribute
+    from portrait_keras.training import distribute
     distribute.prepare_host_devices(2)  # before JAX starts
     import keras
-    from experiments import configs
+    from portrait_keras import experiments as configs
     from portrait_keras.data import make_dataset, read_annotations
-    from portrait_keras.training import build_trainer
+    from portrait_keras.training.fit import build_trainer
 
     ann = read_annotations(sys.argv[1])
     config = configs.smoke()
@@ -363,9 +363,9 @@ def test_tf_config_under_jax_is_refused_in_one_line(tiny_synth, tmp_path):
 
 
 def test_a_run_without_seed_draws_one_and_a_resume_keeps_it(tmp_path, capsys, monkeypatch):
-    from experiments import configs
-    from portrait_keras.config import override
-    from portrait_keras.training import _with_seed
+    from portrait_keras import experiments as configs
+    from portrait_keras.commands.overrides import override
+    from portrait_keras.training.fit import _with_seed
 
     config = override(configs.smoke(), "train.seed", "null")
     assert config.train.seed is None

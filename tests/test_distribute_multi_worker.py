@@ -285,7 +285,7 @@ def test_metrics_json_equals_one_device_evaluation_of_the_saved_model(run_a, tmp
     run_dir = run_a[0]
     env = _env(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "portrait_keras.evaluate", str(run_dir), "--json"],
+        [sys.executable, "-m", "portrait_keras", "evaluate", str(run_dir), "--json"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -302,7 +302,7 @@ def test_metrics_json_equals_one_device_evaluation_of_the_saved_model(run_a, tmp
 
 PLAIN_KERAS = """
 import sys
-from portrait_keras import distribute
+from portrait_keras.training import distribute
 distribute.MULTI_WORKER_FIXES = tuple(f for f in distribute.MULTI_WORKER_FIXES if f not in sys.argv[1].split(","))
 sys.argv = [sys.argv[0], *sys.argv[2:]]
 from tests.helpers import mw_driver

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from portrait_keras.evaluation import evaluate_outputs
+from portrait_keras.evaluation.evaluator import evaluate_outputs
 from portrait_keras.schema import IDENTITY, MULTI, default_schema
 
 SCHEMA = default_schema()
@@ -62,7 +62,7 @@ def test_data_without_near_duplicate_groups_is_evaluated_with_a_warning(smoke_ru
     import pandas as pd
 
     from portrait_keras.data import read_annotations
-    from portrait_keras.evaluation import evaluate
+    from portrait_keras.evaluation.evaluator import evaluate
 
     model = keras.models.load_model(smoke_run_dir / "model.keras")
     with warnings.catch_warnings():
@@ -71,7 +71,7 @@ def test_data_without_near_duplicate_groups_is_evaluated_with_a_warning(smoke_ru
     table = pd.read_csv(tiny_synth, dtype=str, keep_default_na=False).drop(columns=["group"])
     csv = tmp_path / "annotations.csv"
     table.to_csv(csv, index=False)
-    with pytest.warns(UserWarning, match="no 'group' column.*data_prep/dedup.py"):
+    with pytest.warns(UserWarning, match="no 'group' column.*portrait-keras dedup"):
         result = evaluate(model, read_annotations(csv, root=tiny_synth.parent), batch_size=64)
     assert "reid_mAP" in result
 

@@ -19,7 +19,7 @@ import pytest
 from portrait_keras import losses as L
 from portrait_keras.models import build_portrait_model
 from portrait_keras.schema import default_schema
-from portrait_keras.trainer import PortraitTrainer
+from portrait_keras.training.trainer import PortraitTrainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -139,7 +139,7 @@ def test_model_and_losses_agree_under_jax(tmp_path):
     expected = {k: np.asarray(v) for k, v in model(images, training=False).items()}
     expected_losses = compute_losses(expected, labels)
 
-    code = f"import sys; sys.path.insert(0, {HERE!r}); import test_jax_backend as t; t.jax_side({str(tmp_path)!r})"
+    code = f"from tests import test_jax_backend as t; t.jax_side({str(tmp_path)!r})"
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
     # XLA's backend optimisations cost seconds per small compiled op; none is needed here.
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()

@@ -128,3 +128,42 @@ def test_resnet50_last_stride_backbone_plugs_in():
     )
     assert model.get_layer("resnet50").get_layer("conv5_block3_out").output.shape[1:3] == (4, 2)
     assert model.output_shape is not None and model.get_layer("id_classifier").units == NUM_IDS
+
+
+def test_portrait_model_carries_its_schema_through_get_config_and_a_saved_file(tmp_path):
+    from portrait_keras.models import PortraitModel
+    from portrait_keras.schema import Schema, Task
+
+    schema = Schema(default_schema().tasks + (Task("mood", "emotion", "single", ("calm", "tense")),))
+    model = PortraitModel(schema, NUM_IDS, head="fss", tasks=["id", "gender", "mood"], input_shape=SHAPE,
+                          fss_kwargs={"free_ratio": 0.5})
+    config = model.get_config()
+    assert config["schema"] == schema.to_dict() and config["num_ids"] == NUM_IDS
+    assert (config["backbone"], config["head"], config["tasks"]) == ("tiny", "fss", ["id", "gender", "mood"])
+    assert config["input_shape"] == list(SHAPE) and config["fss_kwargs"] == {"free_ratio": 0.5}
+    again = PortraitModel.from_config(config)
+    assert again.get_config() == config and again.count_params() == model.count_params()
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    assert isinstance(loaded, PortraitModel)
+    assert loaded.schema == schema and loaded.tasks == ("id", "gender", "mood") and loaded.num_ids == NUM_IDS
+    x = _images()
+    for key, value in model(x, training=False).items():
+        np.testing.assert_allclose(np.asarray(loaded(x, training=False)[key]), np.asarray(value), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"head": "FSS"}, "Unknown head"),
+        ({"input_shape": (64, 32)}, "input_shape must be"),
+        ({"tasks": "gender"}, "tasks must be a sequence"),
+        ({"num_ids": 0}, "num_ids must be a positive int"),
+    ],
+)
+def test_portrait_model_arguments_are_checked(kwargs, message):
+    from portrait_keras.models import PortraitModel
+
+    kwargs = {"num_ids": NUM_IDS, "input_shape": SHAPE, **kwargs}
+    with pytest.raises(ValueError, match=message + ".*Received"):
+        PortraitModel(default_schema(), **kwargs)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from portrait_keras import plots
-from portrait_keras.__main__ import main
-from portrait_keras.report import confusion_counts, confusion_matrices, write_report
+from portrait_keras.reporting import plots
+from portrait_keras.cli import main
+from portrait_keras.reporting.report import confusion_counts, confusion_matrices, write_report
 from portrait_keras.schema import SINGLE, Schema
 
 
@@ -253,7 +253,7 @@ def test_skip_bad_images_reaches_the_report_and_the_evaluation(run_with_a_bad_te
 
 
 def test_rank_list_tiles_decode_as_the_model_does(tmp_path, monkeypatch):
-    from portrait_keras.inference import InputError
+    from portrait_keras.errors import InputError
 
     gray = np.add.outer(np.arange(96) * 2, np.arange(48) * 5).astype(np.uint8)
     Image.fromarray(gray, "L").save(tmp_path / "gray8.png")

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from data_prep import validate
-from portrait_keras.callbacks import SkippedImagesLogger
+from portrait_keras.data.prep import validate
+from portrait_keras.training.callbacks import SkippedImagesLogger
 from portrait_keras.data import make_dataset, read_annotations
 from portrait_keras.data.pipeline import (
     BadImageError,
@@ -110,7 +110,7 @@ def test_decoder_error_becomes_bad_image_error_with_csv_line(tmp_path):
     assert (line, column, value) == (lines["truncated.jpg"], "path", "truncated.jpg")
     assert message.startswith("unreadable image: corrupt or truncated JPEG data")
     assert f"{csv_path}:{line}: column 'path': value 'truncated.jpg': unreadable image" in str(info.value)
-    assert "validate.py" in str(info.value) and "skip_bad_images" in str(info.value)
+    assert "portrait-keras validate" in str(info.value) and "skip_bad_images" in str(info.value)
     reason = message[len("unreadable image: "):]
     assert info.value.images == [UnreadableImage(2, str(tmp_path / "truncated.jpg"), reason)]
 

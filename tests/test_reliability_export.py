@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 
 from portrait_keras.data import AnnotationError, read_annotations
-from portrait_keras.evaluate import main as evaluate_main
-from portrait_keras.evaluation import SchemaMismatchError, check_model_fits_schema, evaluate
-from portrait_keras.export import ModelFileError, UnsafeModelError, export_saved_model, load_keras_model
+from portrait_keras.commands.evaluate import main as evaluate_main
+from portrait_keras.evaluation.evaluator import SchemaMismatchError, check_model_fits_schema, evaluate
+from portrait_keras.serving.export import ModelFileError, UnsafeModelError, export_saved_model, load_keras_model
 from portrait_keras.models import build_portrait_model
 from portrait_keras.schema import Schema, Task, default_schema
 from tests.test_data_annotations import GOOD_ROWS, write_dataset

@@ -21,12 +21,14 @@ import keras
 import numpy as np
 import pytest
 
-from experiments import configs
-from portrait_keras import training
-from portrait_keras.config import override, rescale_epochs
+from portrait_keras import experiments as configs
+from portrait_keras.training import fit as training
+from portrait_keras.training import run_dir as run_dir_lib
+from portrait_keras.commands.overrides import override
+from portrait_keras.config import rescale_epochs
 from portrait_keras.data.pipeline import BadImageError
-from portrait_keras.export import load_keras_model
-from portrait_keras.training import TrainingDiverged, train
+from portrait_keras.serving.export import load_keras_model
+from portrait_keras.training.fit import TrainingDiverged, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_PER_EPOCH = 5  # 181 train images of tiny_synth, batch 32
@@ -37,13 +39,12 @@ KILL_AT = 7  # in epoch 2, after the step-6 backup: the resumed run starts at it
 # in the run folder keeps the second run alive), then the same command again.
 SCRIPT = """
 import os, signal, sys
-sys.path.insert(0, {repo!r})
 import keras
-import portrait_keras.export
-from portrait_keras.training import train
+import portrait_keras.serving.export
+from portrait_keras.training.fit import train
 from tests.test_reliability_train import resume_config
 
-portrait_keras.export.export_saved_model = lambda *args: None  # tested by test_training; slow
+portrait_keras.serving.export.export_saved_model = lambda *args: None  # tested by test_training; slow
 
 run_dir, csv_path = sys.argv[1], sys.argv[2]
 
@@ -113,7 +114,7 @@ def resume_runs(tiny_synth, tmp_path_factory):
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) as process:
         reference = base / "reference"
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("portrait_keras.export.export_saved_model", lambda *args: None)
+            patch.setattr("portrait_keras.serving.export.export_saved_model", lambda *args: None)
             train(resume_config(data), run_dir=reference, backup_every=BACKUP_EVERY, verbose=0, report=False)
         out, err = process.communicate(timeout=600)
     first = subprocess.CompletedProcess(command, process.returncode, out, err)
@@ -237,7 +238,7 @@ def test_skip_bad_images_in_training_reports_them_every_epoch(diverged_run):
 
 def test_full_disk_is_reported_before_training(tiny_synth, tmp_path, monkeypatch):
     Usage = collections.namedtuple("Usage", "total used free")
-    monkeypatch.setattr(training.shutil, "disk_usage", lambda path: Usage(2**40, 2**40, training.SPARE_BYTES + 1))
+    monkeypatch.setattr(run_dir_lib.shutil, "disk_usage", lambda path: Usage(2**40, 2**40, run_dir_lib.SPARE_BYTES + 1))
     with pytest.raises(OSError, match=r"MiB free on its disk, the run needs about [\d,]+ MiB"):
         train(resume_config(tiny_synth), run_dir=tmp_path / "run", verbose=0, report=False)
     assert not (tmp_path / "run" / "history.csv").exists()
@@ -252,12 +253,12 @@ def test_run_size_estimate_covers_the_files_a_run_writes(tiny_annotations, tmp_p
     # At worst: model.keras, the SavedModel, and four training states (last, best, backup, and
     # a backup being replaced).
     written = os.path.getsize(tmp_path / "model.keras") * 2 + os.path.getsize(tmp_path / "state.weights.h5") * 4
-    assert 0.9 * written < training.run_bytes(model) - training.SPARE_BYTES < 1.2 * written
+    assert 0.9 * written < run_dir_lib.run_bytes(model) - run_dir_lib.SPARE_BYTES < 1.2 * written
     with pytest.raises(OSError, match="only 0 MiB free"):
         Usage = collections.namedtuple("Usage", "total used free")
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(training.shutil, "disk_usage", lambda path: Usage(1, 1, 0))
-            training.check_run_dir(str(tmp_path), training.run_bytes(model))
+            patch.setattr(run_dir_lib.shutil, "disk_usage", lambda path: Usage(1, 1, 0))
+            run_dir_lib.RunDir(tmp_path).check_writable(run_dir_lib.run_bytes(model))
 
 
 @pytest.mark.slow
@@ -279,7 +280,7 @@ def test_unreadable_image_stops_training_naming_its_csv_line(tiny_synth, tmp_pat
 
 
 def test_history_gets_a_column_for_every_key_logged_and_resume_keeps_it(tmp_path):
-    from portrait_keras.callbacks import HistoryLogger
+    from portrait_keras.training.callbacks import HistoryLogger
 
     path = str(tmp_path / "history.csv")
     logger = HistoryLogger(path)
@@ -297,9 +298,9 @@ def test_history_gets_a_column_for_every_key_logged_and_resume_keeps_it(tmp_path
         ("1", "0.25", "0.5", "NA"),
         ("2", "0.75", "NA", "0.5"),
     ]
-    training._trim_history(path, 2)  # a run resumed at epoch 3
+    run_dir_lib.trim_history(path, 2)  # a run resumed at epoch 3
     assert [r["epoch"] for r in history(tmp_path)] == ["0", "1"]
-    assert training._best_logged(path, "piq") == 0.25
+    assert run_dir_lib.best_logged(path, "piq") == 0.25
 
 
 def _counting_model():
@@ -310,7 +311,7 @@ def _counting_model():
 
 
 def test_backup_counts_the_batches_run_not_the_optimizer_updates(tmp_path):
-    from portrait_keras.callbacks import BackupAndResume
+    from portrait_keras.training.callbacks import BackupAndResume
 
     # A float16 step whose gradients overflow leaves optimizer.iterations where it was; here
     # it never moves (hooks only).
@@ -329,7 +330,7 @@ def test_backup_counts_the_batches_run_not_the_optimizer_updates(tmp_path):
 
 
 def test_the_last_batch_of_an_epoch_is_backed_up_by_its_epoch_end_only(tmp_path):
-    from portrait_keras.callbacks import BackupAndResume
+    from portrait_keras.training.callbacks import BackupAndResume
 
     backup = BackupAndResume(tmp_path / "backup", every=1)
     model = _counting_model()
@@ -353,7 +354,7 @@ def _train_until_killed(config, run_dir, **kwargs):
     """`train(config)`; returns (its stderr, whether it was killed by `_Killed`)."""
     stderr = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr):
-        patch.setattr("portrait_keras.export.export_saved_model", lambda *args: None)
+        patch.setattr("portrait_keras.serving.export.export_saved_model", lambda *args: None)
         try:
             train(config, run_dir=run_dir, verbose=0, report=False, **kwargs)
         except _Killed:
@@ -377,7 +378,7 @@ def test_kill_during_an_epoch_end_then_resume_keeps_its_row_and_the_best_checkpo
     config = override(resume_config(tiny_synth, epochs=3), "train.eval_every", 2)
     run, best = tmp_path / "run", tmp_path / "run" / "checkpoints" / "best.weights.h5"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("portrait_keras.callbacks.evaluate", evaluate)
+        patch.setattr("portrait_keras.training.callbacks.evaluate", evaluate)
         assert _train_until_killed(config, run, backup_every=5)[1]
         err, killed = _train_until_killed(config, run, backup_every=5)
         assert killed and "resuming at epoch 2, batch 1 (global step 5)" in err  # epoch 2 again

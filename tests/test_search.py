@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from portrait_keras.__main__ import main
+from portrait_keras.cli import main
 from portrait_keras.data import read_annotations
-from portrait_keras.inference import InputError, load_predictor
-from portrait_keras.search import cache_path, cosine_distances, embed, gallery_embeddings, load_gallery, search
+from portrait_keras.serving.predictor import InputError, load_predictor
+from portrait_keras.metrics.distance import cosine_distances
+from portrait_keras.serving.search import cache_path, embed, gallery_embeddings, load_gallery, search
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +246,7 @@ def perturbed_model_file(run_dir, path):
 def test_a_model_rewritten_while_it_loads_never_caches_stale_embeddings(
     smoke_run_dir, folder_gallery, tmp_path, monkeypatch, capsys
 ):
-    import portrait_keras.export as export
+    import portrait_keras.serving.export as export
 
     run = tmp_path / "run"
     run.mkdir()

@@ -6,7 +6,7 @@ import pytest
 
 from portrait_keras.models import build_portrait_model
 from portrait_keras.schema import APPEARANCE, SINGLE, default_schema
-from portrait_keras.trainer import PortraitTrainer
+from portrait_keras.training.trainer import PortraitTrainer
 
 SHAPE = (64, 32, 3)
 

@@ -13,9 +13,10 @@ import keras
 import numpy as np
 import pytest
 
-from experiments import configs
-from portrait_keras.config import override
-from portrait_keras.training import build_trainer, check_run_dir, train
+from portrait_keras import experiments as configs
+from portrait_keras.commands.overrides import override
+from portrait_keras.training.fit import build_trainer, train
+from portrait_keras.training.run_dir import RunDir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,7 +92,7 @@ def test_saved_model_serves_what_the_keras_model_computes(smoke_run):
 
 
 def test_evaluate_command_reproduces_the_run_metrics(smoke_run, capsys):
-    from portrait_keras.evaluate import main
+    from portrait_keras.commands.evaluate import main
 
     run, metrics = smoke_run
     assert main([str(run), "--json"]) == 0
@@ -104,17 +105,16 @@ def test_unwritable_run_folder_fails_before_training(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(OSError, match="not writable"):
-        check_run_dir(str(blocker / "run"))
+        RunDir(blocker / "run").check_writable()
 
 
 def test_mirrored_strategy_on_two_cpu_replicas(tiny_synth, tmp_path):
     script = textwrap.dedent(
         f"""
-        import dataclasses, sys
-        sys.path.insert(0, {REPO!r})
-        from experiments import configs
+        import dataclasses
+        from portrait_keras import experiments as configs
         from tests.test_training import tiny
-        from portrait_keras.training import train
+        from portrait_keras.training.fit import train
         config = tiny(configs.get("smoke"), {str(tiny_synth)!r}, epochs=1)
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, jit_compile=False))
         import h5py, keras
@@ -144,7 +144,7 @@ def test_run_py_with_two_replicas_logs_the_one_device_losses_and_saves_what_it_e
     tiny_synth, smoke_run_dir, tmp_path
 ):
     from portrait_keras.data import read_annotations
-    from portrait_keras.evaluation import evaluate
+    from portrait_keras.evaluation.evaluator import evaluate
 
     run = tmp_path / "two"
     args = ["smoke", "--data", str(tiny_synth), "--epochs", "2", "--replicas", "2", "--run-dir", str(run)]
@@ -176,7 +176,8 @@ def test_run_py_with_two_replicas_logs_the_one_device_losses_and_saves_what_it_e
 
 
 def test_a_failing_report_warns_with_the_retry_command_and_keeps_the_run(tmp_path, monkeypatch, capsys):
-    from portrait_keras import report, training
+    from portrait_keras.reporting import report
+    from portrait_keras.training import fit as training
 
     def broken(*args, **kwargs):
         raise RuntimeError("no display")

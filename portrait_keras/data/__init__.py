@@ -15,11 +15,11 @@ __all__ = [
     "read_annotations",
     "split_labels",
 ]
-# Lazy: TensorFlow is heavy, and `python -m portrait_keras.data.synthetic` must not find
+# Lazy: TensorFlow is heavy, and `portrait-keras synth` must not find
 # its module already imported by this package.
 _LAZY = {
-    "generate": "synthetic",
-    "default_dataset": "synthetic",
+    "generate": "synthportrait",
+    "default_dataset": "synthportrait",
     "make_dataset": "pipeline",
     "split_labels": "pipeline",
 }

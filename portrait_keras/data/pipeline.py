@@ -138,7 +138,7 @@ class BadImageError(AnnotationError):
         super().__init__(annotations.csv_path, problems)
         if hint is None:
             hint = (
-                f"Check the whole table with `python data_prep/validate.py {annotations.csv_path}`, or "
+                f"Check the whole table with `portrait-keras validate {annotations.csv_path}`, or "
                 f"leave such files out with skip_bad_images=True (--set data.skip_bad_images=true when "
                 f"training, --skip-bad-images for evaluate and report)."
             )

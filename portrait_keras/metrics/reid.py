@@ -16,6 +16,8 @@ from concurrent import futures
 
 import numpy as np
 
+from portrait_keras.metrics.distance import unit_rows
+
 # The similarity block of one chunk of queries stays under this many bytes.
 _BLOCK_BYTES = 64 << 20
 # Above this fraction of candidates a full sort is cheaper than selecting them first.
@@ -92,8 +94,8 @@ def evaluate_reid(
     >>> result["rank1"], result["num_queries"]
     (1.0, 2)
     """
-    query_features = _unit_rows(query_features, "query_features")
-    gallery_features = _unit_rows(gallery_features, "gallery_features")
+    query_features = unit_rows(query_features, "query_features")
+    gallery_features = unit_rows(gallery_features, "gallery_features")
     if query_features.shape[1] != gallery_features.shape[1]:
         raise ValueError(
             "query_features and gallery_features must have the same feature size. "
@@ -200,8 +202,8 @@ def evaluate_reid_reference(
 
     Args and returns: as `evaluate_reid` (without `chunk_size`).
     """
-    q = _unit_rows(query_features, "query_features")
-    g = _unit_rows(gallery_features, "gallery_features")
+    q = unit_rows(query_features, "query_features")
+    g = unit_rows(gallery_features, "gallery_features")
     q_ids, g_ids = _labels(query_ids, len(q), "query_ids"), _labels(gallery_ids, len(g), "gallery_ids")
     q_groups, g_groups = _pair(query_groups, gallery_groups, len(q), len(g), "groups")
     q_cams, g_cams = _pair(query_cams, gallery_cams, len(q), len(g), "cams")
@@ -332,21 +334,6 @@ def _row_keys(rows, values):
     bits = (values.astype(np.float32) + np.float32(0)).view(np.int32)  # + 0 turns -0.0 into 0.0
     monotone = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64) + (1 << 31)
     return (rows.astype(np.int64) << 32) | monotone
-
-
-def _unit_rows(x, name):
-    """Validated float32 `[N, D]` array with each row scaled to unit L2 norm (zero rows stay 0)."""
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0 or not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"{name} must be a non-empty numeric [N, D] array. Received: shape {x.shape}, dtype {x.dtype}")
-    x = x.astype(np.float32, copy=False)
-    squared = np.einsum("ij,ij->i", x, x)
-    if not np.isfinite(squared).all():  # a NaN/inf entry, or squares beyond float32
-        if not np.isfinite(x).all():
-            raise ValueError(f"{name} must be finite. Received: {np.count_nonzero(~np.isfinite(x))} NaN/inf entries")
-        squared = np.einsum("ij,ij->i", x, x, dtype=np.float64)
-    scale = (1 / np.maximum(np.sqrt(squared), 1e-12)).astype(np.float32)
-    return x * scale[:, None]
 
 
 def _labels(x, n, name):

@@ -6,7 +6,7 @@ BNNeck → heads. Only keras.ops and registered layers, so a saved `.keras` file
 from portrait_keras.models.backbones import BACKBONES, build_backbone
 from portrait_keras.models.heads import probabilities, task_head
 from portrait_keras.models.hrnet import hrnet, hrnet_w32
-from portrait_keras.models.portrait_model import build_portrait_model
+from portrait_keras.models.portrait_model import PortraitModel, build_portrait_model
 from portrait_keras.models.preprocessing import ImageNormalization
 from portrait_keras.models.resnet import resnet50
 from portrait_keras.models.subspaces import (
@@ -25,6 +25,7 @@ __all__ = [
     "FeatureSpaceSplit",
     "ImageNormalization",
     "LAYOUTS",
+    "PortraitModel",
     "build_backbone",
     "build_portrait_model",
     "fss_blocks",

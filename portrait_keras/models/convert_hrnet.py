@@ -25,7 +25,7 @@ Torch is not needed here. Export the state_dict to `.npz` once, where torch is i
 (timm's Hugging Face `model.safetensors` also reads without torch:
 `np.savez('hrnet_w32.npz', **safetensors.numpy.load_file('model.safetensors'))`.) Then:
 
-    python -m portrait_keras.models.convert_hrnet hrnet_w32.npz hrnet_w32_imagenet.weights.h5
+    portrait-keras convert-hrnet hrnet_w32.npz hrnet_w32_imagenet.weights.h5
 """
 
 import argparse
@@ -236,13 +236,13 @@ def load_npz_state_dict(path):
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(
             f"Expected an .npz archive of the state_dict written by np.savez ({str(e).rstrip('.')}); export a "
-            f"PyTorch .pth first, see `python -m portrait_keras.models.convert_hrnet --help`. Received: {path!r}"
+            f"PyTorch .pth first, see `portrait-keras convert-hrnet --help`. Received: {path!r}"
         ) from None
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m portrait_keras.models.convert_hrnet",
+        prog="portrait-keras convert-hrnet",
         description="Convert an official / timm HRNet-W32-C state_dict (.npz) into a hrnet_w32 .weights.h5 file.",
         epilog=(
             "Export the .npz where torch is installed: np.savez('hrnet_w32.npz', **{k: v.numpy() for k, v in "

@@ -7,6 +7,8 @@ The metric-learning loss reads the feature *before* the BNNeck, the classifier r
 import keras
 from keras import layers, ops
 
+from portrait_keras.models.utils import BN_EPSILON, BN_MOMENTUM
+
 from portrait_keras.schema import IDENTITY, MULTI
 
 
@@ -27,8 +29,7 @@ def task_head(feature, num_classes, name):
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"Task {name!r}: num_classes must be a positive int. Received: num_classes={num_classes!r}")
-    # PyTorch's BN momentum (0.1), as the paper's code: inference statistics settle quickly.
-    neck = layers.BatchNormalization(center=False, momentum=0.9, epsilon=1e-5, name=f"{name}_bnneck")(feature)
+    neck = layers.BatchNormalization(center=False, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bnneck")(feature)
     logits = layers.Dense(
         num_classes,
         use_bias=False,

@@ -22,10 +22,8 @@ and a valid conv (Keras "same" would pad only bottom/right); BN uses PyTorch's m
 import keras
 from keras import layers
 
-from portrait_keras.models.utils import load_backbone_weights
+from portrait_keras.models.utils import BN_EPSILON, BN_MOMENTUM, load_backbone_weights
 
-BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-5
 
 
 def _bn(x, name):
@@ -152,7 +150,7 @@ def hrnet(
             height and width must be multiples of 32. Defaults to `(256, 128, 3)`.
         weights: str or None. Path to saved backbone weights (`.weights.h5`), loaded with
             `load_weights`. For ImageNet-pretrained HRNet-W32-C (official or timm PyTorch
-            state_dict) make one with `python -m portrait_keras.models.convert_hrnet`.
+            state_dict) make one with `portrait-keras convert-hrnet`.
             Defaults to `None` (random initialisation).
         width: int. Channels of the highest-resolution branch; branch i has
             `width · 2^i`. Defaults to `32`.

@@ -2,12 +2,11 @@
 
 import keras
 
-from portrait_keras.models.utils import load_backbone_weights
+from portrait_keras.models.utils import BN_MOMENTUM, load_backbone_weights
 
 # keras.applications puts the stride-2 of a stage on its first block's 1×1 conv and on the
 # projection shortcut (ResNet v1 as in Caffe), so both must change together.
 _STAGE5_STRIDED = ("conv5_block1_1_conv", "conv5_block1_0_conv")
-BN_MOMENTUM = 0.9
 
 
 def resnet50(input_shape=(256, 128, 3), weights=None, *, last_stride=2, name="resnet50"):

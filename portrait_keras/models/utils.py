@@ -2,6 +2,11 @@
 
 import os
 
+# PyTorch's BatchNorm momentum 0.1 and epsilon 1e-5 (the paper's code, timm, torchvision, fast-reid),
+# in Keras' terms: moving statistics settle quickly, and converted weights match.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
 
 def load_backbone_weights(model, weights):
     """Load saved weights (`.weights.h5`) into `model`; `ValueError` if the file is missing.

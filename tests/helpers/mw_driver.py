@@ -5,7 +5,7 @@
 
 RUN_PY_ARGS are those of `experiments/run.py` (`smoke --data CSV --epochs 2 --run-dir DIR
 --set ...`); the config is built exactly as run.py builds it, and trained with
-`portrait_keras.training.train(config, run_dir=..., strategy="auto", backup_every=N,
+`portrait_keras.training.fit.train(config, run_dir=..., strategy="auto", backup_every=N,
 verbose=0, report=False)`. Under TF_CONFIG this process is one worker of the cluster it names.
 
 `--kill-at-step S --kill-worker W`: worker W (0 without TF_CONFIG) SIGKILLs itself at the end
@@ -21,7 +21,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
 
 
 def main(argv=None):
@@ -31,15 +30,15 @@ def main(argv=None):
     parser.add_argument("--backup-every", type=int, default=2)
     ours, rest = parser.parse_known_args(argv)
 
-    from experiments import run
+    from portrait_keras.commands import train as run
 
     args = run.parse_args(rest)
     config = run.build_config(args)
 
     import keras
 
-    from portrait_keras import distribute
-    from portrait_keras.training import train
+    from portrait_keras.training import distribute
+    from portrait_keras.training.fit import train
 
     callbacks = []
     if ours.kill_at_step is not None and distribute.worker_index() == ours.kill_worker:

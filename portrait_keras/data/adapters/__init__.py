@@ -6,7 +6,7 @@ Each adapter reads a dataset folder (and optionally its attribute file) and retu
     from portrait_keras.data.adapters import ADAPTERS
     ADAPTERS["market1501"]("Market-1501-v15.09.15").to_csv("Market-1501-v15.09.15/annotations.csv")
 
-or from the shell, `python data_prep/import_dataset.py market1501 ROOT OUT.csv`.
+or from the shell, `portrait-keras import market1501 ROOT OUT.csv`.
 """
 
 from portrait_keras.data.adapters._common import AdapterError, Imported

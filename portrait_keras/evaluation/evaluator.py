@@ -5,7 +5,7 @@
 excluded), `f1_<task>` (Macro F1 over the query and gallery images) and `piq`, `reid`,
 `appearance`, `posture`, `emotion` (eq. 2) when the model covers every aspect.
 
-The command line `python -m portrait_keras.evaluate RUN_DIR` lives in `evaluate.py`.
+The command line `python -m portrait_keras evaluate RUN_DIR` lives in `evaluate.py`.
 """
 
 import warnings
@@ -115,7 +115,7 @@ def _data_parallel_shards():
 
     if keras.backend.backend() != "jax":
         return 1
-    from portrait_keras.distribute import num_replicas
+    from portrait_keras.training.distribute import num_replicas
 
     return num_replicas()
 
@@ -225,7 +225,7 @@ def evaluate(model, annotations, *, batch_size=128, skip_bad_images=False):
     """Evaluates `model` on the query and gallery splits of `annotations`.
 
     Args:
-        model: the functional portrait model (or a `PortraitTrainer`: its model is used).
+        model: `PortraitModel` (or any functional model with the same outputs).
         annotations: `portrait_keras.data.Annotations` with query/gallery splits.
         batch_size: int. Inference batch size.
         skip_bad_images: bool. Leave unreadable images out of the evaluation (with a
@@ -241,7 +241,6 @@ def evaluate(model, annotations, *, batch_size=128, skip_bad_images=False):
     """
     from portrait_keras.data.annotations import AnnotationError
 
-    model = getattr(model, "portrait", model)
     schema = annotations.schema
     check_model_fits_schema(model, schema, annotations.csv_path)
     tasks = model_tasks(model, schema)
@@ -254,7 +253,7 @@ def evaluate(model, annotations, *, batch_size=128, skip_bad_images=False):
         warnings.warn(
             f"{annotations.csv_path}: no 'group' column, so near-duplicates of a query stay in its "
             f"gallery (paper §4.3 ignores them); add the column with "
-            f"`python data_prep/dedup.py {annotations.csv_path}`.",
+            f"`portrait-keras dedup {annotations.csv_path}`.",
             stacklevel=2,
         )
     outputs, labels, groups, cameras = {}, {}, {}, {}

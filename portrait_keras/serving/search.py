@@ -27,7 +27,10 @@ import zipfile
 
 import numpy as np
 
-from portrait_keras.inference import InputError, file_identity, image_files_below, read_images
+from portrait_keras.data.images import image_files_below, read_images
+from portrait_keras.errors import InputError
+from portrait_keras.metrics.distance import cosine_distances
+from portrait_keras.serving.predictor import file_identity
 
 CACHE_PREFIX = ".portrait_embeddings-"
 UNKNOWN = -1
@@ -223,16 +226,6 @@ def gallery_embeddings(predictor, gallery, *, batch_size=64, use_cache=True):
     return GalleryEmbeddings(embeddings, len(stale), path)
 
 
-def cosine_distances(queries, gallery):
-    """`1 - cos(q, g)` for every pair: float32 `[Q, N]` in [0, 2]."""
-    q = np.asarray(queries, np.float32)
-    g = np.asarray(gallery, np.float32)
-    q = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
-    g = g / np.maximum(np.linalg.norm(g, axis=-1, keepdims=True), 1e-12)
-    return np.clip(1.0 - q @ g.T, 0.0, 2.0)
-
-
-@dataclasses.dataclass
 class SearchResult:
     """The `k` nearest gallery images to one query, nearest first.
 

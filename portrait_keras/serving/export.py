@@ -11,16 +11,19 @@ quoting the expected `TensorSpec(shape=(None, None, None, 3), dtype=tf.uint8,
 name='images')`. TensorFlow backend only (SavedModel is a TensorFlow format).
 
 `load_keras_model` loads a `.keras` file in safe mode (no Lambda layer, no pickled code:
-the files this package writes never need either) and says so clearly when a file is refused.
+the files this package writes never need either) and says so clearly when a file is refused;
+`load_model` also gives an older functional model (no schema inside) the `schema.json` of its run.
 """
 
 import json
 import os
+import sys
 import zipfile
 
 import keras
 
-from portrait_keras.schema import IDENTITY, MULTI
+from portrait_keras.models.heads import probabilities
+from portrait_keras.schema import IDENTITY, Schema
 
 
 class ModelFileError(ValueError):
@@ -46,8 +49,6 @@ def load_keras_model(path):
         ModelFileError: no such file, not a `.keras` archive, or one that does not load;
             the message names `path`.
     """
-    import portrait_keras.models  # noqa: F401  (registers the custom layers)
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelFileError(f"{path}: no such model file")
@@ -64,6 +65,39 @@ def load_keras_model(path):
                 f"you trust its source: keras.models.load_model(path, safe_mode=False)."
             ) from None
         raise ModelFileError(f"{path}: cannot load this .keras file: {e}") from e
+
+
+def load_model(path):
+    """Loads a `.keras` file (safe mode) as a model with `schema` and `tasks` attributes.
+
+    A `PortraitModel` carries both. A functional model written before the model carried its
+    schema takes the `schema.json` beside it (its run folder's), with a note on stderr.
+
+    Raises: `ModelFileError` as `load_keras_model`, or when an older model has no `schema.json`
+        beside it.
+    """
+    model = load_keras_model(path)
+    if getattr(model, "schema", None) is not None:
+        return model
+    path = os.fspath(path)
+    beside = os.path.join(os.path.dirname(os.path.abspath(path)), "schema.json")
+    if not os.path.isfile(beside):
+        raise ModelFileError(
+            f"{path}: an older functional model, which does not carry its schema, and no schema.json "
+            f"beside it: copy the schema.json of the run that trained it next to it ({beside})"
+        )
+    try:
+        schema = Schema.load(beside)
+    except ValueError as e:
+        raise ModelFileError(str(e)) from None
+    print(
+        f"note: {path} is an older functional model; its class names come from {beside}. Re-save it "
+        f"with portrait_keras.models.PortraitModel to carry them inside.",
+        file=sys.stderr,
+    )
+    model.schema, model.schema_path = schema, beside
+    model.tasks = tuple(n for n in schema.names if n in model.output_names)
+    return model
 
 
 def serving_fn(model, schema):
@@ -86,10 +120,8 @@ def serving_fn(model, schema):
         same = ops.logical_and(ops.equal(shape[1], height), ops.equal(shape[2], width))
         images = ops.reshape(ops.cond(same, lambda: images, lambda: resize(images)), (-1, height, width, 3))
         outputs = model(images, training=False)
-        result = {}
-        for t in tasks:
-            logits = ops.cast(outputs[t.name], "float32")
-            result[t.name] = ops.sigmoid(logits) if t.kind == MULTI else ops.softmax(logits, axis=-1)
+        # float32 before softmax/sigmoid: a mixed-precision model gives bfloat16 logits.
+        result = probabilities({t.name: ops.cast(outputs[t.name], "float32") for t in tasks}, schema)
         if "embedding" in outputs:
             result["embedding"] = ops.cast(outputs["embedding"], "float32")
         return result

@@ -1,6 +1,6 @@
 """The report of a run: figures plus one Markdown and one HTML page, in `RUN_DIR/report/`.
 
-`write_report(run_dir)` draws (`portrait_keras.plots`, Agg):
+`write_report(run_dir)` draws (`portrait_keras.reporting.plots`, Agg):
 
 - `curves_loss.png`: total and per-task losses per epoch (`history.csv`);
 - `curves_uncertainty.png`: the s_i of eq. 6 (runs with uncertainty weighting);
@@ -21,8 +21,8 @@ import os
 
 import numpy as np
 
-from portrait_keras import plots
-from portrait_keras.inference import InputError
+from portrait_keras.reporting import plots
+from portrait_keras.errors import InputError
 from portrait_keras.schema import SINGLE, Schema
 
 REPORT_FOLDER = "report"
@@ -53,7 +53,7 @@ def confusion_matrices(model, annotations, batch_size=128, skip_bad_images=False
 
     Returns: dict task name → int64 `[C, C]` counts (`confusion_counts`).
     """
-    from portrait_keras.evaluation import EVAL_SPLITS, classification_predictions, model_tasks, predict_split
+    from portrait_keras.evaluation.evaluator import EVAL_SPLITS, classification_predictions, model_tasks, predict_split
 
     splits = [s for s in EVAL_SPLITS if s in annotations.splits]
     tasks = [t for t in model_tasks(model, annotations.schema) if t.kind == SINGLE]
@@ -82,9 +82,9 @@ def ordered_metrics(metrics):
 
 
 def _load_model(run_dir):
-    from portrait_keras.export import load_keras_model
+    from portrait_keras.serving.export import load_model
 
-    return load_keras_model(os.path.join(run_dir, "model.keras"))
+    return load_model(os.path.join(run_dir, "model.keras"))
 
 
 def _confusion_figures(run_dir, schema, config, annotations, model, batch_size, skip_bad_images, notes):
@@ -94,7 +94,6 @@ def _confusion_figures(run_dir, schema, config, annotations, model, batch_size, 
             notes.append("Confusion matrices: no model.keras in the run folder.")
             return []
         model = _load_model(run_dir)
-    model = getattr(model, "portrait", model)
     if annotations is None:
         csv = config.get("data_csv")
         if not csv or not os.path.isfile(csv):
@@ -198,12 +197,13 @@ def write_report(run_dir, annotations=None, *, model=None, batch_size=128, skip_
     """Writes the figures, `report.md` and `report.html` of a run into `RUN_DIR/report/`.
 
     Args:
-        run_dir: path-like. A run folder (`portrait_keras.training.train`): `schema.json`, and
-            whichever of `config.json`, `history.csv`, `metrics.json`, `model.keras` it has.
+        run_dir: path-like. A run folder (`portrait_keras.training.fit.train`) with whichever of
+            `model.keras`, `config.json`, `history.csv`, `metrics.json` it has (`schema.json` when
+            there is no model).
         annotations: `Annotations` or None. Data of the confusion matrices; defaults to the
             run's own data CSV (`config.json` `data_csv`).
-        model: keras.Model or None. The trained functional model (or its `PortraitTrainer`);
-            defaults to loading `model.keras`, so passing it at the end of training saves a load.
+        model: `PortraitModel` or None. The trained model; defaults to loading `model.keras`
+            (which also gives the schema), so passing it at the end of training saves a load.
         batch_size: int. Inference batch size of the confusion matrices. Defaults to `128`.
         skip_bad_images: bool or None. Leave unreadable test images out of the confusion
             matrices; `None` takes the run's `data.skip_bad_images`. Defaults to `None`.
@@ -215,9 +215,14 @@ def write_report(run_dir, annotations=None, *, model=None, batch_size=128, skip_
     """
     run_dir = os.fspath(run_dir)
     schema_path = os.path.join(run_dir, "schema.json")
-    if not os.path.isdir(run_dir) or not os.path.isfile(schema_path):
-        raise InputError(f"{run_dir}: not a run folder (no schema.json)")
-    schema = Schema.load(schema_path)
+    if model is None and os.path.isfile(os.path.join(run_dir, "model.keras")):
+        model = _load_model(run_dir)
+    if model is not None and getattr(model, "schema", None) is not None:
+        schema = model.schema
+    elif os.path.isfile(schema_path):
+        schema = Schema.load(schema_path)
+    else:
+        raise InputError(f"{run_dir}: not a run folder (neither model.keras nor schema.json)")
     config_path = os.path.join(run_dir, "config.json")
     config = _read_json(config_path) if os.path.isfile(config_path) else {}
     metrics_path = os.path.join(run_dir, "metrics.json")

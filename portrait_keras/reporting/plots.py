@@ -248,7 +248,7 @@ def confusion_matrix_figure(counts, classes, title):
 def _tile(path, size):
     from PIL import Image
 
-    from portrait_keras.inference import decode_image_file
+    from portrait_keras.data.images import decode_image_file
 
     # The model's decoder, so a tile shows what the model saw (16-bit images too, not white).
     image = Image.fromarray(decode_image_file(path))

@@ -1,17 +1,11 @@
 """Training a portrait model from a `Config`: strategy, data, compile, fit, run folder.
 
-`train(config)` writes a run folder:
-
-    RUN_DIR/config.json      the config, the data CSV, the number of ids, versions
-    RUN_DIR/schema.json      the dataset's task schema
-    RUN_DIR/history.csv      per-epoch losses (total and per task), s_i, lr, PIQ metrics
-    RUN_DIR/metrics.json     final metrics (`portrait_keras.evaluate`)
-    RUN_DIR/model.keras      the functional model (loads with safe_mode=True)
-    RUN_DIR/saved_model/     SavedModel with the uint8 `serve` endpoint
-    RUN_DIR/checkpoints/     weights of the last good epoch (and of the best PIQ)
-    RUN_DIR/backup/          the training state while a run is unfinished
-    RUN_DIR/tensorboard/     TensorBoard logs
-    RUN_DIR/report/          training curves, F1 bars, confusion matrices, report.md/.html
+`train(config)` writes a run folder (`portrait_keras.training.run_dir.RunDir` names its files:
+config.json, schema.json, history.csv, metrics.json, model.keras, saved_model/, checkpoints/,
+backup/, tensorboard/, report/). It runs in named steps: the seed and the config check of a
+resumed run (`_with_seed`, `_check_same_config`), data and model (`_build`), the restored step
+(`_restore`), callbacks (`_callbacks`), `fit` (`_fit`), and the saved model, SavedModel,
+metrics and report (`_finish`).
 
 Faults:
 - Re-running the same command after a crash or kill resumes from `backup/` at the step the
@@ -32,19 +26,21 @@ Faults:
 """
 
 import contextlib
-import csv
 import dataclasses
 import json
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 
 import keras
-import numpy as np
 
-from portrait_keras.callbacks import (
+from portrait_keras.data import default_dataset, make_dataset, read_annotations
+from portrait_keras.data.pipeline import naming_bad_images
+from portrait_keras.evaluation.evaluator import evaluate
+from portrait_keras.serving.export import export_saved_model
+from portrait_keras.training import distribute
+from portrait_keras.training.callbacks import (
     BackupAndResume,
     HistoryLogger,
     NaNGuard,
@@ -53,46 +49,13 @@ from portrait_keras.callbacks import (
     UncertaintyLogger,
 )
 from portrait_keras.config import default_run_dir
+from portrait_keras.training.run_dir import RunDir, run_bytes
 from portrait_keras.schema import APPEARANCE, SINGLE
 
 # Global steps between two backups of the training state (and at every epoch end).
 BACKUP_EVERY = 1000
-# Room needed beside the model files: TensorBoard logs, history, temporary files.
-SPARE_BYTES = 64 * 2**20
-# Copies of the model's weights a run keeps on disk at worst: model.keras, the SavedModel,
-# and three checkpoints (last, best, backup) of weights plus two Adam moments each, one of
-# them twice while it is being replaced.
-WEIGHT_COPIES = 2 + 3 * 3 + 3
-
-
 class TrainingDiverged(RuntimeError):
     """A task's loss became NaN or infinite."""
-
-
-def check_run_dir(run_dir, needed_bytes=SPARE_BYTES):
-    """Fails before training when `run_dir` cannot be written or its disk lacks `needed_bytes`.
-
-    Raises: OSError naming the folder, with the free and the needed space.
-    """
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write_test_"):
-            pass
-    except OSError as e:
-        raise OSError(f"Run folder {run_dir!r} is not writable: {e.strerror or e}") from e
-    free = shutil.disk_usage(run_dir).free
-    if free < needed_bytes:
-        raise OSError(
-            f"Run folder {run_dir!r}: only {free / 2**20:,.0f} MiB free on its disk, the run needs about "
-            f"{needed_bytes / 2**20:,.0f} MiB (model files, checkpoints, backup, logs). Free some space "
-            f"or choose another --run-dir."
-        )
-
-
-def run_bytes(model):
-    """Disk space a run of `model` needs at worst (see `WEIGHT_COPIES`), in bytes."""
-    weights = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
-    return WEIGHT_COPIES * weights + SPARE_BYTES
 
 
 def set_precision(mixed):
@@ -109,8 +72,8 @@ def set_precision(mixed):
 def build_trainer(config, schema, num_ids, steps_per_epoch):
     """The functional model and its `PortraitTrainer`, compiled with the paper's optimiser."""
     from portrait_keras.models import build_portrait_model
-    from portrait_keras.schedules import paper_schedule
-    from portrait_keras.trainer import PortraitTrainer
+    from portrait_keras.training.schedules import paper_schedule
+    from portrait_keras.training.trainer import PortraitTrainer
 
     m = config.model
     tasks = schema.tasks if m.tasks is None else tuple(schema.task(n) for n in m.tasks)
@@ -172,9 +135,9 @@ def train(
         backup_every: int or None. Global steps between backups of the training state,
             besides one at every epoch end. Defaults to `BACKUP_EVERY`.
         report: bool. Write the run's figures and report page into `RUN_DIR/report/`
-            (`portrait_keras.report.write_report`) at the end. Defaults to True.
+            (`portrait_keras.reporting.report.write_report`) at the end. Defaults to True.
 
-    Under several replicas (`portrait_keras.distribute`) the loss, its gradients and the
+    Under several replicas (`portrait_keras.training.distribute`) the loss, its gradients and the
     BatchNormalization statistics are those of the global batch, and only the chief worker
     writes `run_dir`; the other workers write to temporary folders of their own, removed at
     the end.
@@ -188,8 +151,6 @@ def train(
         AnnotationError, BadImageError: bad annotation rows or unreadable images.
         TrainingDiverged: a loss became NaN/Inf.
     """
-    from portrait_keras import distribute
-
     run_dir = os.fspath(run_dir or default_run_dir(config))
     # First: logical CPU devices and MultiWorkerMirroredStrategy need a TensorFlow not yet started.
     if strategy is None or isinstance(strategy, str):
@@ -197,47 +158,43 @@ def train(
     distribution = distribute.describe(strategy, config.data.batch_size)  # before any file is written
     write_dir = distribute.worker_write_dir(run_dir)
     try:
-        return _train(config, run_dir, write_dir, strategy, distribution, callbacks, verbose, backup_every, report)
+        return _train(
+            config, RunDir(run_dir), RunDir(write_dir), strategy, distribution, callbacks, verbose, backup_every, report
+        )
     finally:
         if write_dir != run_dir:
             shutil.rmtree(write_dir, ignore_errors=True)
 
 
-def _train(config, run_dir, write_dir, strategy, distribution, callbacks, verbose, backup_every, report):
-    from portrait_keras import distribute
-    from portrait_keras.data import default_dataset, make_dataset, read_annotations
-    from portrait_keras.data.pipeline import naming_bad_images
-    from portrait_keras.export import export_saved_model
+@dataclasses.dataclass
+class _Run:
+    """What the steps of one training run share (`_build` makes it)."""
 
-    check_run_dir(write_dir)
-    backup = BackupAndResume(
-        os.path.join(write_dir, "backup"), every=backup_every, restore_dir=os.path.join(run_dir, "backup")
-    )
-    config = _with_seed(config, run_dir, backup.exists(), strategy)
-    if backup.exists():
-        _check_same_config(run_dir, config)
-    keras.utils.set_random_seed(config.train.seed)
-    set_precision(config.train.mixed_precision)
+    config: object
+    strategy: object
+    distribution: dict
+    annotations: object
+    csv_path: str
+    model: object  # the PortraitModel being trained (under the strategy)
+    trainer: object  # its PortraitTrainer
+    eval_model: object  # the model evaluated and saved: `model`, or its one-device copy
+    steps_per_epoch: int
+    sync_bn: bool
+    data_epoch: dict  # {"epoch": e}: the epoch the data stream draws (set by a callback)
+    train_ds: object = None
 
-    csv_path = os.path.abspath(config.data.csv) if config.data.csv else os.fspath(default_dataset())
-    annotations = read_annotations(csv_path)
-    schema = annotations.schema
-    num_ids = len(annotations.train_ids)
-    d = config.data
-    scope = strategy.scope if strategy is not None else contextlib.nullcontext
-    replicas = distribution["replicas"]
-    # SyncBN unless turned off (None = on), and only where there is more than one replica.
-    sync_bn = replicas > 1 and config.train.sync_batch_norm is not False
-    distribution["sync_batch_norm"] = sync_bn
-    _print_distribution(distribution)
+    @property
+    def scope(self):
+        return self.strategy.scope if self.strategy is not None else contextlib.nullcontext
 
-    # Which epoch the data stream draws: the Keras epoch of the pass (set below), so that an
-    # extra iterator (a peek, a resumed run) cannot shift it.
-    data_epoch = {"epoch": 0}
+    @property
+    def has_eval(self):
+        return {"query", "gallery"} <= set(self.annotations.splits)
 
-    def train_dataset(**kwargs):
+    def train_dataset(self, **kwargs):
+        d = self.config.data
         return make_dataset(
-            annotations,
+            self.annotations,
             "train",
             batch_size=d.batch_size,
             training=True,
@@ -245,143 +202,194 @@ def _train(config, run_dir, write_dir, strategy, distribution, callbacks, verbos
             image_size=tuple(d.image_size),
             p=d.p,
             k=d.k,
-            seed=config.train.seed,
+            seed=self.config.train.seed,
             deterministic=True,
-            num_replicas=replicas,
+            num_replicas=self.distribution["replicas"],
             skip_bad_images=d.skip_bad_images,
             erasing_probability=d.erasing_probability,
             padding=d.padding,
+            # The Keras epoch of the pass (set by a callback), so that an extra iterator (a
+            # peek, a resumed run) cannot shift the epoch drawn.
+            epoch=lambda: self.data_epoch["epoch"],
             **kwargs,
         )
 
-    train_ds = train_dataset(epoch=lambda: data_epoch["epoch"])
-    steps_per_epoch = int(train_ds.cardinality())
-    with scope():
-        model, trainer = build_trainer(config, schema, num_ids, steps_per_epoch)
-    # Evaluation, export and the report read a one-device copy of the weights under a TF
-    # multi-replica strategy: the model that is saved, with no collective in its predict.
-    eval_model = model
-    if keras.backend.backend() == "tensorflow" and replicas > 1:
-        eval_model = keras.models.clone_model(model)
-    check_run_dir(write_dir, run_bytes(model))
+    def inference_model(self):
+        """The trained weights, moving statistics averaged over replicas, in `eval_model`."""
+        distribute.average_moving_statistics(self.strategy, self.model)
+        if self.eval_model is not self.model:
+            self.eval_model.set_weights(self.model.get_weights())
+        return self.eval_model
 
-    with scope():  # the optimizer's variables are built here when there is a state
-        step = backup.restore(trainer)
-    if distribute.broadcast_from_chief(strategy, step) != step:
-        raise distribute.DistributionError(
-            f"worker {distribute.worker_index()} resumes at step {step}, the chief at another one: every "
-            f"worker must read the chief's {backup.restore_path} (a run folder they all share)."
-        )
-    start_epoch, skip = divmod(step, steps_per_epoch)
-    if step:
-        print(
-            f"{run_dir}: resuming at epoch {start_epoch + 1}, batch {skip + 1} (global step {step}) "
-            f"from {backup.restore_path}",
-            file=sys.stderr,
-            flush=True,
-        )
-    history_csv = os.path.join(write_dir, "history.csv")
-    _trim_history(history_csv, start_epoch if backup.exists() else 0)
-    _write_run_info(write_dir, config, csv_path, schema, num_ids, distribution)
 
-    def inference_model():
-        distribute.average_moving_statistics(strategy, model)
-        if eval_model is not model:
-            eval_model.set_weights(model.get_weights())
-        return eval_model
+def _train(config, run, out, strategy, distribution, callbacks, verbose, backup_every, report):
+    """`train` on `run` (the shared run folder) writing into `out` (this worker's folder)."""
+    out.check_writable()
+    backup = BackupAndResume(out.backup_dir, every=backup_every, restore_dir=run.backup_dir)
+    config = _with_seed(config, run, backup.exists(), strategy)
+    if backup.exists():
+        _check_same_config(run, config)
+    keras.utils.set_random_seed(config.train.seed)
+    set_precision(config.train.mixed_precision)
 
-    has_eval = {"query", "gallery"} <= set(annotations.splits)
-    piq = PIQCallback(
-        annotations,
-        every=config.train.eval_every,
-        batch_size=d.batch_size,
-        epochs=config.train.epochs,
-        skip_bad_images=d.skip_bad_images,
-        model_fn=inference_model,
-    )
-    ckpt = os.path.join(write_dir, "checkpoints")
-    os.makedirs(ckpt, exist_ok=True)
-    guard = NaNGuard(last_good=os.path.join(ckpt, "last.weights.h5"))
-    cbs = [keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: data_epoch.update(epoch=epoch))]
-    cbs += [UncertaintyLogger()] + ([piq] if has_eval else [])
-    if d.skip_bad_images:
-        cbs.append(SkippedImagesLogger(train_ds.skipped_images, root=annotations.root))
-    cbs.append(guard)
-    if has_eval and config.train.eval_every:
-        cbs.append(
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(ckpt, "best.weights.h5"),
-                save_weights_only=True,
-                monitor="piq",
-                mode="max",
-                save_best_only=True,
-                # A resumed run beats the best epoch before the kill, not a blank slate.
-                initial_value_threshold=_best_logged(os.path.join(run_dir, "history.csv"), "piq"),
-            )
-        )
-    cbs += [
-        HistoryLogger(history_csv),
-        keras.callbacks.TensorBoard(os.path.join(write_dir, "tensorboard"), write_graph=False),
-        # After the CSV row, so a kill between the two repeats the row (trimmed on resume)
-        # instead of losing it.
-        backup,
-        *callbacks,
-    ]
-    epochs = config.train.epochs
-    with (
-        naming_bad_images(annotations, ["train"] + (["query", "gallery"] if has_eval else [])),
-        distribute.synchronized_batch_norm(model, sync_bn),
-        distribute.multi_worker_workaround(trainer, strategy),
-    ):
-        if skip and start_epoch < epochs:
-            # Finish the epoch the killed run left half done, from the batch it had reached.
-            data_epoch["epoch"] = start_epoch
-            rest = train_dataset(epoch=lambda: data_epoch["epoch"], skip_batches=skip)
-            trainer.fit(
-                rest, initial_epoch=start_epoch, epochs=start_epoch + 1, callbacks=cbs, verbose=verbose, shuffle=False
-            )
-            start_epoch += 1
-        if not guard.diverged and start_epoch < epochs:
-            data_epoch["epoch"] = start_epoch
-            # shuffle=False: the sampler orders each epoch (Keras cannot shuffle a tf.data pipeline).
-            trainer.fit(
-                train_ds, initial_epoch=start_epoch, epochs=epochs, callbacks=cbs, verbose=verbose, shuffle=False
-            )
+    state = _build(config, strategy, distribution)
+    out.check_writable(run_bytes(state.model))
+    start_epoch, skip = _restore(state, backup, run)
+    out.trim_history(start_epoch if backup.exists() else 0)
+    out.write_run_info(config, state.csv_path, state.annotations.schema, state.model.num_ids, distribution, _versions())
+    piq, guard, cbs = _callbacks(state, run, out, backup, callbacks)
+    _fit(state, cbs, guard, start_epoch, skip, verbose)
     if guard.diverged:
         raise TrainingDiverged(
             f"Loss became NaN/Inf in task(s) {', '.join(guard.diverged)}; the weights of the last good epoch "
             f"are in {guard.last_good}" + ("" if os.path.exists(guard.last_good) else " (none: no epoch finished)")
         )
+    return _finish(state, out, piq, backup, report)
 
-    final_model = inference_model()
-    final_model.save(os.path.join(write_dir, "model.keras"))
-    if keras.backend.backend() == "tensorflow":
-        export_saved_model(final_model, schema, os.path.join(write_dir, "saved_model"))
-    if has_eval:
-        from portrait_keras.evaluation import evaluate
 
-        final = piq.last or evaluate(
-            final_model, annotations, batch_size=d.batch_size, skip_bad_images=d.skip_bad_images
+def _build(config, strategy, distribution):
+    """The data, the model and its trainer (under the strategy), and the one-device copy."""
+    csv_path = os.path.abspath(config.data.csv) if config.data.csv else os.fspath(default_dataset())
+    annotations = read_annotations(csv_path)
+    replicas = distribution["replicas"]
+    # SyncBN unless turned off (None = on), and only where there is more than one replica.
+    sync_bn = replicas > 1 and config.train.sync_batch_norm is not False
+    distribution["sync_batch_norm"] = sync_bn
+    _print_distribution(distribution)
+    state = _Run(config, strategy, distribution, annotations, csv_path, None, None, None, 0, sync_bn, {"epoch": 0})
+    state.train_ds = state.train_dataset()
+    state.steps_per_epoch = int(state.train_ds.cardinality())
+    with state.scope():
+        state.model, state.trainer = build_trainer(
+            config, annotations.schema, len(annotations.train_ids), state.steps_per_epoch
         )
-    else:
-        final = {}
-    final = {**final, **{f"s_{k}": v for k, v in trainer.uncertainties().items()}}
-    with open(os.path.join(write_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(final, f, indent=2)
+    # Evaluation, export and the report read a one-device copy of the weights under a TF
+    # multi-replica strategy: the model that is saved, with no collective in its predict.
+    state.eval_model = state.model
+    if keras.backend.backend() == "tensorflow" and replicas > 1:
+        state.eval_model = type(state.model).from_config(state.model.get_config())
+    return state
+
+
+def _restore(state, backup, run):
+    """`(epoch, batch)` where the run resumes: the backup's step, the same on every worker."""
+    with state.scope():  # the optimizer's variables are built here when there is a state
+        step = backup.restore(state.trainer)
+    if distribute.broadcast_from_chief(state.strategy, step) != step:
+        raise distribute.DistributionError(
+            f"worker {distribute.worker_index()} resumes at step {step}, the chief at another one: every "
+            f"worker must read the chief's {backup.restore_path} (a run folder they all share)."
+        )
+    start_epoch, skip = divmod(step, state.steps_per_epoch)
+    if step:
+        print(
+            f"{run.path}: resuming at epoch {start_epoch + 1}, batch {skip + 1} (global step {step}) "
+            f"from {backup.restore_path}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return start_epoch, skip
+
+
+def _callbacks(state, run, out, backup, extra):
+    """The PIQ callback, the NaN guard and the whole callback list, in their order."""
+    config, d = state.config, state.config.data
+    piq = PIQCallback(
+        state.annotations,
+        every=config.train.eval_every,
+        batch_size=d.batch_size,
+        epochs=config.train.epochs,
+        skip_bad_images=d.skip_bad_images,
+        model_fn=state.inference_model,
+    )
+    os.makedirs(out.checkpoints_dir, exist_ok=True)
+    guard = NaNGuard(last_good=out.checkpoint("last"))
+    cbs = [keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: state.data_epoch.update(epoch=epoch))]
+    cbs += [UncertaintyLogger()] + ([piq] if state.has_eval else [])
+    if d.skip_bad_images:
+        cbs.append(SkippedImagesLogger(state.train_ds.skipped_images, root=state.annotations.root))
+    cbs.append(guard)
+    if state.has_eval and config.train.eval_every:
+        cbs.append(
+            keras.callbacks.ModelCheckpoint(
+                out.checkpoint("best"),
+                save_weights_only=True,
+                monitor="piq",
+                mode="max",
+                save_best_only=True,
+                # A resumed run beats the best epoch before the kill, not a blank slate.
+                initial_value_threshold=run.best_logged("piq"),
+            )
+        )
+    cbs += [
+        HistoryLogger(out.history_file),
+        keras.callbacks.TensorBoard(out.tensorboard_dir, write_graph=False),
+        # After the CSV row, so a kill between the two repeats the row (trimmed on resume)
+        # instead of losing it.
+        backup,
+        *extra,
+    ]
+    return piq, guard, cbs
+
+
+def _fit(state, cbs, guard, start_epoch, skip, verbose):
+    """`fit` from `(start_epoch, skip)` to the last epoch (a half-done epoch first)."""
+    epochs = state.config.train.epochs
+    splits = ["train"] + (["query", "gallery"] if state.has_eval else [])
+    with (
+        naming_bad_images(state.annotations, splits),
+        distribute.synchronized_batch_norm(state.model, state.sync_bn),
+        distribute.multi_worker_workaround(state.trainer, state.strategy),
+    ):
+        if skip and start_epoch < epochs:
+            # Finish the epoch the killed run left half done, from the batch it had reached.
+            state.data_epoch["epoch"] = start_epoch
+            rest = state.train_dataset(skip_batches=skip)
+            state.trainer.fit(
+                rest, initial_epoch=start_epoch, epochs=start_epoch + 1, callbacks=cbs, verbose=verbose, shuffle=False
+            )
+            start_epoch += 1
+        if not guard.diverged and start_epoch < epochs:
+            state.data_epoch["epoch"] = start_epoch
+            # shuffle=False: the sampler orders each epoch (Keras cannot shuffle a tf.data pipeline).
+            state.trainer.fit(
+                state.train_ds, initial_epoch=start_epoch, epochs=epochs, callbacks=cbs, verbose=verbose, shuffle=False
+            )
+
+
+def _finish(state, out, piq, backup, report):
+    """Writes model.keras, the SavedModel, metrics.json and the report; returns the metrics."""
+    final_model = state.inference_model()
+    final_model.save(out.model_file)
+    schema, d = state.annotations.schema, state.config.data
+    if keras.backend.backend() == "tensorflow":
+        export_saved_model(final_model, schema, out.saved_model_dir)
+    final = {}
+    if state.has_eval:
+        final = piq.last or evaluate(final_model, state.annotations, batch_size=d.batch_size, skip_bad_images=d.skip_bad_images)
+    final = {**final, **{f"s_{k}": v for k, v in state.trainer.uncertainties().items()}}
+    out.write_metrics(final)
     backup.remove()  # a kill before this point resumes after the final step
     if report:
-        _write_report(write_dir, annotations, final_model, d.batch_size)
+        _write_report(out.path, state.annotations, final_model, d.batch_size)
     return final
 
 
-def _with_seed(config, run_dir, resuming, strategy):
+def _versions():
+    import tensorflow as tf
+
+    from portrait_keras import __version__
+
+    return {"portrait_keras": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
+
+
+def _with_seed(config, run, resuming, strategy):
     """`config` with a seed: its own, else the unfinished run's (a resume), else a fresh one;
     under several workers, the chief's."""
-    from portrait_keras import distribute
 
     seed = config.train.seed
     if seed is None:
-        saved = (_saved_config(run_dir) if resuming else {}).get("train", {}).get("seed")
+        saved = (run.saved_config() if resuming else {}).get("train", {}).get("seed")
         seed = saved if isinstance(saved, int) else distribute.draw_seed()
         seed = distribute.broadcast_from_chief(strategy, seed)
         where = "the unfinished run's" if isinstance(saved, int) else "drawn"
@@ -408,7 +416,7 @@ def _print_distribution(info):
 
 def _write_report(run_dir, annotations, model, batch_size):
     # The run itself is complete here: a failing figure must not lose it, but must be seen.
-    from portrait_keras.report import write_report
+    from portrait_keras.reporting.report import write_report
 
     try:
         written = write_report(run_dir, annotations, model=model, batch_size=batch_size)
@@ -421,19 +429,9 @@ def _write_report(run_dir, annotations, model, batch_size):
     print(f"Report: {written['html']}", file=sys.stderr, flush=True)
 
 
-def _saved_config(run_dir):
-    """The config.json of `run_dir` as a dict (`{}` when missing or unreadable)."""
-    try:
-        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return saved if isinstance(saved, dict) else {}
-
-
-def _check_same_config(run_dir, config):
+def _check_same_config(run, config):
     """Raises ValueError when the unfinished run in `run_dir` was started with another config."""
-    saved = _saved_config(run_dir)
+    saved = run.saved_config()
     if not saved:
         return
     current = json.loads(json.dumps(config.to_dict()))
@@ -446,55 +444,7 @@ def _check_same_config(run_dir, config):
     )
     if changed:
         raise ValueError(
-            f"Run folder {run_dir!r} holds an unfinished run of another config (differs in "
+            f"Run folder {run.path!r} holds an unfinished run of another config (differs in "
             f"{', '.join(changed)}); resuming it with this one would mix the two. Use another "
-            f"--run-dir, or delete {os.path.join(run_dir, 'backup')} to start over."
+            f"--run-dir, or delete {run.backup_dir} to start over."
         )
-
-
-def _trim_history(history_csv, epochs):
-    """Keeps the rows of the first `epochs` epochs in `history.csv` (a resumed run writes the
-    later ones again); a fresh run (`epochs=0`) starts a fresh file."""
-    if not os.path.exists(history_csv):
-        return
-    with open(history_csv, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f))
-    kept = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < epochs]
-    if not kept:
-        os.remove(history_csv)
-        return
-    with open(history_csv, "w", encoding="utf-8", newline="") as f:
-        csv.writer(f).writerows(rows[:1] + kept)
-
-
-def _best_logged(history_csv, key):
-    """The highest finite value of column `key` in `history.csv`, or None (no such value)."""
-    if not os.path.exists(history_csv):
-        return None
-    with open(history_csv, encoding="utf-8", newline="") as f:
-        values = [_float(row.get(key)) for row in csv.DictReader(f)]
-    return max((v for v in values if np.isfinite(v)), default=None)
-
-
-def _float(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def _write_run_info(run_dir, config, csv, schema, num_ids, distribution=None):
-    import tensorflow as tf
-
-    from portrait_keras import __version__
-
-    info = {
-        **config.to_dict(),
-        "data_csv": csv,
-        "num_ids": num_ids,
-        "distribution": distribution or {},
-        "versions": {"portrait_keras": __version__, "keras": keras.__version__, "tensorflow": tf.__version__},
-    }
-    with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2)
-    schema.save(os.path.join(run_dir, "schema.json"))

@@ -15,7 +15,7 @@ import sys
 import h5py
 import keras
 
-from portrait_keras.evaluation import evaluate
+from portrait_keras.evaluation.evaluator import evaluate
 
 
 class PIQCallback(keras.callbacks.Callback):
@@ -67,7 +67,7 @@ class PIQCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self._due(epoch) or not _all_finite(logs):
             return
-        model = self.model if self.model_fn is None else self.model_fn()
+        model = getattr(self.model, "portrait", self.model) if self.model_fn is None else self.model_fn()
         self.last = evaluate(
             model, self.annotations, batch_size=self.batch_size, skip_bad_images=self.skip_bad_images
         )

@@ -2,7 +2,7 @@
 
 Re-id by nearest neighbour on raw downsampled pixels (cosine distance, near-duplicates
 excluded as usual); every classification task predicts its most frequent training class (for a
-multi-label task, its most frequent label). `python -m portrait_keras.baselines [CSV]` prints it;
+multi-label task, its most frequent label). `portrait-keras baseline [CSV]` prints it;
 a bad input (no such CSV, an invalid table, a missing split, an image that cannot be decoded)
 prints `error: ...` naming it and exits with status 2.
 """
@@ -15,14 +15,15 @@ import numpy as np
 from PIL import Image
 
 from portrait_keras.data.annotations import AnnotationError
-from portrait_keras.evaluation import (
+from portrait_keras.evaluation.evaluator import (
     EVAL_SPLITS,
     eval_splits_needed,
     evaluate_outputs,
     format_table,
     missing_split_problems,
 )
-from portrait_keras.inference import InputError, decode_image_file
+from portrait_keras.data.images import decode_image_file
+from portrait_keras.errors import InputError
 from portrait_keras.schema import IDENTITY, MULTI
 
 
@@ -44,7 +45,7 @@ def _pixel_rows(paths, size):
 def pixel_features(paths, size=(32, 16)):
     """Images → float32 `[n, h·w·3]` of pixels resized to `size` (height, width), centred.
 
-    Images are decoded as the model decodes them (`inference.decode_image_file`).
+    Images are decoded as the model decodes them (`portrait_keras.data.images.decode_image_file`).
     Raises: `InputError` naming every file that cannot be decoded.
     """
     feats, bad = _pixel_rows(paths, size)
@@ -60,7 +61,7 @@ def _split_features(annotations, split, size):
     feats, bad = _pixel_rows(annotations.paths(split), size)
     if bad:
         # No skip option here, unlike training and evaluation: the hint names the check only.
-        hint = f"Check the whole table with `python data_prep/validate.py {annotations.csv_path}`."
+        hint = f"Check the whole table with `portrait-keras validate {annotations.csv_path}`."
         raise BadImageError(annotations, split, [UnreadableImage(*b) for b in bad], hint=hint)
     return feats - feats.mean(axis=1, keepdims=True)
 
@@ -116,7 +117,7 @@ def trivial_baseline(annotations, size=(32, 16)):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m portrait_keras.baselines", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="portrait-keras baseline", description=__doc__.split("\n")[0])
     parser.add_argument("csv", nargs="?", help="annotation CSV (default: the embedded SynthPortrait)")
     args = parser.parse_args(argv)
     from portrait_keras.data import default_dataset, read_annotations

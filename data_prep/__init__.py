@@ -1,1 +1,0 @@
-"""Dataset preparation scripts (pHash, near-duplicate groups, statistics); run as `python data_prep/x.py`."""

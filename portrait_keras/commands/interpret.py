@@ -1,0 +1,49 @@
+"""`portrait-keras interpret MODEL IMAGE...`: describe images by appearance, posture and emotion."""
+
+import json
+
+from portrait_keras.commands import _common
+from portrait_keras.serving.predictor import DEFAULT_THRESHOLD
+
+MODEL_HELP = "run folder, .keras file or SavedModel folder"
+
+
+def build_parser():
+    p = _common.parser(
+        "interpret",
+        "Describe each image by aspect: appearance, posture, emotion. IMAGE may be a file, a folder "
+        "(every image below it) or a glob pattern.",
+        [
+            "portrait-keras interpret runs/smoke photo.jpg",
+            "portrait-keras interpret runs/smoke/model.keras 'photos/*.png' --json",
+        ],
+    )
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--threshold",
+        type=_common.threshold,
+        default=DEFAULT_THRESHOLD,
+        help="name an expression when its probability is above this (default: %(default)s)",
+    )
+    p.add_argument("--batch-size", type=_common.positive, default=32)
+    return p
+
+
+def run(args):
+    from portrait_keras.serving import interpret, predictor
+
+    predictor.model_kind(args.model)  # a wrong model path fails before any image is read
+    paths = predictor.expand_image_paths(args.images)
+    loaded = predictor.load_predictor(args.model)
+    results = interpret.interpret(loaded, paths, args.threshold, args.batch_size)
+    if args.json:
+        print(json.dumps({"model": args.model, "threshold": args.threshold, "images": results}, indent=2))
+    else:
+        print("\n\n".join(interpret.format_description(r, args.threshold) for r in results))
+    return 0
+
+
+def main(argv=None):
+    return _common.run_reporting_errors(run, build_parser().parse_args(argv))

@@ -1,0 +1,161 @@
+"""`RunDir`: a run folder and every file name in it (`portrait_keras.training.fit.train` writes it).
+
+    config.json      the config, the data CSV, the number of ids, distribution, versions
+    schema.json      the dataset's task schema (the model carries it too)
+    history.csv      per-epoch losses (total and per task), s_i, lr, PIQ metrics
+    metrics.json     final metrics (`portrait-keras evaluate`)
+    model.keras      the PortraitModel, schema included (loads with safe_mode=True)
+    saved_model/     SavedModel with the uint8 `serve` endpoint
+    checkpoints/     weights of the last good epoch (last.weights.h5) and of the best PIQ (best.weights.h5)
+    backup/          the training state while a run is unfinished
+    tensorboard/     TensorBoard logs
+    report/          training curves, F1 bars, confusion matrices, report.md/.html
+"""
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+# Room needed beside the model files: TensorBoard logs, history, temporary files.
+SPARE_BYTES = 64 * 2**20
+# Copies of the model's weights a run keeps on disk at worst: model.keras, the SavedModel,
+# and three checkpoints (last, best, backup) of weights plus two Adam moments each, one of
+# them twice while it is being replaced.
+WEIGHT_COPIES = 2 + 3 * 3 + 3
+
+
+class RunDir:
+    """The files of one run folder (module docstring).
+
+    Args:
+        path: str or path-like. The folder (created by `check_writable`).
+
+    Example:
+    >>> run = RunDir("runs/smoke")
+    >>> run.model_file
+    'runs/smoke/model.keras'
+    >>> run.checkpoint("best")
+    'runs/smoke/checkpoints/best.weights.h5'
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    def __repr__(self):
+        return f"RunDir({self.path!r})"
+
+    def file(self, *parts):
+        return os.path.join(self.path, *parts)
+
+    config_file = property(lambda self: self.file("config.json"))
+    schema_file = property(lambda self: self.file("schema.json"))
+    history_file = property(lambda self: self.file("history.csv"))
+    metrics_file = property(lambda self: self.file("metrics.json"))
+    model_file = property(lambda self: self.file("model.keras"))
+    saved_model_dir = property(lambda self: self.file("saved_model"))
+    checkpoints_dir = property(lambda self: self.file("checkpoints"))
+    backup_dir = property(lambda self: self.file("backup"))
+    tensorboard_dir = property(lambda self: self.file("tensorboard"))
+    report_dir = property(lambda self: self.file("report"))
+
+    def checkpoint(self, which):
+        """`checkpoints/<which>.weights.h5` (`"last"` or `"best"`)."""
+        return os.path.join(self.checkpoints_dir, f"{which}.weights.h5")
+
+    def is_finished(self):
+        """A run that reached its end: `metrics.json` and no `backup/` left."""
+        return os.path.exists(self.metrics_file) and not os.path.isdir(self.backup_dir)
+
+    def check_writable(self, needed_bytes=SPARE_BYTES):
+        """Fails before training when the folder cannot be written or its disk lacks `needed_bytes`.
+
+        Raises: OSError naming the folder, with the free and the needed space.
+        """
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.path, prefix=".write_test_"):
+                pass
+        except OSError as e:
+            raise OSError(f"Run folder {self.path!r} is not writable: {e.strerror or e}") from e
+        free = shutil.disk_usage(self.path).free
+        if free < needed_bytes:
+            raise OSError(
+                f"Run folder {self.path!r}: only {free / 2**20:,.0f} MiB free on its disk, the run needs about "
+                f"{needed_bytes / 2**20:,.0f} MiB (model files, checkpoints, backup, logs). Free some space "
+                f"or choose another --run-dir."
+            )
+
+    def saved_config(self):
+        """`config.json` as a dict (`{}` when missing or unreadable)."""
+        try:
+            with open(self.config_file, encoding="utf-8") as f:
+                saved = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        return saved if isinstance(saved, dict) else {}
+
+    def write_run_info(self, config, csv_path, schema, num_ids, distribution=None, versions=None):
+        """Writes `config.json` (the config plus data, ids, distribution, versions) and `schema.json`."""
+        info = {
+            **config.to_dict(),
+            "data_csv": csv_path,
+            "num_ids": num_ids,
+            "distribution": distribution or {},
+            "versions": versions or {},
+        }
+        with open(self.config_file, "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=2)
+        schema.save(self.schema_file)
+
+    def write_metrics(self, metrics):
+        with open(self.metrics_file, "w", encoding="utf-8") as f:
+            json.dump(metrics, f, indent=2)
+
+    def trim_history(self, epochs):
+        """Keeps the rows of the first `epochs` epochs in `history.csv` (a resumed run writes the
+        later ones again); a fresh run (`epochs=0`) starts a fresh file."""
+        trim_history(self.history_file, epochs)
+
+    def best_logged(self, key):
+        """The highest finite value of column `key` in `history.csv`, or None."""
+        return best_logged(self.history_file, key)
+
+
+def run_bytes(model):
+    """Disk space a run of `model` needs at worst (see `WEIGHT_COPIES`), in bytes."""
+    weights = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
+    return WEIGHT_COPIES * weights + SPARE_BYTES
+
+
+def trim_history(history_csv, epochs):
+    """Keeps the rows of the first `epochs` epochs of a `history.csv` file (`RunDir.trim_history`)."""
+    if not os.path.exists(history_csv):
+        return
+    with open(history_csv, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    kept = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < epochs]
+    if not kept:
+        os.remove(history_csv)
+        return
+    with open(history_csv, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows[:1] + kept)
+
+
+def best_logged(history_csv, key):
+    """The highest finite value of column `key` in a `history.csv` file, or None (no such value)."""
+    if not os.path.exists(history_csv):
+        return None
+    with open(history_csv, encoding="utf-8", newline="") as f:
+        values = [_float(row.get(key)) for row in csv.DictReader(f)]
+    return max((v for v in values if np.isfinite(v)), default=None)
+
+
+def _float(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
