@@ -48,7 +48,7 @@ def pixels():
 
 def reference_probabilities(model, schema, path):
     """What the Keras model gives for `path` decoded as the training pipeline decodes it."""
-    from portrait_keras.data.pipeline import decode
+    from portrait_keras.data.images import decode
 
     image = decode(str(path), tuple(model.input_shape[1:3])).numpy()[None].astype("float32")
     outputs = model(image, training=False)

@@ -97,7 +97,7 @@ def test_confusion_counts_skip_unknown_labels():
 
 
 def test_confusion_matrices_count_the_model_decisions_on_the_test_split(smoke_run_dir, tiny_annotations):
-    from portrait_keras.data.pipeline import decode
+    from portrait_keras.data.images import decode
 
     model = keras.models.load_model(smoke_run_dir / "model.keras")
     matrices = confusion_matrices(model, tiny_annotations)

@@ -12,13 +12,8 @@ from PIL import Image
 from portrait_keras.data.prep import validate
 from portrait_keras.training.callbacks import SkippedImagesLogger
 from portrait_keras.data import make_dataset, read_annotations
-from portrait_keras.data.pipeline import (
-    BadImageError,
-    UnreadableImage,
-    epoch_indices,
-    find_bad_images,
-    naming_bad_images,
-)
+from portrait_keras.data.images import UnreadableImage, find_bad_images
+from portrait_keras.data.pipeline import BadImageError, epoch_indices, naming_bad_images
 from portrait_keras.data.samplers import RandomSampler
 from tests.test_data_annotations import GOOD_ROWS, HEADER, write_dataset
 

@@ -133,7 +133,7 @@ def served(small_model, tmp_path_factory):
 
 
 def test_serving_any_image_size_resizes_as_the_input_pipeline(served, tmp_path):
-    from portrait_keras.data.pipeline import decode
+    from portrait_keras.data.images import decode
 
     loaded, model = served
     rng = np.random.default_rng(0)

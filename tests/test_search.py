@@ -55,7 +55,7 @@ class CountingPredictor:
 
 
 def keras_embeddings(run_dir, paths):
-    from portrait_keras.data.pipeline import decode
+    from portrait_keras.data.images import decode
 
     model = keras.models.load_model(run_dir / "model.keras")
     images = np.stack([decode(str(p), (128, 64)).numpy() for p in paths]).astype("float32")

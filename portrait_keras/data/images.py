@@ -7,6 +7,8 @@ scaled to 8 bits); `read_image` also resizes it to a model's input size as train
 
 import io
 import os
+import re
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,8 +50,7 @@ def _to_uint8(values, mode, path):
 def _decode_with_pillow(path, data):
     from PIL import Image, UnidentifiedImageError
 
-    from portrait_keras.data.pipeline import describe_image_file
-
+    
     try:
         with Image.open(io.BytesIO(data)) as image:
             mode = image.mode
@@ -75,7 +76,9 @@ def decode_image_file(path):
     The one decoder of every view of an image (`read_image` for the model, the rank-list tiles
     of `plots`, the pixel baseline of `baselines`). JPEG, PNG, BMP and GIF (first frame) are
     decoded by TensorFlow exactly as the training pipeline does (`portrait_keras.data.pipeline.
-    decode`); other formats (TIFF, PGM, ...) by Pillow. Grayscale and RGBA become RGB.
+    decode`); other formats (TIFF, PGM, ...) by Pillow. Grayscale and RGBA become RGB. An EXIF
+    orientation (a phone photo stored sideways) is applied, so the person stands upright; the
+    training pipeline does not read EXIF (dataset crops carry none).
 
     Deeper pixels become 8-bit as TensorFlow makes a 16-bit PNG 8-bit: a 16-bit value keeps
     its high byte (`v >> 8`). Pillow's 32-bit modes (`I` integer, `F` float) are scaled from
@@ -98,9 +101,59 @@ def decode_image_file(path):
     except OSError as e:
         raise InputError(f"{path}: cannot read the file ({e.strerror or e})") from None
     try:
-        return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+        image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-        return _decode_with_pillow(path, data)
+        image = _decode_with_pillow(path, data)
+    return apply_orientation(image, exif_orientation(data))
+
+
+# EXIF orientation (tag 0x0112) → the transform that shows the image upright, as
+# PIL.ImageOps.exif_transpose applies it: 1 upright, 2 mirrored, 3 upside down, 4 flipped,
+# 5 transposed, 6 turned right, 7 transversed, 8 turned left.
+_ORIENTATIONS = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def exif_orientation(data):
+    """The EXIF orientation (1-8) of an image file's bytes; 1 when it has none (reads the header only)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            value = image.getexif().get(0x0112, 1)
+    except Exception:  # no EXIF, or one Pillow cannot parse: shown as stored
+        return 1
+    return value if value in _ORIENTATIONS else 1
+
+
+def apply_orientation(image, orientation):
+    """uint8 `[H, W, 3]` turned upright for an EXIF `orientation` (1 leaves it as it is).
+
+    Example:
+    >>> a = np.arange(6, dtype=np.uint8).reshape(2, 3, 1)
+    >>> apply_orientation(a, 6)[..., 0].tolist()  # stored turned left: shown turned right
+    [[3, 0], [4, 1], [5, 2]]
+    """
+    transform = _ORIENTATIONS.get(orientation)
+    return image if transform is None else np.ascontiguousarray(transform(image))
+
+
+def resize(image, image_size):
+    """uint8 `[H, W, 3]` → uint8 `[*image_size, 3]`: bilinear, antialiased, rounded (a TF tensor).
+
+    The one resize of training (`decode`) and serving (`read_image`; the SavedModel's
+    `serving.export.serving_fn` does the same in keras.ops, inside its graph).
+    """
+    import tensorflow as tf
+
+    return tf.saturate_cast(tf.round(tf.image.resize(image, image_size, antialias=True)), tf.uint8)
 
 
 def read_image(path, image_size):
@@ -116,12 +169,10 @@ def read_image(path, image_size):
 
     Raises: `InputError` naming `path` when it cannot be read or decoded.
     """
-    import tensorflow as tf
 
     image = decode_image_file(path)
     if tuple(image.shape[:2]) != tuple(image_size):
-        # The same resize as `pipeline.decode`, so a served image matches a training one.
-        image = tf.saturate_cast(tf.round(tf.image.resize(image, image_size, antialias=True)), tf.uint8).numpy()
+        image = resize(image, image_size).numpy()
     return image
 
 
@@ -131,3 +182,145 @@ def read_images(paths, image_size):
     if not images:
         return np.zeros((0, *image_size, 3), np.uint8)
     return np.stack(images)
+
+
+# === The input pipeline's decoder (TensorFlow graph) ===
+
+# Leading bytes of the formats `tf.io.decode_image` reads ("One of JPEG, JPEG XL, PNG,
+# GIF, BMP, WebP required"); a file starting otherwise cannot be an image.
+SIGNATURES = {
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG": "PNG",
+    b"GIF8": "GIF",
+    b"BM": "BMP",
+    b"RIFF": "WebP",
+    b"\xff\x0a": "JPEG XL",
+    b"\x00\x00\x00\x0cJXL ": "JPEG XL",
+}
+# Start of the assertion messages of `decode`; `naming_bad_images` looks for it.
+UNREADABLE = "unreadable image file"
+
+
+
+def _check_header(data, path):
+    """`data` after asserting it is not empty and starts like an image file.
+
+    The assertion message names `path`, which the decoder's own errors never do.
+    """
+    import tensorflow as tf
+
+    known = tf.reduce_any(tf.stack([tf.strings.substr(data, 0, len(s)) == s for s in SIGNATURES]))
+    checks = [
+        tf.debugging.Assert(tf.strings.length(data) > 0, [f"{UNREADABLE} (zero bytes):", path]),
+        tf.debugging.Assert(known, [f"{UNREADABLE} (not an image: no JPEG/PNG/GIF/BMP/WebP header):", path]),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(data)
+
+
+def decode(path, image_size):
+    """Reads and decodes a JPEG/PNG/BMP/GIF/WebP file to uint8 `[H, W, 3]`.
+
+    Grayscale, CMYK and RGBA images become RGB; images of another size are resized
+    (bilinear, antialiased). An empty file or one without an image header raises
+    `InvalidArgumentError` naming `path`; a corrupt body raises the decoder's error,
+    which `naming_bad_images` turns into one that names the file.
+    """
+    import tensorflow as tf
+
+    data = _check_header(tf.io.read_file(path), path)
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    same = tf.reduce_all(tf.shape(image)[:2] == tf.constant(image_size))
+    image = tf.cond(
+        same,
+        lambda: image,
+        lambda: resize(image, image_size),
+    )
+    return tf.ensure_shape(image, [*image_size, 3])
+
+
+class UnreadableImage(NamedTuple):
+    """An image file the input pipeline cannot decode.
+
+    Attributes:
+        index: int. Position of the image in its split (`annotations.paths(split)`).
+        path: str. Absolute file path.
+        reason: str. What is wrong, e.g. `"zero bytes"`.
+    """
+
+    index: int
+    path: str
+    reason: str
+
+
+def describe_image_file(path):
+    """Why the input pipeline cannot decode the file at `path`, or None when it can.
+
+    Returns: str or None, e.g. `"missing file"`, `"zero bytes"`, `"not an image (starts
+    with b'hello')"`, `"corrupt or truncated JPEG data (Invalid JPEG data or crop window.)"`.
+    """
+    import tensorflow as tf
+
+    try:
+        data = tf.io.read_file(path).numpy()
+    except tf.errors.OpError as e:
+        return "missing file" if isinstance(e, tf.errors.NotFoundError) else f"cannot be read: {_tf_message(e)}"
+    if not data:
+        return "zero bytes"
+    kind = next((name for sig, name in SIGNATURES.items() if data.startswith(sig)), None)
+    if kind is None:
+        return f"not an image (starts with {data[:8]!r})"
+    try:
+        tf.io.decode_image(data, channels=3, expand_animations=False)
+    except tf.errors.InvalidArgumentError as e:
+        return f"corrupt or truncated {kind} data ({_tf_message(e)})"
+    return None
+
+
+def _tf_message(error):
+    """The op's own words, without TensorFlow's function and node decorations."""
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", error.message)
+    text = re.sub(r"\s*\[Op:.*$|\s*\[\[\{\{node.*$", "", text, flags=re.S)
+    return text.replace("jpeg::Uncompress failed. ", "").strip()
+
+
+def find_bad_images(paths):
+    """Every file among `paths` that the input pipeline cannot decode, with the reason.
+
+    Reads and decodes all files in parallel (`tf.data`, the decoder of training), then
+    describes the few that failed (`describe_image_file`).
+
+    Args:
+        paths: sequence of str. Image files.
+
+    Returns:
+        list of `UnreadableImage`, by index.
+    """
+    import tensorflow as tf
+
+    paths = np.asarray(paths, dtype=object)
+    if not len(paths):
+        return []
+    table = tf.constant(paths.astype(str))
+
+    def check(i):
+        path = tf.gather(table, i)
+        image = tf.io.decode_image(_check_header(tf.io.read_file(path), path), channels=3, expand_animations=False)
+        # The shape is returned so that graph optimisation cannot drop the (stateless) decode.
+        return i, tf.shape(image)
+
+    good = np.zeros(len(paths), bool)
+    dataset = tf.data.Dataset.range(len(paths)).map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    for indices, _ in dataset.ignore_errors().batch(4096):
+        good[indices.numpy()] = True
+    found = [(int(i), str(paths[i]), describe_image_file(str(paths[i]))) for i in np.flatnonzero(~good)]
+    # A file that decodes on a second try had a passing read problem: not a bad image.
+    return [UnreadableImage(*item) for item in found if item[2] is not None]
+
+
+def is_image_error(error):
+    """Whether a TensorFlow error inside a pipeline comes from reading or decoding an image."""
+    import tensorflow as tf
+
+    text = error.message
+    return UNREADABLE in text or "Decode" in text or "ReadFile" in text or isinstance(error, tf.errors.NotFoundError)

@@ -21,10 +21,8 @@ left out and listed (`dataset.skipped_images`, `callbacks.SkippedImagesLogger`).
 
 import contextlib
 import itertools
-import re
 import sys
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -32,23 +30,9 @@ import tensorflow as tf
 from portrait_keras.data import augment as augment_lib
 from portrait_keras.data import samplers as samplers_lib
 from portrait_keras.data.annotations import AnnotationError
+from portrait_keras.data.images import decode, find_bad_images, is_image_error
 
 UNKNOWN = -1
-# Leading bytes of the formats `tf.io.decode_image` reads ("One of JPEG, JPEG XL, PNG,
-# GIF, BMP, WebP required"); a file starting otherwise cannot be an image.
-SIGNATURES = {
-    b"\xff\xd8\xff": "JPEG",
-    b"\x89PNG": "PNG",
-    b"GIF8": "GIF",
-    b"BM": "BMP",
-    b"RIFF": "WebP",
-    b"\xff\x0a": "JPEG XL",
-    b"\x00\x00\x00\x0cJXL ": "JPEG XL",
-}
-# Start of the assertion messages of `decode`; `naming_bad_images` looks for it.
-UNREADABLE = "unreadable image file"
-
-
 def split_labels(annotations, split):
     """Labels of `split` as `make_dataset` yields them, in file order.
 
@@ -62,53 +46,6 @@ def split_labels(annotations, split):
         index = np.searchsorted(annotations.train_ids, ids)
         labels[identity.name] = np.where(ids == UNKNOWN, UNKNOWN, index).astype(np.int64)
     return labels
-
-
-def _check_header(data, path):
-    """`data` after asserting it is not empty and starts like an image file.
-
-    The assertion message names `path`, which the decoder's own errors never do.
-    """
-    known = tf.reduce_any(tf.stack([tf.strings.substr(data, 0, len(s)) == s for s in SIGNATURES]))
-    checks = [
-        tf.debugging.Assert(tf.strings.length(data) > 0, [f"{UNREADABLE} (zero bytes):", path]),
-        tf.debugging.Assert(known, [f"{UNREADABLE} (not an image: no JPEG/PNG/GIF/BMP/WebP header):", path]),
-    ]
-    with tf.control_dependencies(checks):
-        return tf.identity(data)
-
-
-def decode(path, image_size):
-    """Reads and decodes a JPEG/PNG/BMP/GIF/WebP file to uint8 `[H, W, 3]`.
-
-    Grayscale, CMYK and RGBA images become RGB; images of another size are resized
-    (bilinear, antialiased). An empty file or one without an image header raises
-    `InvalidArgumentError` naming `path`; a corrupt body raises the decoder's error,
-    which `naming_bad_images` turns into one that names the file.
-    """
-    data = _check_header(tf.io.read_file(path), path)
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    same = tf.reduce_all(tf.shape(image)[:2] == tf.constant(image_size))
-    image = tf.cond(
-        same,
-        lambda: image,
-        lambda: tf.saturate_cast(tf.round(tf.image.resize(image, image_size, antialias=True)), tf.uint8),
-    )
-    return tf.ensure_shape(image, [*image_size, 3])
-
-
-class UnreadableImage(NamedTuple):
-    """An image file the input pipeline cannot decode.
-
-    Attributes:
-        index: int. Position of the image in its split (`annotations.paths(split)`).
-        path: str. Absolute file path.
-        reason: str. What is wrong, e.g. `"zero bytes"`.
-    """
-
-    index: int
-    path: str
-    reason: str
 
 
 class BadImageError(AnnotationError):
@@ -145,72 +82,6 @@ class BadImageError(AnnotationError):
         self.args = (f"{self.args[0]}\n{hint}",)
 
 
-def describe_image_file(path):
-    """Why the input pipeline cannot decode the file at `path`, or None when it can.
-
-    Returns: str or None, e.g. `"missing file"`, `"zero bytes"`, `"not an image (starts
-    with b'hello')"`, `"corrupt or truncated JPEG data (Invalid JPEG data or crop window.)"`.
-    """
-    try:
-        data = tf.io.read_file(path).numpy()
-    except tf.errors.OpError as e:
-        return "missing file" if isinstance(e, tf.errors.NotFoundError) else f"cannot be read: {_tf_message(e)}"
-    if not data:
-        return "zero bytes"
-    kind = next((name for sig, name in SIGNATURES.items() if data.startswith(sig)), None)
-    if kind is None:
-        return f"not an image (starts with {data[:8]!r})"
-    try:
-        tf.io.decode_image(data, channels=3, expand_animations=False)
-    except tf.errors.InvalidArgumentError as e:
-        return f"corrupt or truncated {kind} data ({_tf_message(e)})"
-    return None
-
-
-def _tf_message(error):
-    """The op's own words, without TensorFlow's function and node decorations."""
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", error.message)
-    text = re.sub(r"\s*\[Op:.*$|\s*\[\[\{\{node.*$", "", text, flags=re.S)
-    return text.replace("jpeg::Uncompress failed. ", "").strip()
-
-
-def find_bad_images(paths):
-    """Every file among `paths` that the input pipeline cannot decode, with the reason.
-
-    Reads and decodes all files in parallel (`tf.data`, the decoder of training), then
-    describes the few that failed (`describe_image_file`).
-
-    Args:
-        paths: sequence of str. Image files.
-
-    Returns:
-        list of `UnreadableImage`, by index.
-    """
-    paths = np.asarray(paths, dtype=object)
-    if not len(paths):
-        return []
-    table = tf.constant(paths.astype(str))
-
-    def check(i):
-        path = tf.gather(table, i)
-        image = tf.io.decode_image(_check_header(tf.io.read_file(path), path), channels=3, expand_animations=False)
-        # The shape is returned so that graph optimisation cannot drop the (stateless) decode.
-        return i, tf.shape(image)
-
-    good = np.zeros(len(paths), bool)
-    dataset = tf.data.Dataset.range(len(paths)).map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    for indices, _ in dataset.ignore_errors().batch(4096):
-        good[indices.numpy()] = True
-    found = [(int(i), str(paths[i]), describe_image_file(str(paths[i]))) for i in np.flatnonzero(~good)]
-    # A file that decodes on a second try had a passing read problem: not a bad image.
-    return [UnreadableImage(*item) for item in found if item[2] is not None]
-
-
-def _is_image_error(error):
-    text = error.message
-    return UNREADABLE in text or "Decode" in text or "ReadFile" in text or isinstance(error, tf.errors.NotFoundError)
-
-
 @contextlib.contextmanager
 def naming_bad_images(annotations, splits):
     """Turns an image decoding error inside the block into a `BadImageError`.
@@ -227,7 +98,7 @@ def naming_bad_images(annotations, splits):
     try:
         yield
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-        if not _is_image_error(error):
+        if not is_image_error(error):
             raise
         for split in [splits] if isinstance(splits, str) else splits:
             print(

@@ -56,7 +56,8 @@ def pixel_features(paths, size=(32, 16)):
 
 def _split_features(annotations, split, size):
     """`pixel_features` of a split; the error lists the CSV line and path of each bad image."""
-    from portrait_keras.data.pipeline import BadImageError, UnreadableImage
+    from portrait_keras.data.images import UnreadableImage
+    from portrait_keras.data.pipeline import BadImageError
 
     feats, bad = _pixel_rows(annotations.paths(split), size)
     if bad:

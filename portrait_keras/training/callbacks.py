@@ -97,7 +97,7 @@ class SkippedImagesLogger(keras.callbacks.Callback):
     e.g. `Epoch 3: skipped 2 unreadable images this epoch: a.jpg (zero bytes), b.jpg (...)`.
 
     Args:
-        skipped: list of `portrait_keras.data.pipeline.UnreadableImage`, the
+        skipped: list of `portrait_keras.data.images.UnreadableImage`, the
             `skipped_images` of the training dataset (`make_dataset(skip_bad_images=True)`).
         root: str or None. Folder the printed paths are made relative to.
         shown: int. Files named on the line; the rest are counted. Defaults to `10`.

@@ -6,7 +6,7 @@
 Runs `portrait_keras.data.read_annotations` (columns, class names, label lists, splits, id
 rules, paths: missing, duplicate, escaping the root, symlinks out of it) and decodes every
 image file the table names, in parallel, with the decoder of the training input pipeline
-(`portrait_keras.data.pipeline.find_bad_images`: zero-byte, non-image, truncated or corrupt
+(`portrait_keras.data.images.find_bad_images`: zero-byte, non-image, truncated or corrupt
 files), so what passes here also passes in training. Prints a table of the problems by kind
 with the first examples of each (`FILE:LINE: column 'x': value 'v': what is wrong`) and exits
 with status 1 when there is any problem, 0 otherwise (2 for a bad command line).
@@ -59,7 +59,7 @@ def decode_problems(csv_path, root, flagged_lines):
 
     Rows the reader already flagged on their path (`flagged_lines`) are not decoded.
     """
-    from portrait_keras.data.pipeline import find_bad_images
+    from portrait_keras.data.images import find_bad_images
 
     try:
         # The reader's own table: the same lines (a quoted newline moves them) and no crash
