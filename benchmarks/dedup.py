@@ -19,12 +19,10 @@ extrapolated to the full size by the number of pairs.
 import argparse
 import io
 import os
-import sys
 import time
 
 import numpy as np
 import pandas as pd
-
 
 from portrait_keras.data.prep.dedup import (
     DEFAULT_THRESHOLD,
@@ -86,8 +84,9 @@ def photo_study(crops=200, seed=0):
         image.save(buffer, "JPEG", quality=int(quality))
         return int(str(imagehash.phash(Image.open(buffer))), 16)
 
-    distances = {k: [] for k in ("JPEG quality 30-95", "brightness +-10 %", "shift 1-2 px", "shift 3-4 px",
-                                 "rescale +-5 %")}
+    distances = {
+        k: [] for k in ("JPEG quality 30-95", "brightness +-10 %", "shift 1-2 px", "shift 3-4 px", "rescale +-5 %")
+    }
     for k in range(crops):
         photo = photos[k % len(photos)]
         w, h = (np.array([128, 256]) * rng.uniform(1.0, 1.6)).astype(int)
@@ -111,8 +110,10 @@ def photo_study(crops=200, seed=0):
     print(f"photo crops ({crops}): pHash distance to the perturbed copy")
     for name, d in distances.items():
         d = np.array(d)
-        print(f"  {name:20s} median {np.median(d):4.1f}  max {d.max():3d}  within 6: {np.mean(d <= 6):.2f}  "
-              f"within 8: {np.mean(d <= 8):.2f}")
+        print(
+            f"  {name:20s} median {np.median(d):4.1f}  max {d.max():3d}  within 6: {np.mean(d <= 6):.2f}  "
+            f"within 8: {np.mean(d <= 8):.2f}"
+        )
 
 
 def synth_study(csv_path, thresholds=(4, 6, 8, 10, 12)):
@@ -128,8 +129,12 @@ def synth_study(csv_path, thresholds=(4, 6, 8, 10, 12)):
     same_source = source[first] == source[second]
     order = np.argsort(run, kind="stable")
     starts = np.flatnonzero(np.r_[True, run[order][1:] != run[order][:-1]])
-    pairs = [(a, b) for s, e in zip(starts, np.r_[starts[1:], n]) for i, a in enumerate(order[s:e])
-             for b in order[s:e][i + 1:]]
+    pairs = [
+        (a, b)
+        for s, e in zip(starts, np.r_[starts[1:], n])
+        for i, a in enumerate(order[s:e])
+        for b in order[s:e][i + 1 :]
+    ]
     run_distance = _popcount(hashes[[a for a, _ in pairs]] ^ hashes[[b for _, b in pairs]])
     num_unrelated = n * (n - 1) // 2 - len(pairs)
     multi = np.bincount(run)[run] > 1
@@ -144,9 +149,11 @@ def synth_study(csv_path, thresholds=(4, 6, 8, 10, 12)):
             whole = frame[multi].groupby("run")["group"].agg(lambda g: g.iloc[0] >= 0 and g.nunique() == 1)
             runs_per_group = frame[groups >= 0].groupby("group")["run"].nunique()
             chance = np.count_nonzero((distance <= t) & unrelated & (same_source | (not within)))
-            print(f"  {t:2d}  {np.mean(run_distance <= t):9.3f}  {chance:8d} ({chance / num_unrelated:.1e})"
-                  f"  {whole.mean():10.3f}  {np.mean(runs_per_group == 1):17.3f}  "
-                  f"{np.bincount(groups[groups >= 0]).max()}")
+            print(
+                f"  {t:2d}  {np.mean(run_distance <= t):9.3f}  {chance:8d} ({chance / num_unrelated:.1e})"
+                f"  {whole.mean():10.3f}  {np.mean(runs_per_group == 1):17.3f}  "
+                f"{np.bincount(groups[groups >= 0]).max()}"
+            )
 
 
 def main():
@@ -181,13 +188,18 @@ def main():
     _pairs_brute_force(hashes[:subset], args.threshold)
     brute = (time.perf_counter() - start) * (args.hashes * (args.hashes - 1)) / (subset * (subset - 1))
 
-    print(f"{args.hashes} hashes, threshold {args.threshold}: {len(planted_ids)} planted clusters "
-          f"({np.count_nonzero(cluster >= 0)} hashes)")
+    print(
+        f"{args.hashes} hashes, threshold {args.threshold}: {len(planted_ids)} planted clusters "
+        f"({np.count_nonzero(cluster >= 0)} hashes)"
+    )
     print(f"near_duplicate_groups: {seconds:.2f} s")
-    print(f"planted clusters found whole: {ok.mean():.4f}; groups joining planted clusters: {merged}; "
-          f"background hashes grouped by chance: {background_grouped}")
-    print(f"baseline all-pairs popcount (timed on {subset}, extrapolated): {brute:.0f} s "
-          f"= {brute / seconds:.0f} x slower")
+    print(
+        f"planted clusters found whole: {ok.mean():.4f}; groups joining planted clusters: {merged}; "
+        f"background hashes grouped by chance: {background_grouped}"
+    )
+    print(
+        f"baseline all-pairs popcount (timed on {subset}, extrapolated): {brute:.0f} s = {brute / seconds:.0f} x slower"
+    )
 
 
 if __name__ == "__main__":

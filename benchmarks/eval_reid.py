@@ -29,7 +29,6 @@ import time
 
 import numpy as np
 
-
 from portrait_keras.metrics.reid import _BLOCK_BYTES, evaluate_reid
 
 
@@ -43,23 +42,29 @@ def make_data(num_query, num_gallery, dim=512, seed=0, noise=2.0, mode_spread=0.
     num_gallery_ids, num_query_ids, num_distractors = 426, 404, 5000
     weights = np.arange(1, num_gallery_ids + 1) ** -0.8
     num_known = max(num_gallery - round(0.663 * num_gallery), num_gallery_ids)
-    gallery_ids = np.concatenate([
-        np.arange(num_gallery_ids),
-        rng.choice(num_gallery_ids, num_known - num_gallery_ids, p=weights / weights.sum()),
-        -np.ones(num_gallery - num_known, np.int64),
-    ])
+    gallery_ids = np.concatenate(
+        [
+            np.arange(num_gallery_ids),
+            rng.choice(num_gallery_ids, num_known - num_gallery_ids, p=weights / weights.sum()),
+            -np.ones(num_gallery - num_known, np.int64),
+        ]
+    )
     rng.shuffle(gallery_ids)
     query_weights = weights[:num_query_ids] / weights[:num_query_ids].sum()
-    query_ids = np.concatenate([
-        np.arange(min(num_query_ids, num_query)),
-        rng.choice(num_query_ids, max(num_query - num_query_ids, 0), p=query_weights),
-    ])
+    query_ids = np.concatenate(
+        [
+            np.arange(min(num_query_ids, num_query)),
+            rng.choice(num_query_ids, max(num_query - num_query_ids, 0), p=query_weights),
+        ]
+    )
     rng.shuffle(query_ids)
 
     centres = rng.standard_normal((num_gallery_ids + num_distractors, dim), dtype=np.float32)
     # Distractors look like a known identity (hard negatives), at `lookalike` from its centre.
     model = rng.integers(0, num_gallery_ids, num_distractors)
-    centres[num_gallery_ids:] = centres[model] + lookalike * rng.standard_normal((num_distractors, dim), dtype=np.float32)
+    centres[num_gallery_ids:] = centres[model] + lookalike * rng.standard_normal(
+        (num_distractors, dim), dtype=np.float32
+    )
     modes = centres[:, None] + mode_spread * rng.standard_normal((len(centres), num_modes, dim), dtype=np.float32)
     gallery_source = np.where(gallery_ids >= 0, gallery_ids, rng.integers(num_gallery_ids, len(centres), num_gallery))
 
@@ -86,13 +91,18 @@ def make_data(num_query, num_gallery, dim=512, seed=0, noise=2.0, mode_spread=0.
         gallery_groups[members] = group
         gallery[members] = query[q] + 0.3 * rng.standard_normal((len(members), dim), dtype=np.float32)
     return dict(
-        query_features=query, gallery_features=gallery, query_ids=query_ids, gallery_ids=gallery_ids,
-        query_groups=query_groups, gallery_groups=gallery_groups,
+        query_features=query,
+        gallery_features=gallery,
+        query_ids=query_ids,
+        gallery_ids=gallery_ids,
+        query_groups=query_groups,
+        gallery_groups=gallery_groups,
     )
 
 
-def straightforward(query_features, gallery_features, query_ids, gallery_ids, query_groups, gallery_groups,
-                    max_rank=10, literal=False):
+def straightforward(
+    query_features, gallery_features, query_ids, gallery_ids, query_groups, gallery_groups, max_rank=10, literal=False
+):
     """Per-query mAP and CMC the plain way: whole distance matrix, whole argsort, then per
     query a mask over the whole ranked gallery (torchreid's Python `eval_market1501`, with
     the group exclusion and unknown gallery ids). `literal` keeps torchreid's Python list
@@ -154,8 +164,20 @@ def _worker(args):
 
 
 def _run(worker, args):
-    command = [sys.executable, os.path.abspath(__file__), "--worker", worker, "--queries", str(args.queries),
-               "--gallery", str(args.gallery), "--dim", str(args.dim), "--subset", str(args.subset)]
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        worker,
+        "--queries",
+        str(args.queries),
+        "--gallery",
+        str(args.gallery),
+        "--dim",
+        str(args.dim),
+        "--subset",
+        str(args.subset),
+    ]
     return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
 
@@ -166,16 +188,20 @@ def main():
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--subset", type=int, default=1000, help="queries for the straightforward comparison")
     parser.add_argument("--repeat", type=int, default=2, help="alternating floor / full runs; the fastest counts")
-    parser.add_argument("--worker", choices=["floor", "full", "subset_floor", "subset_ours", "subset_numpy",
-                                             "subset_torchreid"],
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker",
+        choices=["floor", "full", "subset_floor", "subset_ours", "subset_numpy", "subset_torchreid"],
+        help=argparse.SUPPRESS,
+    )
     args = parser.parse_args()
     if args.worker:
         _worker(args)
         return
 
-    print(f"{args.queries} queries x {args.gallery} gallery, d={args.dim}; {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f} (other processes slow every figure alike)")
+    print(
+        f"{args.queries} queries x {args.gallery} gallery, d={args.dim}; {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} (other processes slow every figure alike)"
+    )
     # Alternate the two and keep each one's fastest run: other processes come and go.
     floors, fulls = [], []
     for _ in range(args.repeat):
@@ -184,26 +210,37 @@ def main():
     floor = min(floors, key=lambda out: out["seconds"])
     full = min(fulls, key=lambda out: out["seconds"])
     result = full["result"]
-    print(f"data: {result['num_queries']} valid queries, {result['num_ids']} query ids; "
-          f"Macro mAP {result['mAP']:.3f}, Macro rank-1 {result['rank1']:.3f}")
+    print(
+        f"data: {result['num_queries']} valid queries, {result['num_ids']} query ids; "
+        f"Macro mAP {result['mAP']:.3f}, Macro rank-1 {result['rank1']:.3f}"
+    )
     print(f"fastest of {args.repeat} alternating runs each:")
     print(f"floor (chunked matmul only): {_times(floor)}")
-    print(f"evaluate_reid (full, macro): {_times(full)}  = {full['seconds'] / floor['seconds']:.2f} x floor "
-          f"({full['cpu_seconds'] / floor['cpu_seconds']:.2f} x in CPU time)")
-    print(f"peak RSS: evaluate_reid process {full['peak_rss_mib']:.0f} MiB "
-          f"(data alone {full['rss_data_mib']:.0f} MiB); floor process {floor['peak_rss_mib']:.0f} MiB")
+    print(
+        f"evaluate_reid (full, macro): {_times(full)}  = {full['seconds'] / floor['seconds']:.2f} x floor "
+        f"({full['cpu_seconds'] / floor['cpu_seconds']:.2f} x in CPU time)"
+    )
+    print(
+        f"peak RSS: evaluate_reid process {full['peak_rss_mib']:.0f} MiB "
+        f"(data alone {full['rss_data_mib']:.0f} MiB); floor process {floor['peak_rss_mib']:.0f} MiB"
+    )
     subset_floor = _run("subset_floor", args)
     ours = _run("subset_ours", args)
-    print(f"subset of {min(args.subset, args.queries)} queries (per-query averages); 'beyond' = time minus "
-          f"the subset's matmul ({subset_floor['seconds']:.2f} s):")
+    print(
+        f"subset of {min(args.subset, args.queries)} queries (per-query averages); 'beyond' = time minus "
+        f"the subset's matmul ({subset_floor['seconds']:.2f} s):"
+    )
     print(f"  evaluate_reid:             {_times(ours)}  peak RSS {ours['peak_rss_mib']:.0f} MiB")
     beyond = ours["seconds"] - subset_floor["seconds"]
     for worker, name in (("subset_numpy", "straightforward, numpy"), ("subset_torchreid", "torchreid eval_market1501")):
         plain = _run(worker, args)
         diff = max(abs(plain["result"][k] - ours["result"][k]) for k in plain["result"])
-        print(f"  {name + ':':27s}{_times(plain)}  peak RSS {plain['peak_rss_mib']:.0f} MiB; evaluate_reid "
-              f"{plain['seconds'] / ours['seconds']:.1f} x faster ({(plain['seconds'] - subset_floor['seconds']) / beyond:.1f} x "
-              f"beyond the matmul); results differ by {diff:.1e}")
+        print(
+            f"  {name + ':':27s}{_times(plain)}  peak RSS {plain['peak_rss_mib']:.0f} MiB; evaluate_reid "
+            f"{plain['seconds'] / ours['seconds']:.1f} x faster "
+            f"({(plain['seconds'] - subset_floor['seconds']) / beyond:.1f} x "
+            f"beyond the matmul); results differ by {diff:.1e}"
+        )
 
 
 def _times(out):

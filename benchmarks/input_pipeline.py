@@ -25,8 +25,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from portrait_keras.data.synthportrait import dataset as synthetic
 from portrait_keras.data.annotations import read_annotations
+from portrait_keras.data.synthportrait import dataset as synthetic
 
 
 def pipeline_rate(annotations, batch_size, batches, warmup, training=True, threads=None):

@@ -9,12 +9,10 @@ the same file, of a bare `pandas.read_csv`, with the ratio.
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import pandas as pd
-
 
 from portrait_keras.data import read_annotations
 
@@ -29,7 +27,9 @@ def write_table(folder, rows):
     for i in range(rows):
         path = f"{i % 100:03d}/{i}.jpg"
         open(os.path.join(folder, path), "w").close()
-        split, ident = ("train", i % 640) if i < train_end else ("query" if i < query_end else "gallery", 1000 + i % 400)
+        split, ident = (
+            ("train", i % 640) if i < train_end else ("query" if i < query_end else "gallery", 1000 + i % 400)
+        )
         lines.append(f"{path},{split},{ident},male,elderly,thin,tall,standing,arms_down,happy;sad,m,{i},-1,{i // 3}")
     csv_path = os.path.join(folder, "annotations.csv")
     with open(csv_path, "w") as f:
@@ -49,7 +49,10 @@ def main():
         start = time.perf_counter()
         ann = read_annotations(csv_path)
         full = time.perf_counter() - start
-    print(f"rows: {args.rows}  (train {ann.num_images('train')}, query {ann.num_images('query')}, gallery {ann.num_images('gallery')})")
+    print(
+        f"rows: {args.rows}  (train {ann.num_images('train')}, query {ann.num_images('query')}, "
+        f"gallery {ann.num_images('gallery')})"
+    )
     print(f"pandas.read_csv alone:   {plain:.2f} s")
     print(f"read_annotations (all checks): {full:.2f} s  ratio to read_csv: {full / plain:.1f}x")
 

@@ -34,9 +34,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # With --timm, JAX must leave GPU memory to the PyTorch subprocess.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-import train_throughput
-from portrait_keras.schema import default_schema
-from train_throughput_timm import RESULT, TIMM_MODELS  # the torch subprocess's JSON line
+import train_throughput  # noqa: E402  (after the environment above)
+from train_throughput_timm import RESULT, TIMM_MODELS  # noqa: E402  (the torch subprocess's JSON line)
+
+from portrait_keras.schema import default_schema  # noqa: E402
 
 
 def _timed(step, steps, warmup):
@@ -84,8 +85,9 @@ def keras_bare_step(backbone_name, image_size, batch, num_ids, precision, jit, b
         inputs = keras.Input((*image_size, 3))
         logits = keras.layers.Dense(num_ids, dtype="float32")(backbone(inputs))
         model = keras.Model(inputs, logits)
-        model.compile(keras.optimizers.Adam(3.5e-4),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+        model.compile(
+            keras.optimizers.Adam(3.5e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit
+        )
         images, labels = train_throughput.synthetic_batch(default_schema(), num_ids, batch, image_size)
 
         def run(steps, warmup):
@@ -111,6 +113,7 @@ def torch_bare_step(timm_model, image_size, batch, num_ids, precision, batchnorm
     torch.manual_seed(0)
     net = timm.create_model(timm_model, pretrained=False, num_classes=num_ids)
     if not batchnorm:
+
         def strip(module):
             for name, child in module.named_children():
                 if isinstance(child, torch.nn.BatchNorm2d):
@@ -145,8 +148,9 @@ def torch_rows(args):
     rows = []
     for batchnorm in (True, False):
         run = torch_bare_step(args.timm_model, tuple(args.size), args.batch, args.num_ids, args.precision, batchnorm)
-        rows.append((name, f"{args.timm_model} + Linear" + ("" if batchnorm else ", no BN"),
-                     run(args.steps, args.warmup)))
+        rows.append(
+            (name, f"{args.timm_model} + Linear" + ("" if batchnorm else ", no BN"), run(args.steps, args.warmup))
+        )
         print(RESULT + json.dumps(rows[-1]), flush=True)  # each row as soon as measured
     return rows
 
@@ -171,17 +175,20 @@ def breakdown(args, argv):
         run = keras_bare_step(args.backbone, size, args.batch, args.num_ids, args.precision, jit, batchnorm)
         add((name, "backbone + Dense" + ("" if batchnorm else ", no BN"), run(args.steps, args.warmup)))
     if args.timm:
-        with subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv, "--torch-rows"],
-                              stdout=subprocess.PIPE, text=True) as process:
+        with subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), *argv, "--torch-rows"], stdout=subprocess.PIPE, text=True
+        ) as process:
             for line in process.stdout:
                 if line.startswith(RESULT):
-                    add(json.loads(line[len(RESULT):]))
+                    add(json.loads(line[len(RESULT) :]))
                 else:
                     print(line, end="", flush=True)
         if process.returncode or len(rows) != 5:
             # The Keras rows stand; `main` prints their summary and exits with 1.
-            print(f"error: the torch rows failed (exit status {process.returncode}); see the output above",
-                  file=sys.stderr)
+            print(
+                f"error: the torch rows failed (exit status {process.returncode}); see the output above",
+                file=sys.stderr,
+            )
             args.torch_failed = True
             del rows[3:]
     return rows
@@ -192,14 +199,20 @@ def summary(rows, batch):
     lines = ["| framework | variant | img/s | ms/step |", "|---|---|---|---|"]
     lines += [f"| {f} | {v} | {batch / s:.1f} | {1000 * s:.1f} |" for f, v, s in rows]
     trainer, bare, bare_no_bn = (s for _, _, s in rows[:3])
-    lines.append(f"heads and losses: {1000 * (trainer - bare):+.1f} ms/step over the bare backbone "
-                 f"({(trainer - bare) / trainer:+.0%} of the trainer's step)")
-    lines.append(f"BatchNormalization, keras: {1000 * (bare - bare_no_bn):.1f} ms/step "
-                 f"({(bare - bare_no_bn) / bare:.0%} of the bare step)")
+    lines.append(
+        f"heads and losses: {1000 * (trainer - bare):+.1f} ms/step over the bare backbone "
+        f"({(trainer - bare) / trainer:+.0%} of the trainer's step)"
+    )
+    lines.append(
+        f"BatchNormalization, keras: {1000 * (bare - bare_no_bn):.1f} ms/step "
+        f"({(bare - bare_no_bn) / bare:.0%} of the bare step)"
+    )
     if len(rows) == 5:
         torch_bare, torch_no_bn = rows[3][2], rows[4][2]
-        lines.append(f"BatchNormalization, torch: {1000 * (torch_bare - torch_no_bn):.1f} ms/step "
-                     f"({(torch_bare - torch_no_bn) / torch_bare:.0%} of the bare step)")
+        lines.append(
+            f"BatchNormalization, torch: {1000 * (torch_bare - torch_no_bn):.1f} ms/step "
+            f"({(torch_bare - torch_no_bn) / torch_bare:.0%} of the bare step)"
+        )
         lines.append(f"keras / torch img/s: {torch_bare / bare:.2f} with BN, {torch_no_bn / bare_no_bn:.2f} without")
     return lines
 
@@ -212,8 +225,11 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3, help="timed steps per row (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first, >= 1 (default 1)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--jit", choices=("on", "off"),
-                        help="jit_compile of the keras rows (default: on under JAX, off under TensorFlow)")
+    parser.add_argument(
+        "--jit",
+        choices=("on", "off"),
+        help="jit_compile of the keras rows (default: on under JAX, off under TensorFlow)",
+    )
     parser.add_argument("--num-ids", type=int, default=train_throughput.NUM_IDS, help="re-id classes")
     parser.add_argument("--timm", action="store_true", help="also timm's model with and without BN")
     parser.add_argument("--timm-model", help="timm model (default: the backbone's name)")

@@ -31,7 +31,6 @@ for where the time goes.
 import argparse
 import dataclasses
 import os
-import sys
 import time
 
 import numpy as np
@@ -218,26 +217,44 @@ def _list(text, allowed, name):
     items = [t.strip() for t in text.split(",") if t.strip()]
     bad = [t for t in items if t not in allowed]
     if bad or not items:
-        raise argparse.ArgumentTypeError(f"{name}: expected a comma-separated subset of {', '.join(allowed)}. "
-                                         f"Received: {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"{name}: expected a comma-separated subset of {', '.join(allowed)}. Received: {text!r}"
+        )
     return items
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="CI-sized run (see above)")
-    parser.add_argument("--backbones", type=lambda t: _list(t, tuple(SIZES), "--backbones"), default=None,
-                        help="comma-separated (default tiny,resnet50; --quick: tiny)")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="one image size for every backbone (default: 256x128, and 128x64 for tiny; "
-                             "--quick: 128x64)")
+    parser.add_argument(
+        "--backbones",
+        type=lambda t: _list(t, tuple(SIZES), "--backbones"),
+        default=None,
+        help="comma-separated (default tiny,resnet50; --quick: tiny)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="one image size for every backbone (default: 256x128, and 128x64 for tiny; --quick: 128x64)",
+    )
     parser.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per setting (default 3, --quick 10)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first, >= 1 (default 1)")
-    parser.add_argument("--jit", type=lambda t: _list(t, ("off", "on"), "--jit"), default=["off", "on"],
-                        help="comma-separated jit_compile settings (default off,on)")
-    parser.add_argument("--precision", type=lambda t: _list(t, ("fp32", "mixed"), "--precision"),
-                        default=["fp32", "mixed"], help="comma-separated (default fp32,mixed)")
+    parser.add_argument(
+        "--jit",
+        type=lambda t: _list(t, ("off", "on"), "--jit"),
+        default=["off", "on"],
+        help="comma-separated jit_compile settings (default off,on)",
+    )
+    parser.add_argument(
+        "--precision",
+        type=lambda t: _list(t, ("fp32", "mixed"), "--precision"),
+        default=["fp32", "mixed"],
+        help="comma-separated (default fp32,mixed)",
+    )
     args = parser.parse_args(argv)
     backbones = args.backbones or (["tiny"] if args.quick else ["tiny", "resnet50"])
     sizes = [tuple(args.size)] if args.size else ([(128, 64)] if args.quick else None)
@@ -247,16 +264,21 @@ def main(argv=None):
 
     backend = keras.backend.backend()
     todo = settings(backbones, args.batch, args.jit, args.precision, sizes)
-    print(f"backend {backend}, {os.cpu_count()} CPUs, {len(todo)} settings, {args.warmup} warm-up + {steps} "
-          f"timed steps each", flush=True)
+    print(
+        f"backend {backend}, {os.cpu_count()} CPUs, {len(todo)} settings, {args.warmup} warm-up + {steps} "
+        f"timed steps each",
+        flush=True,
+    )
     rows = []
     start = time.perf_counter()
     for setting in todo:
         result = measure(setting, steps, args.warmup)
         rows.append((setting, result))
-        print(f"  {setting.backbone} {setting.image_size[0]}x{setting.image_size[1]} {setting.precision} "
-              f"jit {'on' if setting.jit else 'off'}: {result['img_s']:.1f} img/s (loss {result['loss']:.3f})",
-              flush=True)
+        print(
+            f"  {setting.backbone} {setting.image_size[0]}x{setting.image_size[1]} {setting.precision} "
+            f"jit {'on' if setting.jit else 'off'}: {result['img_s']:.1f} img/s (loss {result['loss']:.3f})",
+            flush=True,
+        )
     print(format_table(rows, backend))
     print(f"total {time.perf_counter() - start:.0f} s")
     return rows

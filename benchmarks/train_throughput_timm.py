@@ -42,10 +42,11 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 import train_throughput
+
 from portrait_keras.schema import IDENTITY, MULTI, default_schema
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 TIMM_MODELS = {"hrnet_w32": "hrnet_w32", "resnet50": "resnet50"}
 # As `portrait_keras.models.preprocessing` (not imported: it would load Keras in the torch half).
@@ -76,8 +77,15 @@ def keras_half(args):
         import tensorflow as tf
 
         device = f"tensorflow {'gpu' if tf.config.list_physical_devices('GPU') else 'cpu'}"
-    emit({"framework": f"keras {keras.__version__}", "model": args.backbone,
-          "compile": "jit (XLA)" if jit else "no jit", "device": device, **result})
+    emit(
+        {
+            "framework": f"keras {keras.__version__}",
+            "model": args.backbone,
+            "compile": "jit (XLA)" if jit else "no jit",
+            "device": device,
+            **result,
+        }
+    )
 
 
 def torch_half(args):
@@ -162,10 +170,14 @@ def _time_torch(args, Net, objective, x, device, compiled):
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     return {
-        "framework": f"torch {torch.__version__}, timm {timm.__version__}", "model": args.timm_model,
-        "compile": "torch.compile" if compiled else "eager", "device": f"torch {device}: {name}",
-        "img_s": args.steps * args.batch / wall, "ms_step": 1000 * wall / args.steps,
-        "cpu_ms_img": 1000 * cpu / (args.steps * args.batch), "loss": loss,
+        "framework": f"torch {torch.__version__}, timm {timm.__version__}",
+        "model": args.timm_model,
+        "compile": "torch.compile" if compiled else "eager",
+        "device": f"torch {device}: {name}",
+        "img_s": args.steps * args.batch / wall,
+        "ms_step": 1000 * wall / args.steps,
+        "cpu_ms_img": 1000 * cpu / (args.steps * args.batch),
+        "loss": loss,
     }
 
 
@@ -176,11 +188,12 @@ def run_half(half, argv, keras_backend="jax", on_row=None):
     if half == "keras":
         env["KERAS_BACKEND"] = keras_backend
     rows = []
-    with subprocess.Popen([sys.executable, os.path.abspath(__file__), "--half", half, *argv], env=env,
-                          stdout=subprocess.PIPE, text=True) as process:
+    with subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--half", half, *argv], env=env, stdout=subprocess.PIPE, text=True
+    ) as process:
         for line in process.stdout:
             if line.startswith(RESULT):
-                rows.append(json.loads(line[len(RESULT):]))
+                rows.append(json.loads(line[len(RESULT) :]))
                 if on_row:
                     on_row(rows[-1])
             else:
@@ -219,10 +232,15 @@ def parse_args(argv=None):
     parser.add_argument("--num-ids", type=int, default=train_throughput.NUM_IDS, help="re-id classes")
     parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--keras-only", action="store_true", help="skip the torch half")
-    parser.add_argument("--keras-backend", choices=("jax", "tensorflow"), default="jax",
-                        help="backend of the keras half (default jax)")
-    parser.add_argument("--jit", choices=("on", "off"), default="on",
-                        help="jit_compile of the keras half (default on; off is the CPU default under tensorflow)")
+    parser.add_argument(
+        "--keras-backend", choices=("jax", "tensorflow"), default="jax", help="backend of the keras half (default jax)"
+    )
+    parser.add_argument(
+        "--jit",
+        choices=("on", "off"),
+        default="on",
+        help="jit_compile of the keras half (default on; off is the CPU default under tensorflow)",
+    )
     parser.add_argument("--half", choices=("keras", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
@@ -239,9 +257,11 @@ def main(argv=None):
         keras_half(args) if args.half == "keras" else torch_half(args)
         return 0
 
-    print(f"{args.backbone} {args.size[0]}x{args.size[1]}, batch {args.batch}, {args.precision}, "
-          f"{args.warmup} warm-up + {args.steps} timed steps; keras on {args.keras_backend}, jit {args.jit}",
-          flush=True)
+    print(
+        f"{args.backbone} {args.size[0]}x{args.size[1]}, batch {args.batch}, {args.precision}, "
+        f"{args.warmup} warm-up + {args.steps} timed steps; keras on {args.keras_backend}, jit {args.jit}",
+        flush=True,
+    )
     rows, status = [], 0
 
     def show(row):  # at once: a device call cut short still leaves these lines in its log
@@ -262,16 +282,16 @@ def main(argv=None):
     if args.keras_only:
         pass
     elif args.timm_model is None:
-        print(f"torch half skipped: timm has no model like {args.backbone!r}; pass --timm-model NAME.",
-              file=sys.stderr)
+        print(f"torch half skipped: timm has no model like {args.backbone!r}; pass --timm-model NAME.", file=sys.stderr)
         status = 2
     else:
         _, torch_status = run_half("torch", argv, on_row=collect)
         if torch_status == MISSING_TORCH:
             status = 2
         elif torch_status:
-            print(f"error: the torch half failed (exit status {torch_status}); its rows so far are kept",
-                  file=sys.stderr)
+            print(
+                f"error: the torch half failed (exit status {torch_status}); its rows so far are kept", file=sys.stderr
+            )
             status = 1
     print(format_table(rows, args))
     reference = [r for r in rows if r["framework"].startswith("torch")]

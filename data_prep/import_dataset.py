@@ -1,4 +1,7 @@
-"""`python data_prep/import_dataset.py ...`: the same as `portrait-keras import ...` (`portrait_keras/data/prep/import_dataset.py`)."""
+"""`python data_prep/import_dataset.py ...`: the same as `portrait-keras import ...`.
+
+The code is `portrait_keras/data/prep/import_dataset.py`.
+"""
 
 import sys
 

@@ -1,4 +1,7 @@
-"""`python data_prep/validate.py ...`: the same as `portrait-keras validate ...` (`portrait_keras/data/prep/validate.py`)."""
+"""`python data_prep/validate.py ...`: the same as `portrait-keras validate ...`.
+
+The code is `portrait_keras/data/prep/validate.py`.
+"""
 
 import sys
 

@@ -64,13 +64,9 @@ class Task:
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"Task name must be a non-empty string. Received: name={self.name!r}")
         if self.aspect not in ASPECTS:
-            raise ValueError(
-                f"Task {self.name!r}: aspect must be one of {ASPECTS}. Received: aspect={self.aspect!r}"
-            )
+            raise ValueError(f"Task {self.name!r}: aspect must be one of {ASPECTS}. Received: aspect={self.aspect!r}")
         if self.kind not in KINDS:
-            raise ValueError(
-                f"Task {self.name!r}: kind must be one of {KINDS}. Received: kind={self.kind!r}"
-            )
+            raise ValueError(f"Task {self.name!r}: kind must be one of {KINDS}. Received: kind={self.kind!r}")
         object.__setattr__(self, "classes", tuple(self.classes))
         if self.kind == IDENTITY:
             if self.classes:
@@ -80,9 +76,7 @@ class Task:
                 )
             return
         if len(self.classes) < 2:
-            raise ValueError(
-                f"Task {self.name!r}: needs at least 2 classes. Received: classes={self.classes!r}"
-            )
+            raise ValueError(f"Task {self.name!r}: needs at least 2 classes. Received: classes={self.classes!r}")
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"Task {self.name!r}: duplicate class names. Received: classes={self.classes!r}")
         for c in self.classes:
@@ -103,8 +97,7 @@ class Task:
             return self.classes.index(class_name)
         except ValueError:
             raise ValueError(
-                f"Unknown class {class_name!r} for task {self.name!r}. "
-                f"Allowed: {', '.join(self.classes)}"
+                f"Unknown class {class_name!r} for task {self.name!r}. Allowed: {', '.join(self.classes)}"
             ) from None
 
 
@@ -195,8 +188,7 @@ class Schema:
     def to_dict(self):
         return {
             "tasks": [
-                {"name": t.name, "aspect": t.aspect, "kind": t.kind, "classes": list(t.classes)}
-                for t in self.tasks
+                {"name": t.name, "aspect": t.aspect, "kind": t.kind, "classes": list(t.classes)} for t in self.tasks
             ]
         }
 

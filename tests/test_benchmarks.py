@@ -11,24 +11,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"  # on the path by setup.cfg [tool:pytest]
-
 import train_throughput as tt
 import train_throughput_timm as timm_bench
+
 from portrait_keras.schema import default_schema
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"  # on the path by setup.cfg [tool:pytest]
 
 
 def test_settings_put_the_baseline_first_per_backbone_and_size():
     todo = tt.settings(["tiny", "resnet50"], 16, ["on", "off"], ["mixed", "fp32"])
     keys = [(s.backbone, s.image_size, s.mixed, s.jit) for s in todo]
     assert keys == [
-        ("tiny", (256, 128), False, False), ("tiny", (256, 128), False, True),
-        ("tiny", (256, 128), True, False), ("tiny", (256, 128), True, True),
-        ("tiny", (128, 64), False, False), ("tiny", (128, 64), False, True),
-        ("tiny", (128, 64), True, False), ("tiny", (128, 64), True, True),
-        ("resnet50", (256, 128), False, False), ("resnet50", (256, 128), False, True),
-        ("resnet50", (256, 128), True, False), ("resnet50", (256, 128), True, True),
+        ("tiny", (256, 128), False, False),
+        ("tiny", (256, 128), False, True),
+        ("tiny", (256, 128), True, False),
+        ("tiny", (256, 128), True, True),
+        ("tiny", (128, 64), False, False),
+        ("tiny", (128, 64), False, True),
+        ("tiny", (128, 64), True, False),
+        ("tiny", (128, 64), True, True),
+        ("resnet50", (256, 128), False, False),
+        ("resnet50", (256, 128), False, True),
+        ("resnet50", (256, 128), True, False),
+        ("resnet50", (256, 128), True, True),
     ]
     assert [s.image_size for s in tt.settings(["resnet50"], 8, ["off"], ["fp32"], [(64, 32)])] == [(64, 32)]
     with pytest.raises(ValueError, match="Received: 'vit'"):
@@ -39,13 +45,16 @@ def test_table_ratio_is_to_fp32_without_jit_of_the_same_backbone_and_size():
     def row(backbone, size, mixed, jit, rate):
         return tt.Setting(backbone, size, 16, mixed, jit), {"img_s": rate, "ms_step": 1.0, "cpu_ms_img": 1.0}
 
-    table = tt.format_table([
-        row("tiny", (128, 64), False, False, 200.0),
-        row("tiny", (128, 64), True, True, 300.0),
-        row("tiny", (256, 128), False, True, 30.0),  # no baseline of its own
-        row("resnet50", (256, 128), False, False, 2.0),
-        row("resnet50", (256, 128), True, False, 0.5),
-    ], "tensorflow").splitlines()
+    table = tt.format_table(
+        [
+            row("tiny", (128, 64), False, False, 200.0),
+            row("tiny", (128, 64), True, True, 300.0),
+            row("tiny", (256, 128), False, True, 30.0),  # no baseline of its own
+            row("resnet50", (256, 128), False, False, 2.0),
+            row("resnet50", (256, 128), True, False, 0.5),
+        ],
+        "tensorflow",
+    ).splitlines()
     ratios = [line.rsplit("|", 2)[1].strip() for line in table[2:]]
     assert ratios == ["1.00", "1.50", "n/a", "1.00", "0.25"]
     assert "| mixed_bfloat16 | on |" in table[3]
@@ -69,17 +78,27 @@ def test_synthetic_batch_looks_like_a_training_batch():
 
 
 def _keras_row(rate):
-    return [{"framework": "keras 3", "model": "tiny", "compile": "jit (XLA)", "device": "jax cpu",
-             "img_s": rate, "ms_step": 1.0}]
+    return [
+        {
+            "framework": "keras 3",
+            "model": "tiny",
+            "compile": "jit (XLA)",
+            "device": "jax cpu",
+            "img_s": rate,
+            "ms_step": 1.0,
+        }
+    ]
 
 
 def _half(rows, status=0):
     """What `run_half` gives: the rows, each passed to `on_row` first, and the exit status."""
+
     def run(on_row):
         for row in rows:
             if on_row:
                 on_row(row)
         return rows, status
+
     return run
 
 
@@ -102,24 +121,46 @@ def test_timm_script_reports_a_missing_torch_with_status_2(monkeypatch, capsys):
 
 
 def test_timm_script_ratio_is_keras_over_each_torch_row(monkeypatch, capsys):
-    torch_rows = [{"framework": "torch 2", "model": "hrnet_w32", "compile": c, "device": "cuda",
-                   "img_s": r, "ms_step": 1.0} for c, r in (("eager", 100.0), ("torch.compile", 160.0))]
-    monkeypatch.setattr(timm_bench, "run_half", lambda half, argv, keras_backend="jax", on_row=None: (
-        _half(_keras_row(120.0)) if half == "keras" else _half(torch_rows))(on_row))
+    torch_rows = [
+        {"framework": "torch 2", "model": "hrnet_w32", "compile": c, "device": "cuda", "img_s": r, "ms_step": 1.0}
+        for c, r in (("eager", 100.0), ("torch.compile", 160.0))
+    ]
+    monkeypatch.setattr(
+        timm_bench,
+        "run_half",
+        lambda half, argv, keras_backend="jax", on_row=None: (
+            _half(_keras_row(120.0)) if half == "keras" else _half(torch_rows)
+        )(on_row),
+    )
     assert timm_bench.main(["--torch-compile"]) == 0
     out = capsys.readouterr().out
     assert "ratio keras / torch (eager): 1.20" in out
     assert "ratio keras / torch (torch.compile): 0.75" in out
     # Each row as it arrives, with its ratio, before the table.
-    assert out.index("measured: torch 2 | hrnet_w32 | eager | cuda | 100.0 img/s; keras / torch (eager): 1.20") < out.index("| framework")
+    assert out.index(
+        "measured: torch 2 | hrnet_w32 | eager | cuda | 100.0 img/s; keras / torch (eager): 1.20"
+    ) < out.index("| framework")
     assert timm_bench.parse_args([]).timm_model == "hrnet_w32"
 
 
 def test_timm_script_keeps_the_rows_of_a_torch_half_that_failed_later(monkeypatch, capsys):
-    eager = [{"framework": "torch 2", "model": "hrnet_w32", "compile": "eager", "device": "cuda",
-              "img_s": 100.0, "ms_step": 1.0}]
-    monkeypatch.setattr(timm_bench, "run_half", lambda half, argv, keras_backend="jax", on_row=None: (
-        _half(_keras_row(120.0)) if half == "keras" else _half(eager, -11))(on_row))
+    eager = [
+        {
+            "framework": "torch 2",
+            "model": "hrnet_w32",
+            "compile": "eager",
+            "device": "cuda",
+            "img_s": 100.0,
+            "ms_step": 1.0,
+        }
+    ]
+    monkeypatch.setattr(
+        timm_bench,
+        "run_half",
+        lambda half, argv, keras_backend="jax", on_row=None: (
+            _half(_keras_row(120.0)) if half == "keras" else _half(eager, -11)
+        )(on_row),
+    )
     assert timm_bench.main(["--torch-compile"]) == 1
     captured = capsys.readouterr()
     assert "ratio keras / torch (eager): 1.20" in captured.out and "rows so far are kept" in captured.err
@@ -153,9 +194,26 @@ def test_timm_script_runs_the_keras_half_on_the_backend_asked_for(monkeypatch, c
 
 @pytest.mark.slow
 def test_cpu_benchmark_runs_one_tiny_step(capsys):
-    rows = tt.main(["--backbones", "tiny", "--size", "64", "32", "--batch", "4", "--steps", "1",
-                    "--warmup", "1", "--jit", "off", "--precision", "fp32"])
-    (setting, result), = rows
+    rows = tt.main(
+        [
+            "--backbones",
+            "tiny",
+            "--size",
+            "64",
+            "32",
+            "--batch",
+            "4",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--jit",
+            "off",
+            "--precision",
+            "fp32",
+        ]
+    )
+    ((setting, result),) = rows
     assert (setting.backbone, setting.image_size, setting.mixed, setting.jit) == ("tiny", (64, 32), False, False)
     assert result["img_s"] > 0 and math.isfinite(result["loss"])
     import keras
@@ -166,16 +224,19 @@ def test_cpu_benchmark_runs_one_tiny_step(capsys):
 
 def test_breakdown_removes_every_batchnorm_and_keeps_the_outputs():
     import keras
-
     import step_breakdown
+
     from portrait_keras.models.backbones import build_backbone
 
     backbone = build_backbone("tiny", input_shape=(64, 32, 3))
     stripped = step_breakdown.without_batchnorm(backbone)
     kinds = [type(layer) for layer in stripped.layers]
     assert keras.layers.BatchNormalization not in kinds
-    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in backbone.layers) == len(
-        [layer for layer in stripped.layers if type(layer).__name__ == "PassThrough"]) > 0
+    assert (
+        sum(isinstance(layer, keras.layers.BatchNormalization) for layer in backbone.layers)
+        == len([layer for layer in stripped.layers if type(layer).__name__ == "PassThrough"])
+        > 0
+    )
     assert stripped.output.shape == backbone.output.shape
     # BN's gamma and beta are gone with it.
     assert len(stripped.trainable_weights) < len(backbone.trainable_weights)
@@ -184,8 +245,13 @@ def test_breakdown_removes_every_batchnorm_and_keeps_the_outputs():
 def test_breakdown_summary_subtracts_the_right_rows():
     import step_breakdown
 
-    rows = [("keras", "trainer", 0.110), ("keras", "bare", 0.100), ("keras", "bare, no BN", 0.080),
-            ("torch", "bare", 0.090), ("torch", "bare, no BN", 0.080)]
+    rows = [
+        ("keras", "trainer", 0.110),
+        ("keras", "bare", 0.100),
+        ("keras", "bare, no BN", 0.080),
+        ("torch", "bare", 0.090),
+        ("torch", "bare, no BN", 0.080),
+    ]
     lines = step_breakdown.summary(rows, batch=8)
     assert "| keras | trainer | 72.7 | 110.0 |" in lines
     assert "heads and losses: +10.0 ms/step over the bare backbone (+9% of the trainer's step)" in lines
@@ -211,9 +277,11 @@ def test_breakdown_torch_subprocess_never_imports_keras():
     # PyTorch and TensorFlow in one process crash (segfault), so the torch rows' process must not load Keras.
     import subprocess
 
-    code = ("import sys, step_breakdown as s; "
-            "s.torch_rows = lambda args: print(s.RESULT + s.json.dumps(['torch', 'bare', 0.1])); s.main(['--torch-rows']); "
-            "print('keras loaded:', 'keras' in sys.modules)")
+    code = (
+        "import sys, step_breakdown as s; "
+        "s.torch_rows = lambda args: print(s.RESULT + s.json.dumps(['torch', 'bare', 0.1])); s.main(['--torch-rows']); "
+        "print('keras loaded:', 'keras' in sys.modules)"
+    )
     env = {**os.environ, "PYTHONPATH": str(BENCHMARKS)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert 'RESULT ["torch", "bare", 0.1]' in done.stdout
@@ -229,10 +297,12 @@ def test_gpu_session_script_runs_the_benchmark_and_keeps_its_output(tmp_path):
 
     if shutil.which("bash") is None:
         pytest.skip("needs bash")
-    env = {**os.environ, "OUT": str(tmp_path),
-           "BENCH_ARGS": "--backbone tiny --timm-model resnet18 --size 64 32 --batch 4 --steps 1 --warmup 1"}
-    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh"), "run"], env=env, capture_output=True,
-                          text=True)
+    env = {
+        **os.environ,
+        "OUT": str(tmp_path),
+        "BENCH_ARGS": "--backbone tiny --timm-model resnet18 --size 64 32 --batch 4 --steps 1 --warmup 1",
+    }
+    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh"), "run"], env=env, capture_output=True, text=True)
     log = (tmp_path / "train_throughput_timm.log").read_text()
     assert "| keras 3" in log and "| tiny | 64x32 | 4 | bf16 | jit (XLA) |" in log, log
     has_torch = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("timm") is not None

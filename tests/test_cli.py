@@ -44,8 +44,13 @@ def test_console_script_and_module_and_scripts_reach_the_same_commands():
     for command in (["portrait-keras", "--help"], [sys.executable, "-m", "portrait_keras", "--help"]):
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and "commands:" in result.stdout, command
-    for script, prog in [("experiments/run.py", "train"), ("data_prep/dedup.py", "dedup"),
-                         ("data_prep/import_dataset.py", "import"), ("data_prep/validate.py", "validate")]:
-        result = subprocess.run([sys.executable, os.path.join(REPO, script), "--help"], capture_output=True,
-                                text=True, timeout=120)
+    for script, prog in [
+        ("experiments/run.py", "train"),
+        ("data_prep/dedup.py", "dedup"),
+        ("data_prep/import_dataset.py", "import"),
+        ("data_prep/validate.py", "validate"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, os.path.join(REPO, script), "--help"], capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0 and f"portrait-keras {prog}" in result.stdout, script

@@ -114,8 +114,14 @@ def test_every_variable_gets_one_official_tensor_in_keras_layout(loaded, state_d
 
     used = {k: v for k, v in state_dict.items() if not k.startswith("classifier.") and "num_batches" not in k}
     by_fingerprint = {fingerprint(v): k for k, v in used.items()}
-    role = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
-            "moving_mean": "running_mean", "moving_variance": "running_var"}
+    role = {
+        "kernel": "weight",
+        "bias": "bias",
+        "gamma": "weight",
+        "beta": "bias",
+        "moving_mean": "running_mean",
+        "moving_variance": "running_var",
+    }
     sources = []
     for variable in loaded.weights:
         key = by_fingerprint.get(fingerprint(variable.numpy()))

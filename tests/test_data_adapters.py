@@ -1,6 +1,5 @@
 """Dataset adapters: tiny fabricated Market-1501 / DukeMTMC-reID folders and attribute files."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,12 +7,12 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from portrait_keras.data.prep import import_dataset
 from portrait_keras.data.adapters import ADAPTERS, AdapterError, dukemtmc, market1501
 from portrait_keras.data.annotations import read_annotations
+from portrait_keras.data.prep import import_dataset
 from portrait_keras.schema import default_schema
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MARKET_FILES = {
     "bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg", "0007_c3s2_001234_02.jpg"],
@@ -164,8 +163,11 @@ def test_missing_folder_is_an_error(market):
     [
         ({"struct": "duke_attribute"}, "expected a struct 'market_attribute'; variables found: duke_attribute"),
         ({"fields": ("gender",)}, r"market_attribute\.(test|train): missing field\(s\) age"),
-        ({"test": {**MARKET_TEST, 3: (2, 5)}}, r"market_attribute\.test\.age: expected codes \[1, 2, 3, 4\]; "
-                                               r"received id 3: 5"),
+        (
+            {"test": {**MARKET_TEST, 3: (2, 5)}},
+            r"market_attribute\.test\.age: expected codes \[1, 2, 3, 4\]; "
+            r"received id 3: 5",
+        ),
         ({"test": {1: (1, 3), 3: (2, 1)}}, r"test\.image_index lacks 0004"),
     ],
 )
@@ -184,8 +186,15 @@ def test_dukemtmc_folders_and_gender(tmp_path):
     root = _folder(tmp_path / "DukeMTMC-reID", DUKE_FILES)
     mat = tmp_path / "duke_attribute.mat"
     # Train before test, as in the released duke_attribute.mat; no age field.
-    savemat(mat, {"duke_attribute": {"train": _part(DUKE_TRAIN, ("gender",), ("boots", "top")),
-                                     "test": _part(DUKE_TEST, ("gender",), ("boots", "top"))}})
+    savemat(
+        mat,
+        {
+            "duke_attribute": {
+                "train": _part(DUKE_TRAIN, ("gender",), ("boots", "top")),
+                "test": _part(DUKE_TEST, ("gender",), ("boots", "top")),
+            }
+        },
+    )
     dukemtmc(root, mat).to_csv(root / "annotations.csv")
     ann = read_annotations(root / "annotations.csv")
 
@@ -207,8 +216,17 @@ def test_dukemtmc_folders_and_gender(tmp_path):
 
 def test_cli_writes_a_table_that_reads_back(market, tmp_path, capsys):
     out = tmp_path / "market.csv"
-    import_dataset.main(["market1501", str(market), str(out), "--attributes",
-                         str(_market_mat(tmp_path / "m.mat")), "--adult-age", "unknown"])
+    import_dataset.main(
+        [
+            "market1501",
+            str(market),
+            str(out),
+            "--attributes",
+            str(_market_mat(tmp_path / "m.mat")),
+            "--adult-age",
+            "unknown",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "junk images dropped: 1" in printed and f"--root {market}" in printed
     ann = read_annotations(out, root=market)

@@ -388,9 +388,15 @@ def test_reads_a_large_table_whole(tmp_path):
     for i in range(count):
         path = f"{i % 100:03d}/{i}.jpg"
         open(tmp_path / path, "w").close()
-        split, ident = ("train", i % 640) if i < 12_000 else ("query", 1000 + i % 400) if i < 13_000 else (
-            "gallery",
-            1000 + i % 400,
+        split, ident = (
+            ("train", i % 640)
+            if i < 12_000
+            else ("query", 1000 + i % 400)
+            if i < 13_000
+            else (
+                "gallery",
+                1000 + i % 400,
+            )
         )
         labels = "male,elderly,thin,tall,standing,arms_down,happy;sad"
         rows.append(f"{path},{split},{ident},{labels},m,{i},-1,{i // 3}")

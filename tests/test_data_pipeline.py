@@ -100,9 +100,7 @@ def test_pk_replicas_hold_whole_identities(tiny_annotations):
 
 
 def test_shuffle_sampler_batches(tiny_annotations):
-    dataset = make_dataset(
-        tiny_annotations, "train", batch_size=8, training=True, sampler="shuffle", p=4, k=2, seed=0
-    )
+    dataset = make_dataset(tiny_annotations, "train", batch_size=8, training=True, sampler="shuffle", p=4, k=2, seed=0)
     kinds = set()
     for _, labels in batches(dataset):
         ids = labels["id"]
@@ -123,7 +121,7 @@ def test_any_image_format_and_size_becomes_rgb_256x128(tmp_path):
         "cmyk.jpg,train,-1,,,,,,,\ngray_odd.jpg,train,-1,,,,,,,\n"
     )
     ann = read_annotations(tmp_path / "annotations.csv")
-    (images, labels), = batches(make_dataset(ann, "train", batch_size=5, training=False))
+    ((images, labels),) = batches(make_dataset(ann, "train", batch_size=5, training=False))
     assert images.shape == (5, 256, 128, 3)
     np.testing.assert_array_equal(images[0], np.full([256, 128, 3], 128))
     np.testing.assert_array_equal(images[1][..., 0], np.full([256, 128], 255))

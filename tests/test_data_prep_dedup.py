@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from portrait_keras.data.prep import dedup
 from portrait_keras.data.prep.dedup import near_duplicate_groups, near_duplicate_pairs
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _hashes_with_near_duplicates(n, seed):
@@ -144,7 +144,7 @@ def _dataset(tmp_path):
     csv = tmp_path / "annotations.csv"
     csv.write_text(
         "path,split,id,expression,note,source,group\n"
-        "img/a.jpg,train,3,happy;sad,\"comma, inside\",film1,7\n"
+        'img/a.jpg,train,3,happy;sad,"comma, inside",film1,7\n'
         "img/d.jpg,query,-1,,,film1,\n"
         "img/b.jpg,gallery,3,neutral,é,film1,7\n"
         "img/c.jpg,train,,happy,007,film1,\n"
@@ -157,8 +157,12 @@ def _dataset(tmp_path):
 def test_cli_writes_the_group_column_and_keeps_everything_else(tmp_path):
     csv = _dataset(tmp_path)
     before = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    result = subprocess.run([sys.executable, str(ROOT / "data_prep/dedup.py"), str(csv), "--workers", "1"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "data_prep/dedup.py"), str(csv), "--workers", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "3 images, the largest 3" in result.stdout.replace("1 groups holding ", "")
     after = pd.read_csv(csv, dtype=str, keep_default_na=False)
     assert list(after.columns) == list(before.columns)

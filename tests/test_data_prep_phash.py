@@ -1,5 +1,4 @@
 import os
-import sys
 from pathlib import Path
 
 import imagehash
@@ -7,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from portrait_keras.data.prep import phash
 from portrait_keras.data.prep.phash import CACHE_NAME, phash_file, phash_images
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write(path, seed, size=(32, 64)):

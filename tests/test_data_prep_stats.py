@@ -5,11 +5,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-pytest.importorskip("portrait_keras.data.annotations")
-from portrait_keras.data.prep import stats
 from portrait_keras.data.annotations import read_annotations
+from portrait_keras.data.prep import stats
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ROWS = [  # split, id, age, expression
     ("train", 1, "child", "happy"),
@@ -66,8 +65,12 @@ def test_label_counts(tmp_path):
 def test_cli_writes_tables_and_charts(tmp_path):
     csv = _dataset(tmp_path)
     out = tmp_path / "stats"
-    result = subprocess.run([sys.executable, str(ROOT / "data_prep/stats.py"), str(csv), str(out)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "data_prep/stats.py"), str(csv), str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "LTS_0.2" in result.stdout
     lts_table = pd.read_csv(out / "lts.csv")
     assert lts_table["LTS_0.2"].tolist() == pytest.approx([2.5, 2.5, 1.25])
@@ -89,4 +92,8 @@ def test_cli_without_an_identity_task_writes_the_label_charts(tmp_path, capsys):
     stats.main([str(csv), str(tmp_path / "stats")])
     out = capsys.readouterr().out
     assert "LTS (images per identity) left out" in out
-    assert sorted(p.name for p in (tmp_path / "stats").iterdir()) == ["label_counts.csv", "labels_age.png", "labels_gender.png"]
+    assert sorted(p.name for p in (tmp_path / "stats").iterdir()) == [
+        "label_counts.csv",
+        "labels_age.png",
+        "labels_gender.png",
+    ]

@@ -48,6 +48,7 @@ def test_pk_replicas_get_whole_identities():
 def test_shuffle_mixes_pk_and_unknown_batches():
     sampler = samplers.ShuffleSampler(IDS, p=2, k=2)
     assert sampler.num_batches == sampler.pk.num_batches + 10 // 4
+
     def kinds(epoch):
         return tuple("unknown" if (IDS[b] == -1).all() else "pk" for b in epoch.reshape(-1, 4))
 

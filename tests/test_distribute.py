@@ -366,16 +366,17 @@ def test_a_run_without_seed_draws_one_and_a_resume_keeps_it(tmp_path, capsys, mo
     from portrait_keras import experiments as configs
     from portrait_keras.commands.overrides import override
     from portrait_keras.training.fit import _with_seed
+    from portrait_keras.training.run_dir import RunDir
 
     config = override(configs.smoke(), "train.seed", "null")
     assert config.train.seed is None
-    drawn = _with_seed(config, str(tmp_path), resuming=False, strategy=None).train.seed
+    drawn = _with_seed(config, RunDir(tmp_path), resuming=False, strategy=None).train.seed
     assert isinstance(drawn, int) and 0 <= drawn < 2**31
     assert f"train.seed=null: seed {drawn} (drawn" in capsys.readouterr().err
     (tmp_path / "config.json").write_text(json.dumps({"train": {"seed": 1234}}))
-    assert _with_seed(config, str(tmp_path), resuming=True, strategy=None).train.seed == 1234
+    assert _with_seed(config, RunDir(tmp_path), resuming=True, strategy=None).train.seed == 1234
     assert "seed 1234 (the unfinished run's" in capsys.readouterr().err
     # Without a run to resume the seed is drawn anew; a given seed is kept.
     monkeypatch.setattr(distribute, "draw_seed", lambda: 77)
-    assert _with_seed(config, str(tmp_path), resuming=False, strategy=None).train.seed == 77
+    assert _with_seed(config, RunDir(tmp_path), resuming=False, strategy=None).train.seed == 77
     assert _with_seed(configs.smoke(), str(tmp_path), resuming=True, strategy=None).train.seed == 0

@@ -207,8 +207,7 @@ def test_two_workers_finish_with_one_clean_run_folder(run_a):
     assert info["workers"] == 2 and info["replicas"] == 2 and info["worker_index"] == 0, info
     assert _worker_folders(tmpdir) == before, "worker 1 left its temporary folder"
     start = (
-        "Distribution: MultiWorkerMirroredStrategy (tensorflow), 2 replica(s), worker {} of 2; "
-        "global batch 32 = 2 x 16"
+        "Distribution: MultiWorkerMirroredStrategy (tensorflow), 2 replica(s), worker {} of 2; global batch 32 = 2 x 16"
     )
     assert start.format(0) in results[0]["stderr"], results[0]["stderr"][-3000:]
     assert start.format(1) in results[1]["stderr"], results[1]["stderr"][-3000:]

@@ -48,7 +48,9 @@ def test_backend_imports_are_allowed_in_data_and_training():
         "import pickle\n\npickle.dumps(1)\n",
     ],
 )
-@pytest.mark.parametrize("where", ["portrait_keras/models/probe.py", "portrait_keras/serving/probe.py", "tests/probe.py"])
+@pytest.mark.parametrize(
+    "where", ["portrait_keras/models/probe.py", "portrait_keras/serving/probe.py", "tests/probe.py"]
+)
 def test_lambda_and_pickle_are_refused_everywhere(source, where):
     result = ruff(source, where)
     assert result.returncode == 1 and "TID251" in result.stdout, result.stdout

@@ -13,9 +13,13 @@ def _log_softmax(z):
 
 def test_sparse_ce_averages_over_known_labels_only():
     logits = np.array([[0.0, 0.0], [5.0, -5.0], [1.0, 3.0]], "float32")
-    assert float(masked_sparse_ce([0, -1, 1], logits)) == pytest.approx((np.log(2) + np.log1p(np.exp(-2))) / 2, rel=1e-6)
+    assert float(masked_sparse_ce([0, -1, 1], logits)) == pytest.approx(
+        (np.log(2) + np.log1p(np.exp(-2))) / 2, rel=1e-6
+    )
     # [B, 1] labels, as Keras passes them, give the same.
-    assert float(masked_sparse_ce(np.array([[0], [-1], [1]]), logits)) == pytest.approx(float(masked_sparse_ce([0, -1, 1], logits)))
+    assert float(masked_sparse_ce(np.array([[0], [-1], [1]]), logits)) == pytest.approx(
+        float(masked_sparse_ce([0, -1, 1], logits))
+    )
 
 
 def test_sparse_ce_label_smoothing_mixes_in_the_uniform_target():

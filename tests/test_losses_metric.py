@@ -230,7 +230,9 @@ def _gradient(fn, x):
     ids=["batch_rank", "triplet", "hfe"],
 )
 @pytest.mark.parametrize(
-    "labels", [[-1, -1, -1, -1], [3, -1, -1, -1], [0, 0, 1, 1], [0, 0, 0, 0]], ids=["none", "lone", "pairs", "one_class"]
+    "labels",
+    [[-1, -1, -1, -1], [3, -1, -1, -1], [0, 0, 1, 1], [0, 0, 0, 0]],
+    ids=["none", "lone", "pairs", "one_class"],
 )
 def test_gradients_stay_finite_with_duplicates_and_masked_samples(loss, labels):
     f = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, 2.0]], "float32")  # duplicated features

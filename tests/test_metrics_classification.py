@@ -40,9 +40,7 @@ def test_macro_f1_single_label_equals_sklearn():
         known = y_true != -1
         expected = metrics.f1_score(y_true[known], y_pred[known], average="macro", zero_division=0)
         assert macro_f1(y_true, y_pred) == pytest.approx(expected, abs=1e-12)
-        expected = metrics.f1_score(
-            y_true[known], y_pred[known], labels=np.arange(8), average="macro", zero_division=0
-        )
+        expected = metrics.f1_score(y_true[known], y_pred[known], labels=np.arange(8), average="macro", zero_division=0)
         assert macro_f1(y_true, y_pred, num_classes=8) == pytest.approx(expected, abs=1e-12)
 
 

@@ -5,8 +5,15 @@ from portrait_keras.metrics import lts, piq
 from portrait_keras.schema import Schema, Task
 
 PAPER_FSS_UNCERT = {  # paper Table 4, FSS + BR + uncertainty: PIQ 0.495
-    "reid_mAP": 0.351, "reid_rank1": 0.536, "gender": 0.823, "age": 0.685, "physique": 0.444,
-    "height": 0.650, "body": 0.561, "arm": 0.530, "expression": 0.340,
+    "reid_mAP": 0.351,
+    "reid_rank1": 0.536,
+    "gender": 0.823,
+    "age": 0.685,
+    "physique": 0.444,
+    "height": 0.650,
+    "body": 0.561,
+    "arm": 0.530,
+    "expression": 0.340,
 }
 
 
@@ -21,11 +28,13 @@ def test_piq_hand_case_reproduces_the_paper():
 
 
 def test_piq_with_a_custom_schema_and_no_identity_task():
-    schema = Schema((
-        Task("hat", "appearance", "single", ("no", "yes")),
-        Task("glasses", "appearance", "single", ("no", "yes")),
-        Task("mood", "emotion", "multi", ("calm", "tense")),
-    ))
+    schema = Schema(
+        (
+            Task("hat", "appearance", "single", ("no", "yes")),
+            Task("glasses", "appearance", "single", ("no", "yes")),
+            Task("mood", "emotion", "multi", ("calm", "tense")),
+        )
+    )
     result = piq({"hat": 0.5, "glasses": 0.7, "mood": 0.2, "unused": 3.0}, schema)
     assert result == pytest.approx({"piq": (0.6 + 0.2) / 2, "appearance": 0.6, "emotion": 0.2})
 

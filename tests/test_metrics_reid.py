@@ -40,9 +40,7 @@ def test_ties_follow_a_stable_argsort_of_the_distance():
 
 def test_tie_with_an_ignored_item_does_not_count():
     # The tied lower-index item is in the query's group, so it is removed.
-    result = evaluate_reid(
-        QUERY, _at([0.5, 0.5]), [3], [0, 3], query_groups=[7], gallery_groups=[7, -1]
-    )
+    result = evaluate_reid(QUERY, _at([0.5, 0.5]), [3], [0, 3], query_groups=[7], gallery_groups=[7, -1])
     assert result["mAP"] == 1.0
 
 
@@ -63,9 +61,7 @@ def test_ids_only_in_the_gallery_are_negatives():
 def test_query_losing_all_positives_is_skipped():
     queries = np.repeat(QUERY, 2, 0)
     gallery = _at([0.9, 0.5, 0.3])
-    result = evaluate_reid(
-        queries, gallery, [1, 2], [1, 2, 0], query_groups=[4, -1], gallery_groups=[4, -1, -1]
-    )
+    result = evaluate_reid(queries, gallery, [1, 2], [1, 2, 0], query_groups=[4, -1], gallery_groups=[4, -1, -1])
     assert result["num_queries"] == 1  # query 0's only positive is in its group
     assert result["mAP"] == pytest.approx(0.5)  # query 1 is not in group 4: gallery 0 outranks its positive
     assert result["num_ids"] == 1

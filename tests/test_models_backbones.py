@@ -103,7 +103,7 @@ def test_resnet50_last_stride_1_doubles_the_last_feature_map():
 
 def test_backbones_average_their_bn_statistics_alike():
     for model in (resnet50((64, 32, 3)), hrnet_w32((64, 32, 3))):
-        momenta = {l.momentum for l in model.layers if isinstance(l, keras.layers.BatchNormalization)}
+        momenta = {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
         assert momenta == {0.9}, model.name
 
 

@@ -42,9 +42,7 @@ def test_layer_round_trip(make_layer, input_dim, tmp_path):
     path = tmp_path / "layer.keras"
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
-    keras.tree.map_structure(
-        lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6), loaded(x), expected
-    )
+    keras.tree.map_structure(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6), loaded(x), expected)
 
     kernel = np.array(loaded.get_layer("dense").kernel)
     targets = keras.tree.map_structure(lambda e: np.zeros_like(e) + 1.0, expected)

@@ -22,7 +22,13 @@ def _keys(tasks, with_id):
 
 @pytest.mark.parametrize(
     "head, tasks",
-    [("fss", None), ("sim_mtl", None), ("single_task", ["arm"]), ("single_task", ["id"]), ("fss", ["id", "expression"])],
+    [
+        ("fss", None),
+        ("sim_mtl", None),
+        ("single_task", ["arm"]),
+        ("single_task", ["id"]),
+        ("fss", ["id", "expression"]),
+    ],
 )
 def test_outputs_are_a_dict_of_logits_features_and_the_embedding(head, tasks):
     schema = default_schema()
@@ -135,8 +141,9 @@ def test_portrait_model_carries_its_schema_through_get_config_and_a_saved_file(t
     from portrait_keras.schema import Schema, Task
 
     schema = Schema(default_schema().tasks + (Task("mood", "emotion", "single", ("calm", "tense")),))
-    model = PortraitModel(schema, NUM_IDS, head="fss", tasks=["id", "gender", "mood"], input_shape=SHAPE,
-                          fss_kwargs={"free_ratio": 0.5})
+    model = PortraitModel(
+        schema, NUM_IDS, head="fss", tasks=["id", "gender", "mood"], input_shape=SHAPE, fss_kwargs={"free_ratio": 0.5}
+    )
     config = model.get_config()
     assert config["schema"] == schema.to_dict() and config["num_ids"] == NUM_IDS
     assert (config["backbone"], config["head"], config["tasks"]) == ("tiny", "fss", ["id", "gender", "mood"])

@@ -122,7 +122,12 @@ def test_feature_space_split_concatenates_each_tasks_ranges():
 
 @pytest.mark.parametrize(
     "layout, match",
-    [({}, "non-empty dict"), ({"a": []}, "non-empty list"), ({"a": [[3, 2]]}, "0 ≤ start < stop"), ({"a": [[0, 1.5]]}, "ints")],
+    [
+        ({}, "non-empty dict"),
+        ({"a": []}, "non-empty list"),
+        ({"a": [[3, 2]]}, "0 ≤ start < stop"),
+        ({"a": [[0, 1.5]]}, "ints"),
+    ],
 )
 def test_feature_space_split_validates_its_layout(layout, match):
     with pytest.raises(ValueError, match=match):

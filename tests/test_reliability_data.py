@@ -9,12 +9,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from portrait_keras.data.prep import validate
-from portrait_keras.training.callbacks import SkippedImagesLogger
 from portrait_keras.data import make_dataset, read_annotations
 from portrait_keras.data.images import UnreadableImage, find_bad_images
 from portrait_keras.data.pipeline import BadImageError, epoch_indices, naming_bad_images
+from portrait_keras.data.prep import validate
 from portrait_keras.data.samplers import RandomSampler
+from portrait_keras.training.callbacks import SkippedImagesLogger
 from tests.test_data_annotations import GOOD_ROWS, HEADER, write_dataset
 
 
@@ -101,12 +101,12 @@ def test_decoder_error_becomes_bad_image_error_with_csv_line(tmp_path):
     assert "truncated.jpg" not in raw.value.message  # why naming_bad_images exists
     with pytest.raises(BadImageError) as info, naming_bad_images(ann, ["gallery"]):
         list(dataset)
-    (line, column, value, message), = info.value.problems
+    ((line, column, value, message),) = info.value.problems
     assert (line, column, value) == (lines["truncated.jpg"], "path", "truncated.jpg")
     assert message.startswith("unreadable image: corrupt or truncated JPEG data")
     assert f"{csv_path}:{line}: column 'path': value 'truncated.jpg': unreadable image" in str(info.value)
     assert "portrait-keras validate" in str(info.value) and "skip_bad_images" in str(info.value)
-    reason = message[len("unreadable image: "):]
+    reason = message[len("unreadable image: ") :]
     assert info.value.images == [UnreadableImage(2, str(tmp_path / "truncated.jpg"), reason)]
 
 
@@ -137,10 +137,15 @@ def test_skip_bad_images_leaves_them_out_and_lists_them(tmp_path):
     assert sorted(ids.tolist()) == [-1, 0, 1]  # the three readable train images, each once
     with pytest.warns(UserWarning):
         evaluation = make_dataset(ann, "train", batch_size=4, training=False, skip_bad_images=True)
-    (images, labels), = list(evaluation)
+    ((images, labels),) = list(evaluation)
     np.testing.assert_array_equal(labels["age"], [0, 4, -1])  # file order, bad rows left out
-    clean = make_dataset(read_annotations(write_dataset(tmp_path / "clean", GOOD_ROWS)), "train", batch_size=4,
-                         training=False, skip_bad_images=True)
+    clean = make_dataset(
+        read_annotations(write_dataset(tmp_path / "clean", GOOD_ROWS)),
+        "train",
+        batch_size=4,
+        training=False,
+        skip_bad_images=True,
+    )
     assert clean.skipped_images == []
 
 
@@ -171,8 +176,14 @@ def test_epoch_of_a_pass_is_a_function_of_seed_and_epoch_alone(tiny_annotations)
 
     def images(**kwargs):
         dataset = make_dataset(
-            tiny_annotations, "train", batch_size=16, training=True, seed=5, deterministic=True, image_size=(64, 32),
-            **kwargs
+            tiny_annotations,
+            "train",
+            batch_size=16,
+            training=True,
+            seed=5,
+            deterministic=True,
+            image_size=(64, 32),
+            **kwargs,
         )
         return dataset, [x.numpy() for x, _ in dataset]
 

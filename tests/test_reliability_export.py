@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from portrait_keras.data import AnnotationError, read_annotations
 from portrait_keras.commands.evaluate import main as evaluate_main
+from portrait_keras.data import AnnotationError, read_annotations
 from portrait_keras.evaluation.evaluator import SchemaMismatchError, check_model_fits_schema, evaluate
-from portrait_keras.serving.export import ModelFileError, UnsafeModelError, export_saved_model, load_keras_model
 from portrait_keras.models import build_portrait_model
 from portrait_keras.schema import Schema, Task, default_schema
+from portrait_keras.serving.export import ModelFileError, UnsafeModelError, export_saved_model, load_keras_model
 from tests.test_data_annotations import GOOD_ROWS, write_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,16 +27,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def small_model():
     """A tiny 64x32 portrait model of the gender and expression tasks (random weights)."""
-    schema = default_schema().subset(["id", "gender", "expression"])
+    schema = default_schema()  # the data's schema, which the model carries
     keras.utils.set_random_seed(0)
-    return build_portrait_model(schema, 3, backbone="tiny", input_shape=(64, 32, 3)), schema
+    tasks = ["id", "gender", "expression"]
+    return build_portrait_model(schema, 3, tasks=tasks, backbone="tiny", input_shape=(64, 32, 3)), schema
 
 
 def with_lambda_layer(source, target):
     """`source` (.keras) with its `normalize` layer swapped for a Lambda layer of the same name
     and inputs: what an attacker would do to run code when the file is loaded."""
     inputs = keras.Input((64, 32, 3))
-    donor = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0, name="normalize")(inputs))
+    donor = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0, name="normalize")(inputs))  # noqa: TID251  (a tampered file)
     donor_path = os.path.join(os.path.dirname(target), "donor.keras")
     donor.save(donor_path)
     with zipfile.ZipFile(donor_path) as z:
@@ -46,6 +47,11 @@ def with_lambda_layer(source, target):
     with zipfile.ZipFile(source) as z:
         files = {name: z.read(name) for name in z.namelist()}
     config = json.loads(files["config.json"])
+    if "layers" not in config["config"]:  # a PortraitModel: rewritten as the functional graph of its weights
+        model = keras.models.load_model(source)
+        functional = keras.Model(model.inputs, dict(zip(model.output_names, model.outputs)), name="portrait")
+        functional.save(os.path.join(os.path.dirname(target), "functional.keras"))
+        return with_lambda_layer(os.path.join(os.path.dirname(target), "functional.keras"), target)
     layers = config["config"]["layers"]
     index = next(i for i, layer in enumerate(layers) if layer["name"] == "normalize")
     layers[index] = {**lambda_entry, "inbound_nodes": layers[index]["inbound_nodes"]}
@@ -57,6 +63,8 @@ def with_lambda_layer(source, target):
 
 def test_tampered_keras_file_with_a_lambda_layer_is_refused(small_model, tmp_path):
     model, _ = small_model
+    # A PortraitModel's file holds constructor arguments, no layer list: an attacker writes the
+    # functional graph of its weights instead, with a Lambda in it (`with_lambda_layer`).
     model.save(tmp_path / "model.keras")
     assert load_keras_model(tmp_path / "model.keras").count_params() == model.count_params()  # safe mode
     with_lambda_layer(tmp_path / "model.keras", tmp_path / "tampered.keras")
@@ -68,7 +76,7 @@ def test_tampered_keras_file_with_a_lambda_layer_is_refused(small_model, tmp_pat
     assert message.startswith(f"{tmp_path / 'tampered.keras'}: refused to load: the file holds Python code")
     # The file is a working model when one opts out: the refusal is what protects.
     unsafe = keras.models.load_model(tmp_path / "tampered.keras", safe_mode=False)
-    assert any(isinstance(layer, keras.layers.Lambda) for layer in unsafe.layers)
+    assert any(isinstance(layer, keras.layers.Lambda) for layer in unsafe.layers)  # noqa: TID251
 
 
 @pytest.mark.parametrize(
@@ -199,7 +207,7 @@ def test_evaluate_command_refuses_data_of_another_schema_and_a_tampered_model(sm
     run = write_run(model, tmp_path / "run", {"data_csv": data})
     assert evaluate_main([str(run)]) == 2
     err = capsys.readouterr().err
-    assert f"error: The model ({run / 'schema.json'}) and the data {data} (schema: {data_schema})" in err
+    assert f"error: The model ({run / 'model.keras'}) and the data {data} (schema: {data_schema})" in err
     assert "task 'gender' has classes (female, male) in the model, (female, male, other) in the data" in err
     os.remove(tmp_path / "data" / "schema.json")
     with_lambda_layer(run / "model.keras", run / "tampered.keras")

@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 
 from portrait_keras import experiments as configs
-from portrait_keras.training import fit as training
-from portrait_keras.training import run_dir as run_dir_lib
 from portrait_keras.commands.overrides import override
 from portrait_keras.config import rescale_epochs
 from portrait_keras.data.pipeline import BadImageError
 from portrait_keras.serving.export import load_keras_model
+from portrait_keras.training import fit as training
+from portrait_keras.training import run_dir as run_dir_lib
 from portrait_keras.training.fit import TrainingDiverged, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

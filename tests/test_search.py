@@ -11,8 +11,8 @@ from PIL import Image
 
 from portrait_keras.cli import main
 from portrait_keras.data import read_annotations
-from portrait_keras.serving.predictor import InputError, load_predictor
 from portrait_keras.metrics.distance import cosine_distances
+from portrait_keras.serving.predictor import InputError, load_predictor
 from portrait_keras.serving.search import cache_path, embed, gallery_embeddings, load_gallery, search
 
 

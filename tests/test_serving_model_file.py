@@ -50,7 +50,9 @@ def test_an_older_functional_model_loads_with_the_schema_beside_it(smoke_run_dir
     shutil.copy(smoke_run_dir / "schema.json", tmp_path / "schema.json")
     older = load_predictor(tmp_path)
     assert "note:" in capsys.readouterr().err
-    assert older.schema == new.schema and [t.name for t in older.tasks] == [t.name for t in load_predictor(smoke_run_dir).tasks]
+    assert older.schema == new.schema and [t.name for t in older.tasks] == [
+        t.name for t in load_predictor(smoke_run_dir).tasks
+    ]
     images = np.zeros((2, *older.image_size, 3), np.uint8)
     current = load_predictor(smoke_run_dir).predict(images)
     for key, value in older.predict(images).items():

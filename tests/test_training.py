@@ -15,7 +15,7 @@ import pytest
 
 from portrait_keras import experiments as configs
 from portrait_keras.commands.overrides import override
-from portrait_keras.training.fit import build_trainer, train
+from portrait_keras.training.fit import build_trainer
 from portrait_keras.training.run_dir import RunDir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

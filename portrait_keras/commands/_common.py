@@ -4,8 +4,8 @@ import argparse
 import sys
 
 from portrait_keras.data.annotations import AnnotationError
-from portrait_keras.evaluation.evaluator import SchemaMismatchError
 from portrait_keras.errors import InputError
+from portrait_keras.evaluation.evaluator import SchemaMismatchError
 
 USER_ERRORS = (InputError, AnnotationError, SchemaMismatchError)  # BadImageError is an AnnotationError
 

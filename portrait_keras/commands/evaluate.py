@@ -41,7 +41,9 @@ def main(argv=None):
         "  portrait-keras evaluate runs/fss_uncert --data other/annotations.csv --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR_OR_KERAS", help="run folder of `portrait-keras train`, or a .keras file")
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR_OR_KERAS", help="run folder of `portrait-keras train`, or a .keras file"
+    )
     parser.add_argument("--data", help="annotation CSV (default: the run's own data)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -49,7 +51,8 @@ def main(argv=None):
         "--skip-bad-images",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="leave unreadable images out (with a warning) instead of failing (default: the run's data.skip_bad_images)",
+        help="leave unreadable images out (with a warning) instead of failing "
+        "(default: the run's data.skip_bad_images)",
     )
     args = parser.parse_args(argv)
 

@@ -13,7 +13,9 @@ def build_parser():
         ["portrait-keras report runs/smoke", "portrait-keras report runs/smoke --data other/annotations.csv"],
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `portrait-keras train`")
-    p.add_argument("--data", metavar="CSV", help="annotation CSV of the confusion matrices (default: the run's own data)")
+    p.add_argument(
+        "--data", metavar="CSV", help="annotation CSV of the confusion matrices (default: the run's own data)"
+    )
     p.add_argument("--batch-size", type=_common.positive, default=128)
     p.add_argument(
         "--skip-bad-images",
@@ -25,8 +27,8 @@ def build_parser():
 
 
 def run(args):
-    from portrait_keras.reporting.report import write_report
     from portrait_keras.errors import InputError
+    from portrait_keras.reporting.report import write_report
 
     annotations = None
     if args.data:

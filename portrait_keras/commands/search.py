@@ -18,7 +18,10 @@ def build_parser():
     )
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument(
-        "--gallery", required=True, metavar="DIR_OR_CSV", help="image folder, or annotation CSV (its gallery split, else all rows)"
+        "--gallery",
+        required=True,
+        metavar="DIR_OR_CSV",
+        help="image folder, or annotation CSV (its gallery split, else all rows)",
     )
     p.add_argument("--query", required=True, metavar="IMAGE", help="query image file")
     p.add_argument("-k", type=_common.positive, default=10, help="number of results (default: %(default)s)")
@@ -30,8 +33,8 @@ def build_parser():
 
 
 def run(args):
-    from portrait_keras.serving import predictor, search
     from portrait_keras.errors import InputError
+    from portrait_keras.serving import predictor, search
 
     predictor.model_kind(args.model)
     queries = predictor.expand_image_paths([args.query])

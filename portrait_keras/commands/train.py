@@ -9,7 +9,6 @@ import dataclasses
 import os
 import sys
 
-
 from portrait_keras import experiments as configs
 from portrait_keras.commands.overrides import override
 from portrait_keras.config import default_run_dir, rescale_epochs
@@ -88,13 +87,19 @@ def main(argv=None):
 
     if RunDir(run_dir).is_finished() and not args.overwrite:
         # A re-run resumes a killed run; a finished one would silently start over.
-        print(f"error: {run_dir} holds a finished run (metrics.json). Evaluate it with "
-              f"`portrait-keras evaluate {run_dir}`, or pass --overwrite (or another "
-              f"--run-dir) to train again.", file=sys.stderr)
+        print(
+            f"error: {run_dir} holds a finished run (metrics.json). Evaluate it with "
+            f"`portrait-keras evaluate {run_dir}`, or pass --overwrite (or another "
+            f"--run-dir) to train again.",
+            file=sys.stderr,
+        )
         return 2
     if config.model.backbone in ("hrnet_w32", "resnet50") and not config.model.backbone_weights:
-        print(f"note: {config.model.backbone} starts from random weights (the paper starts from ImageNet; "
-              f"see model.backbone_weights in the README).", file=sys.stderr)
+        print(
+            f"note: {config.model.backbone} starts from random weights (the paper starts from ImageNet; "
+            f"see model.backbone_weights in the README).",
+            file=sys.stderr,
+        )
     from portrait_keras.training.distribute import DistributionError, prepare_host_devices
 
     prepare_host_devices(args.replicas)  # before JAX starts
@@ -112,4 +117,3 @@ def main(argv=None):
     for key, value in ordered_metrics(metrics):
         print(f"  {key:<13} {value:.4f}")
     return 0
-

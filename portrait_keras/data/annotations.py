@@ -65,9 +65,7 @@ class AnnotationError(ValueError):
         if more > 0:
             lines.append(f"... and {more} more (see AnnotationError.problems)")
         count = len(self.problems)
-        super().__init__(
-            f"{count} problem{'s' if count != 1 else ''} in {self.csv_path}:\n" + "\n".join(lines)
-        )
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in {self.csv_path}:\n" + "\n".join(lines))
 
 
 class Annotations:
@@ -201,8 +199,10 @@ def read_annotations(csv_path, root=None, schema=None, *, required_splits=()):
             if not (table["split"] == split).any():
                 problems.append((1, "split", split, f"no rows in split {split!r}, which is required"))
     for column in OPTIONAL_INT_COLUMNS:
-        encoded[column] = _check_int(table, column, True, problems) if column in present else (
-            np.full([len(table)], UNKNOWN, np.int64)
+        encoded[column] = (
+            _check_int(table, column, True, problems)
+            if column in present
+            else (np.full([len(table)], UNKNOWN, np.int64))
         )
     for task in schema.tasks:
         if task.name not in present:
@@ -239,9 +239,7 @@ def read_table(csv_path):
     csv_path = os.fspath(csv_path)
     starts = _scan_records(csv_path)
     try:
-        table = pd.read_csv(
-            csv_path, dtype=str, keep_default_na=False, skip_blank_lines=False, skipinitialspace=True
-        )
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skip_blank_lines=False, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise AnnotationError(csv_path, [(1, "", "", "empty file; expected a header line")]) from None
     except pd.errors.ParserError as e:

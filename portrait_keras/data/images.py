@@ -50,7 +50,6 @@ def _to_uint8(values, mode, path):
 def _decode_with_pillow(path, data):
     from PIL import Image, UnidentifiedImageError
 
-    
     try:
         with Image.open(io.BytesIO(data)) as image:
             mode = image.mode
@@ -199,7 +198,6 @@ SIGNATURES = {
 }
 # Start of the assertion messages of `decode`; `naming_bad_images` looks for it.
 UNREADABLE = "unreadable image file"
-
 
 
 def _check_header(data, path):

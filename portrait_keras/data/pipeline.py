@@ -33,6 +33,8 @@ from portrait_keras.data.annotations import AnnotationError
 from portrait_keras.data.images import decode, find_bad_images, is_image_error
 
 UNKNOWN = -1
+
+
 def split_labels(annotations, split):
     """Labels of `split` as `make_dataset` yields them, in file order.
 
@@ -250,9 +252,7 @@ def make_dataset(
 
     identity = annotations.schema.identity_task
     if sampler != "random" and identity is None:
-        raise ValueError(
-            f"Sampler {sampler!r} needs an identity task in the schema. Received: sampler={sampler!r}"
-        )
+        raise ValueError(f"Sampler {sampler!r} needs an identity task in the schema. Received: sampler={sampler!r}")
     ids = annotations.labels(split)[identity.name][keep] if identity is not None else np.full([len(keep)], UNKNOWN)
     index_sampler = samplers_lib.build_sampler(
         sampler, ids, batch_size=batch_size, p=p, k=k, num_replicas=num_replicas, drop_remainder=drop_remainder

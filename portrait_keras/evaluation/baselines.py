@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 
 from portrait_keras.data.annotations import AnnotationError
+from portrait_keras.data.images import decode_image_file
+from portrait_keras.errors import InputError
 from portrait_keras.evaluation.evaluator import (
     EVAL_SPLITS,
     eval_splits_needed,
@@ -22,8 +24,6 @@ from portrait_keras.evaluation.evaluator import (
     format_table,
     missing_split_problems,
 )
-from portrait_keras.data.images import decode_image_file
-from portrait_keras.errors import InputError
 from portrait_keras.schema import IDENTITY, MULTI
 
 

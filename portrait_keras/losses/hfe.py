@@ -107,4 +107,3 @@ def hfe_weight(iteration, total_iterations, w0=1.0):
     total = ops.cast(total_iterations, "float32")
     remaining = ops.clip((total - it) / total, 0.0, 1.0)
     return (0.5 * ops.cos(remaining * math.pi) + 0.5) * w0
-

@@ -36,9 +36,7 @@ def _to_vector(values, task_names, what):
         return ops.stack([ops.convert_to_tensor(values[t]) for t in task_names], axis=-1)
     if isinstance(values, (list, tuple)):
         if len(values) != len(task_names):
-            raise ValueError(
-                f"Expected one {what} per task ({', '.join(task_names)}). Received: {len(values)} values"
-            )
+            raise ValueError(f"Expected one {what} per task ({', '.join(task_names)}). Received: {len(values)} values")
         return ops.stack([ops.convert_to_tensor(v) for v in values], axis=-1)
     values = ops.convert_to_tensor(values)
     if values.shape[-1] != len(task_names):

@@ -136,7 +136,9 @@ def _known_rows(y_true, y_pred):
     if y_true.ndim == 1:
         known = y_true != -1
         if (y_true < -1).any():
-            raise ValueError(f"y_true labels must be >= 0, or -1 for unknown. Received: {np.unique(y_true[y_true < -1])[:5]}")
+            raise ValueError(
+                f"y_true labels must be >= 0, or -1 for unknown. Received: {np.unique(y_true[y_true < -1])[:5]}"
+            )
         y_true, y_pred = y_true[known].astype(np.int64), y_pred[known].astype(np.int64)
     else:
         known = ~(y_true == -1).all(1)

@@ -36,9 +36,13 @@ def lts(counts, k=0.2):
         raise ValueError(f"k must be a number in (0, 1). Received: k={k!r}")
     counts = np.asarray(counts)
     if counts.ndim != 1 or counts.size == 0 or not np.issubdtype(counts.dtype, np.number):
-        raise ValueError(f"counts must be a non-empty 1-D numeric array. Received: shape {counts.shape}, dtype {counts.dtype}")
+        raise ValueError(
+            f"counts must be a non-empty 1-D numeric array. Received: shape {counts.shape}, dtype {counts.dtype}"
+        )
     if not np.isfinite(counts).all() or (counts < 0).any():
-        raise ValueError(f"counts must be finite and non-negative. Received: {counts[~(np.isfinite(counts) & (counts >= 0))][:5]}")
+        raise ValueError(
+            f"counts must be finite and non-negative. Received: {counts[~(np.isfinite(counts) & (counts >= 0))][:5]}"
+        )
     total = counts.sum()
     if total <= 0:
         raise ValueError(f"counts must hold at least one sample. Received: total {total}")

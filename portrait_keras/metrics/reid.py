@@ -167,9 +167,7 @@ class _Index:
 
     def __init__(self, labels):
         self.order = np.argsort(labels, kind="stable")
-        self.values, self.starts, self.counts = np.unique(
-            labels[self.order], return_index=True, return_counts=True
-        )
+        self.values, self.starts, self.counts = np.unique(labels[self.order], return_index=True, return_counts=True)
 
     def expand(self, labels):
         """(row, gallery position) pairs of every gallery item labelled like each entry
@@ -234,8 +232,9 @@ def evaluate_reid_reference(
     return result
 
 
-def _rank_chunk(sims, query_ids, by_id, query_groups, gallery_groups, by_group, query_cams, gallery_cams,
-                executor, workers):
+def _rank_chunk(
+    sims, query_ids, by_id, query_groups, gallery_groups, by_group, query_cams, gallery_cams, executor, workers
+):
     """AP and 1-based rank of the first positive of each query of a chunk.
 
     `sims` is the float32 similarity block `[B, G]`; the rows are ranked by the
@@ -267,9 +266,17 @@ def _rank_chunk(sims, query_ids, by_id, query_groups, gallery_groups, by_group, 
     # (valid or ignored) come before each of them in the ranking.
     sorted_target = np.empty_like(target)
     above = np.empty(len(rows), np.int64)
-    rank_rows = functools.partial(_rank_rows, sims=sims, target=target, cols=cols, bounds=bounds,
-                                  ignored_rows=ignored_rows, ignored_cols=ignored_cols,
-                                  sorted_target=sorted_target, above=above)
+    rank_rows = functools.partial(
+        _rank_rows,
+        sims=sims,
+        target=target,
+        cols=cols,
+        bounds=bounds,
+        ignored_rows=ignored_rows,
+        ignored_cols=ignored_cols,
+        sorted_target=sorted_target,
+        above=above,
+    )
     parts = [range(i, num_rows, workers) for i in range(workers)]
     list(executor.map(rank_rows, parts) if executor is not None else map(rank_rows, parts))
 
@@ -314,9 +321,13 @@ def _rank_rows(rows, sims, target, cols, bounds, ignored_rows, ignored_cols, sor
         if not tied.any():
             continue
         for value in np.unique(t[tied]):
-            above[lo:hi][t == value] = _tied_above(row, value, n - np.searchsorted(ranked, value, "right"),
-                                                   cols[lo:hi][target[lo:hi] == value],
-                                                   ignored_cols[ignored_rows == r])
+            above[lo:hi][t == value] = _tied_above(
+                row,
+                value,
+                n - np.searchsorted(ranked, value, "right"),
+                cols[lo:hi][target[lo:hi] == value],
+                ignored_cols[ignored_rows == r],
+            )
 
 
 def _tied_above(row, value, num_higher, positive_cols, ignored_cols):

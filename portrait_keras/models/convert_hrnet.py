@@ -18,9 +18,13 @@ saved from `DataParallel`) is removed.
 Torch is not needed here. Export the state_dict to `.npz` once, where torch is installed:
 
     # official release (e.g. hrnetv2_w32_imagenet_pretrained.pth, a plain state_dict):
-    python -c "import numpy as np, torch; sd = torch.load('hrnetv2_w32_imagenet_pretrained.pth', map_location='cpu'); np.savez('hrnet_w32.npz', **{k: v.numpy() for k, v in sd.items()})"
+    python -c "import numpy as np, torch; \\
+    sd = torch.load('hrnetv2_w32_imagenet_pretrained.pth', map_location='cpu'); \\
+    np.savez('hrnet_w32.npz', **{k: v.numpy() for k, v in sd.items()})"
     # timm:
-    python -c "import numpy as np, timm; sd = timm.create_model('hrnet_w32', pretrained=True).state_dict(); np.savez('hrnet_w32.npz', **{k: v.numpy() for k, v in sd.items()})"
+    python -c "import numpy as np, timm; \\
+    sd = timm.create_model('hrnet_w32', pretrained=True).state_dict(); \\
+    np.savez('hrnet_w32.npz', **{k: v.numpy() for k, v in sd.items()})"
 
 (timm's Hugging Face `model.safetensors` also reads without torch:
 `np.savez('hrnet_w32.npz', **safetensors.numpy.load_file('model.safetensors'))`.) Then:
@@ -135,7 +139,7 @@ def _matched(state_dict, expected):
     """`state_dict` by official key (prefix removed, ignored keys dropped); ValueError listing every problem."""
     matched, unexpected, wrong_shape = {}, [], []
     for key, value in state_dict.items():
-        name = key[len(DATA_PARALLEL_PREFIX):] if key.startswith(DATA_PARALLEL_PREFIX) else key
+        name = key[len(DATA_PARALLEL_PREFIX) :] if key.startswith(DATA_PARALLEL_PREFIX) else key
         if name.startswith(IGNORED_PREFIXES) or name.endswith(IGNORED_SUFFIXES):
             continue
         shape = tuple(np.shape(value))
@@ -155,8 +159,7 @@ def _matched(state_dict, expected):
     if problems:
         raise ValueError(
             "The state_dict does not match HRNet-W32-C (official / timm key names; `classifier.*` "
-            "and `num_batches_tracked` are ignored, a `module.` prefix is removed). Received: "
-            + "; ".join(problems)
+            "and `num_batches_tracked` are ignored, a `module.` prefix is removed). Received: " + "; ".join(problems)
         )
     return matched
 

@@ -8,7 +8,6 @@ import keras
 from keras import layers, ops
 
 from portrait_keras.models.utils import BN_EPSILON, BN_MOMENTUM
-
 from portrait_keras.schema import IDENTITY, MULTI
 
 
@@ -29,7 +28,9 @@ def task_head(feature, num_classes, name):
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"Task {name!r}: num_classes must be a positive int. Received: num_classes={num_classes!r}")
-    neck = layers.BatchNormalization(center=False, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bnneck")(feature)
+    neck = layers.BatchNormalization(center=False, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bnneck")(
+        feature
+    )
     logits = layers.Dense(
         num_classes,
         use_bias=False,

@@ -25,7 +25,6 @@ from keras import layers
 from portrait_keras.models.utils import BN_EPSILON, BN_MOMENTUM, load_backbone_weights
 
 
-
 def _bn(x, name):
     return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
 
@@ -37,9 +36,7 @@ def _conv(x, filters, kernel, stride, name, use_bias=False):
         padding = "valid"
     else:
         padding = "same"
-    return layers.Conv2D(
-        filters, kernel, strides=stride, padding=padding, use_bias=use_bias, name=name
-    )(x)
+    return layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=use_bias, name=name)(x)
 
 
 def _conv_bn(x, filters, kernel, stride, name, relu=True, use_bias=False):
@@ -101,16 +98,12 @@ def _fuse(xs, name):
             elif j > i:
                 y = _conv_bn(x, channels[i], 1, 1, f"{name}_{i}_{j}", relu=False)
                 factor = 2 ** (j - i)
-                terms.append(
-                    layers.UpSampling2D(factor, interpolation="nearest", name=f"{name}_{i}_{j}_up")(y)
-                )
+                terms.append(layers.UpSampling2D(factor, interpolation="nearest", name=f"{name}_{i}_{j}_up")(y))
             else:
                 y = x
                 for k in range(i - j):
                     last = k == i - j - 1
-                    y = _conv_bn(
-                        y, channels[i] if last else channels[j], 3, 2, f"{name}_{i}_{j}_{k}", relu=not last
-                    )
+                    y = _conv_bn(y, channels[i] if last else channels[j], 3, 2, f"{name}_{i}_{j}_{k}", relu=not last)
                 terms.append(y)
         y = layers.Add(name=f"{name}_{i}_sum")(terms)
         out.append(layers.ReLU(name=f"{name}_{i}_relu")(y))
@@ -231,4 +224,3 @@ def hrnet(
 def hrnet_w32(input_shape=(256, 128, 3), weights=None, **kwargs):
     """HRNet-W32-C backbone: images `[B, H, W, 3]` → features `[B, 2048]` (see `hrnet`)."""
     return hrnet(input_shape, weights, width=32, **kwargs)
-

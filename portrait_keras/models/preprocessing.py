@@ -38,9 +38,7 @@ class ImageNormalization(keras.layers.Layer):
 
     def build(self, input_shape):
         if input_shape[-1] is not None and input_shape[-1] != len(self.mean):
-            raise ValueError(
-                f"Expected {len(self.mean)} channels (one per mean). Received: input_shape={input_shape}"
-            )
+            raise ValueError(f"Expected {len(self.mean)} channels (one per mean). Received: input_shape={input_shape}")
 
     def call(self, inputs):
         # One multiply-add: x · 1/(255 std) − mean/std.

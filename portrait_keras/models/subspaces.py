@@ -283,7 +283,9 @@ class FeatureSpaceSplit(keras.layers.Layer):
         dim = input_shape[-1]
         need = max(stop for ranges in self.layout.values() for _, stop in ranges)
         if dim is not None and dim < need:
-            raise ValueError(f"The layout reads dims up to {need} but the input has {dim}. Received: input_shape={input_shape}")
+            raise ValueError(
+                f"The layout reads dims up to {need} but the input has {dim}. Received: input_shape={input_shape}"
+            )
 
     def call(self, inputs):
         out = {}
@@ -294,8 +296,7 @@ class FeatureSpaceSplit(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return {
-            task: (input_shape[0], sum(stop - start for start, stop in ranges))
-            for task, ranges in self.layout.items()
+            task: (input_shape[0], sum(stop - start for start, stop in ranges)) for task, ranges in self.layout.items()
         }
 
     def get_config(self):

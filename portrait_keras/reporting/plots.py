@@ -229,8 +229,15 @@ def confusion_matrix_figure(counts, classes, title):
     image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=8,
-                    color="white" if rates[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                str(int(counts[i, j])),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if rates[i, j] > 0.5 else "black",
+            )
     ticks = np.arange(len(classes))
     ax.set_xticks(ticks, labels=classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(ticks, labels=classes, fontsize=8)

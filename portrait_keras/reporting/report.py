@@ -21,8 +21,8 @@ import os
 
 import numpy as np
 
-from portrait_keras.reporting import plots
 from portrait_keras.errors import InputError
+from portrait_keras.reporting import plots
 from portrait_keras.schema import SINGLE, Schema
 
 REPORT_FOLDER = "report"
@@ -121,8 +121,13 @@ def _confusion_figures(run_dir, schema, config, annotations, model, batch_size, 
     for name, counts in counts_by_task.items():
         task = schema.task(name)
         title = f"{name}: test split (query + gallery), {int(counts.sum())} labelled images"
-        figures.append((f"Confusion matrix: {name}", f"confusion_{name}.png",
-                        plots.confusion_matrix_figure(counts, task.classes, title)))
+        figures.append(
+            (
+                f"Confusion matrix: {name}",
+                f"confusion_{name}.png",
+                plots.confusion_matrix_figure(counts, task.classes, title),
+            )
+        )
     return figures
 
 

@@ -26,8 +26,6 @@ DEFAULT_THRESHOLD = 0.5
 KERAS, SAVED_MODEL = "keras", "saved_model"
 
 
-
-
 # === Model ===
 
 
@@ -44,14 +42,14 @@ def model_kind(path):
         raise InputError(f"{path}: no such model file or folder")
     if os.path.isfile(path):
         if not path.endswith(".keras"):
-            raise InputError(
-                f"{path}: not a model. Expected a run folder, a .keras file or a SavedModel folder."
-            )
+            raise InputError(f"{path}: not a model. Expected a run folder, a .keras file or a SavedModel folder.")
         return KERAS, path, None
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         schema = os.path.join(path, "assets", "schema.json")
         if not os.path.isfile(schema):
-            raise InputError(f"{path}: a SavedModel without assets/schema.json (not written by portrait_keras.serving.export)")
+            raise InputError(
+                f"{path}: a SavedModel without assets/schema.json (not written by portrait_keras.serving.export)"
+            )
         return SAVED_MODEL, path, schema
     keras_file = os.path.join(path, "model.keras")
     saved = os.path.join(path, "saved_model")
@@ -281,8 +279,6 @@ def load_predictor(path):
 
 def _is_pattern(text):
     return any(c in text for c in "*?[")
-
-
 
 
 def expand_image_paths(items):

@@ -226,6 +226,7 @@ def gallery_embeddings(predictor, gallery, *, batch_size=64, use_cache=True):
     return GalleryEmbeddings(embeddings, len(stale), path)
 
 
+@dataclasses.dataclass
 class SearchResult:
     """The `k` nearest gallery images to one query, nearest first.
 

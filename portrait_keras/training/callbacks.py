@@ -68,9 +68,7 @@ class PIQCallback(keras.callbacks.Callback):
         if not self._due(epoch) or not _all_finite(logs):
             return
         model = getattr(self.model, "portrait", self.model) if self.model_fn is None else self.model_fn()
-        self.last = evaluate(
-            model, self.annotations, batch_size=self.batch_size, skip_bad_images=self.skip_bad_images
-        )
+        self.last = evaluate(model, self.annotations, batch_size=self.batch_size, skip_bad_images=self.skip_bad_images)
         if logs is not None:
             logs.update(self.last)
         if self.verbose:

@@ -102,8 +102,8 @@ def resolve_kind(kind="auto", replicas=None):
     workers = cluster_workers()
     if kind == "multi_worker" and not workers:
         raise DistributionError(
-            "strategy=multi_worker needs TF_CONFIG naming the workers, e.g. TF_CONFIG='{\"cluster\": "
-            "{\"worker\": [\"host1:12345\", \"host2:12345\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}'"
+            'strategy=multi_worker needs TF_CONFIG naming the workers, e.g. TF_CONFIG=\'{"cluster": '
+            '{"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}\''
         )
     if kind != "auto":
         return kind

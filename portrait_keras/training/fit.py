@@ -35,9 +35,11 @@ import warnings
 
 import keras
 
+from portrait_keras.config import default_run_dir
 from portrait_keras.data import default_dataset, make_dataset, read_annotations
 from portrait_keras.data.pipeline import naming_bad_images
 from portrait_keras.evaluation.evaluator import evaluate
+from portrait_keras.schema import APPEARANCE, SINGLE
 from portrait_keras.serving.export import export_saved_model
 from portrait_keras.training import distribute
 from portrait_keras.training.callbacks import (
@@ -48,12 +50,12 @@ from portrait_keras.training.callbacks import (
     SkippedImagesLogger,
     UncertaintyLogger,
 )
-from portrait_keras.config import default_run_dir
 from portrait_keras.training.run_dir import RunDir, run_bytes
-from portrait_keras.schema import APPEARANCE, SINGLE
 
 # Global steps between two backups of the training state (and at every epoch end).
 BACKUP_EVERY = 1000
+
+
 class TrainingDiverged(RuntimeError):
     """A task's loss became NaN or infinite."""
 
@@ -366,7 +368,9 @@ def _finish(state, out, piq, backup, report):
         export_saved_model(final_model, schema, out.saved_model_dir)
     final = {}
     if state.has_eval:
-        final = piq.last or evaluate(final_model, state.annotations, batch_size=d.batch_size, skip_bad_images=d.skip_bad_images)
+        final = piq.last or evaluate(
+            final_model, state.annotations, batch_size=d.batch_size, skip_bad_images=d.skip_bad_images
+        )
     final = {**final, **{f"s_{k}": v for k, v in state.trainer.uncertainties().items()}}
     out.write_metrics(final)
     backup.remove()  # a kill before this point resumes after the final step

@@ -1,15 +1,15 @@
 """`RunDir`: a run folder and every file name in it (`portrait_keras.training.fit.train` writes it).
 
-    config.json      the config, the data CSV, the number of ids, distribution, versions
-    schema.json      the dataset's task schema (the model carries it too)
-    history.csv      per-epoch losses (total and per task), s_i, lr, PIQ metrics
-    metrics.json     final metrics (`portrait-keras evaluate`)
-    model.keras      the PortraitModel, schema included (loads with safe_mode=True)
-    saved_model/     SavedModel with the uint8 `serve` endpoint
-    checkpoints/     weights of the last good epoch (last.weights.h5) and of the best PIQ (best.weights.h5)
-    backup/          the training state while a run is unfinished
-    tensorboard/     TensorBoard logs
-    report/          training curves, F1 bars, confusion matrices, report.md/.html
+config.json      the config, the data CSV, the number of ids, distribution, versions
+schema.json      the dataset's task schema (the model carries it too)
+history.csv      per-epoch losses (total and per task), s_i, lr, PIQ metrics
+metrics.json     final metrics (`portrait-keras evaluate`)
+model.keras      the PortraitModel, schema included (loads with safe_mode=True)
+saved_model/     SavedModel with the uint8 `serve` endpoint
+checkpoints/     weights of the last good epoch (last.weights.h5) and of the best PIQ (best.weights.h5)
+backup/          the training state while a run is unfinished
+tensorboard/     TensorBoard logs
+report/          training curves, F1 bars, confusion matrices, report.md/.html
 """
 
 import csv

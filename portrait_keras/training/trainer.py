@@ -8,9 +8,9 @@ of `distribute`, the identity outside TensorFlow): it trains under TensorFlow an
 import keras
 from keras import ops
 
-from portrait_keras.training import distribute
 from portrait_keras import losses as L
 from portrait_keras.schema import IDENTITY, MULTI
+from portrait_keras.training import distribute
 
 METRIC_LOSSES = ("none", "triplet", "batch_rank", "hfe")
 MULTITASK = ("average", "uncertainty")

@@ -84,8 +84,7 @@ class Imported:
                 f"  {split:8s} {len(rows):6d} images, {rows['id'][known].nunique():5d} ids, "
                 f"{int((~known).sum()):5d} with unknown id"
             )
-        labelled = [f"{name} {int((table[name] != '').sum())}" for name in _task_names()
-                    if (table[name] != "").any()]
+        labelled = [f"{name} {int((table[name] != '').sum())}" for name in _task_names() if (table[name] != "").any()]
         lines.append("  labelled images: " + (", ".join(labelled) if labelled else "none (no attribute file)"))
         lines.append(f"  junk images dropped: {len(self.junk)}")
         if self.ignored:
@@ -112,8 +111,7 @@ def scan(root, parse):
     root = os.fspath(root)
     missing = [f for f in FOLDERS if not os.path.isdir(os.path.join(root, f))]
     if missing:
-        raise AdapterError(f"{root}: missing dataset folder(s) {', '.join(missing)}; expected "
-                           f"{', '.join(FOLDERS)}")
+        raise AdapterError(f"{root}: missing dataset folder(s) {', '.join(missing)}; expected {', '.join(FOLDERS)}")
     images, junk, ignored, bad = [], [], [], []
     for folder, split in FOLDERS.items():
         for entry in sorted(os.scandir(os.path.join(root, folder)), key=lambda e: e.name):
@@ -161,11 +159,13 @@ def build_table(images, labels=None, labels_path=None):
         AdapterError: an image's known identity has no entry in `labels`.
     """
     identity = schema_lib.default_schema().identity_task.name
-    table = pd.DataFrame({
-        "path": [i.path for i in images],
-        "split": [i.split for i in images],
-        identity: np.array([i.id for i in images], np.int64),
-    })
+    table = pd.DataFrame(
+        {
+            "path": [i.path for i in images],
+            "split": [i.split for i in images],
+            identity: np.array([i.id for i in images], np.int64),
+        }
+    )
     for name in _task_names():
         table[name] = ""
     if labels is not None and len(images):
@@ -180,7 +180,8 @@ def build_table(images, labels=None, labels_path=None):
             raise AdapterError(
                 f"{os.fspath(labels_path)}: {len(pairs)} identities of the images have no attribute "
                 f"entry ({shown}{', ...' if len(pairs) > 10 else ''}); is this the attribute file of "
-                f"this dataset?")
+                f"this dataset?"
+            )
         for name in labels.columns:
             column = table[name].to_numpy(object)
             column[known] = labels[name].reindex(keys).to_numpy(object)
@@ -227,20 +228,24 @@ def read_attribute_mat(path, struct_name, fields):
     for part in ("train", "test"):
         struct = getattr(top, part, None)
         if struct is None or not hasattr(struct, "_fieldnames"):
-            raise AdapterError(f"{path}: {struct_name}.{part} is missing or not a struct; expected "
-                               f"a struct with fields train and test")
+            raise AdapterError(
+                f"{path}: {struct_name}.{part} is missing or not a struct; expected a struct with fields train and test"
+            )
         where = f"{path}: {struct_name}.{part}"
         missing = [f for f in (*fields, "image_index") if f not in struct._fieldnames]
         if missing:
-            raise AdapterError(f"{where}: missing field(s) {', '.join(missing)}; fields found: "
-                               f"{', '.join(struct._fieldnames)}")
+            raise AdapterError(
+                f"{where}: missing field(s) {', '.join(missing)}; fields found: {', '.join(struct._fieldnames)}"
+            )
         ids = _parse_ids(np.atleast_1d(struct.image_index), where)
         columns = {}
         for field in fields:
             values = np.atleast_1d(np.asarray(getattr(struct, field)))
             if values.ndim != 1 or len(values) != len(ids) or not np.issubdtype(values.dtype, np.number):
-                raise AdapterError(f"{where}.{field}: expected {len(ids)} numbers (one per image_index "
-                                   f"entry); received shape {values.shape} of {values.dtype}")
+                raise AdapterError(
+                    f"{where}.{field}: expected {len(ids)} numbers (one per image_index "
+                    f"entry); received shape {values.shape} of {values.dtype}"
+                )
             if not np.all(values == np.round(values)):
                 raise AdapterError(f"{where}.{field}: expected integer codes; received {values[:5]}")
             columns[field] = values.astype(np.int64)

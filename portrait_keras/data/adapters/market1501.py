@@ -76,8 +76,9 @@ def _parse(folder, name, split):
     found = _common.match(_PATTERN, name, _EXPECTED)
     person, camera, sequence, frame = int(found[1]), int(found[2]), int(found[3]), int(found[4])
     if split == "query" and person in (JUNK, DISTRACTOR):
-        raise _common.AdapterError(f"query image of identity {found[1]} (junk or distractor); "
-                                   "a query needs a real identity")
+        raise _common.AdapterError(
+            f"query image of identity {found[1]} (junk or distractor); a query needs a real identity"
+        )
     if person == JUNK:
         return None
     return _common.Image(

@@ -166,8 +166,9 @@ def _pairs_multi_index(hashes, threshold, blocks):
         position = np.empty_like(order)
         position[order] = np.arange(len(order))
         first = np.arange(len(values))
-        found.append(_expand(hashes, threshold, order, first, position + 1,
-                             starts[values] + counts[values] - position - 1))
+        found.append(
+            _expand(hashes, threshold, order, first, position + 1, starts[values] + counts[values] - position - 1)
+        )
         occupied = counts > 0
         for flips in _masks(width, radius):
             if flips == 0:
@@ -260,16 +261,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="portrait-keras dedup",
         description=__doc__.split("\n")[0],
-        epilog="examples:\n  portrait-keras dedup data/annotations.csv\n  portrait-keras dedup data/annotations.csv --threshold 6 --workers 4",
+        epilog="examples:\n  portrait-keras dedup data/annotations.csv\n"
+        "  portrait-keras dedup data/annotations.csv --threshold 6 --workers 4",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("annotations", help="annotation CSV with a 'path' column; gets a 'group' column")
-    parser.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD,
-                        help=f"largest Hamming distance of near-duplicates (default {DEFAULT_THRESHOLD})")
+    parser.add_argument(
+        "--threshold",
+        type=int,
+        default=DEFAULT_THRESHOLD,
+        help=f"largest Hamming distance of near-duplicates (default {DEFAULT_THRESHOLD})",
+    )
     parser.add_argument("--workers", type=int, help="hashing processes (default: one per CPU)")
     parser.add_argument("--root", help="dataset root (default: the CSV's folder)")
-    parser.add_argument("--across-sources", action="store_true",
-                        help="pair images of different 'source' values too (default: same source only)")
+    parser.add_argument(
+        "--across-sources",
+        action="store_true",
+        help="pair images of different 'source' values too (default: same source only)",
+    )
     args = parser.parse_args(argv)
     root = args.root or os.path.dirname(os.path.abspath(args.annotations))
 

@@ -27,15 +27,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="portrait-keras import",
         description=__doc__.split("\n")[0],
-        epilog="examples:\n  portrait-keras import market1501 Market-1501 Market-1501/market.csv --attributes market_attribute.mat",
+        epilog="examples:\n"
+        "  portrait-keras import market1501 Market-1501 Market-1501/market.csv --attributes market_attribute.mat",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dataset", choices=sorted(ADAPTERS), help="dataset layout")
     parser.add_argument("root", help="dataset folder (holds bounding_box_train, query, bounding_box_test)")
     parser.add_argument("out", help="annotation CSV to write")
     parser.add_argument("--attributes", help="identity attribute file (market_attribute.mat, duke_attribute.mat)")
-    parser.add_argument("--adult-age", choices=["young_adult", "middle_aged", "unknown"], default="young_adult",
-                        help="market1501: our age class for Market's 'adult' (default young_adult)")
+    parser.add_argument(
+        "--adult-age",
+        choices=["young_adult", "middle_aged", "unknown"],
+        default="young_adult",
+        help="market1501: our age class for Market's 'adult' (default young_adult)",
+    )
     args = parser.parse_args(argv)
     kwargs = {}
     if args.dataset == "market1501":

@@ -159,8 +159,10 @@ def main(argv=None):
     root = args.root or os.path.dirname(os.path.abspath(args.annotations))
     start = time.perf_counter()
     hashes, hashed = _phash_images(read_paths(args.annotations), root, args.cache, args.workers)
-    print(f"{len(hashes)} images: {hashed} hashed, {len(hashes) - hashed} from the cache, "
-          f"{time.perf_counter() - start:.1f} s")
+    print(
+        f"{len(hashes)} images: {hashed} hashed, {len(hashes) - hashed} from the cache, "
+        f"{time.perf_counter() - start:.1f} s"
+    )
 
 
 if __name__ == "__main__":

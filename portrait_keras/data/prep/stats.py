@@ -41,19 +41,22 @@ def id_lts_table(annotations, k=0.2):
     """
     identity = annotations.schema.identity_task
     if identity is None:
-        raise ValueError(f"{annotations.csv_path}: the schema has no identity task. Received: tasks "
-                         f"{list(annotations.schema.names)}")
+        raise ValueError(
+            f"{annotations.csv_path}: the schema has no identity task. Received: tasks {list(annotations.schema.names)}"
+        )
     rows = []
     for split in annotations.splits:
         ids = annotations.labels(split)[identity.name]
         counts = np.unique(ids[ids != -1], return_counts=True)[1]
-        rows.append({
-            "split": split,
-            "images": len(ids),
-            "images_with_id": int(counts.sum()),
-            "ids": len(counts),
-            "lts": lts(counts, k) if len(counts) else float("nan"),
-        })
+        rows.append(
+            {
+                "split": split,
+                "images": len(ids),
+                "images_with_id": int(counts.sum()),
+                "ids": len(counts),
+                "lts": lts(counts, k) if len(counts) else float("nan"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -75,19 +78,20 @@ def label_counts(annotations):
                 column[UNKNOWN] = np.count_nonzero(labels == -1)
             elif task.kind == schema_lib.SINGLE:
                 counts = np.bincount(labels[labels != -1], minlength=task.num_classes)
-                column = pd.Series(np.append(counts, np.count_nonzero(labels == -1)),
-                                   index=list(task.classes) + [UNKNOWN])
+                column = pd.Series(
+                    np.append(counts, np.count_nonzero(labels == -1)), index=list(task.classes) + [UNKNOWN]
+                )
             else:
                 known = ~(labels == -1).all(1)
                 counts = labels[known].sum(0).astype(np.int64)
-                column = pd.Series(np.append(counts, np.count_nonzero(~known)),
-                                   index=list(task.classes) + [UNKNOWN])
+                column = pd.Series(np.append(counts, np.count_nonzero(~known)), index=list(task.classes) + [UNKNOWN])
             columns[split] = column
         table = pd.DataFrame(columns).fillna(0).astype(np.int64)
         if task.kind == schema_lib.IDENTITY:
             known = table.drop(index=UNKNOWN)
-            table = pd.concat([known.loc[known.sum(axis=1).sort_values(ascending=False, kind="stable").index],
-                               table.loc[[UNKNOWN]]])
+            table = pd.concat(
+                [known.loc[known.sum(axis=1).sort_values(ascending=False, kind="stable").index], table.loc[[UNKNOWN]]]
+            )
         table.index.name = "class"
         result[task.name] = table
     return result
@@ -122,8 +126,10 @@ def plot_label_counts(task, counts, path):
 def _markdown(table):
     header = "| " + " | ".join(table.columns) + " |"
     rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |"
-            for row in table.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |"
+        for row in table.itertuples(index=False)
+    ]
     return "\n".join([header, rule] + body) + "\n"
 
 
@@ -154,8 +160,10 @@ def main(argv=None):
         written = ["lts.csv", "lts.md"]
 
     counts = label_counts(annotations)
-    long = pd.concat({name: t.reset_index().melt("class", var_name="split", value_name="images")
-                      for name, t in counts.items()}, names=["task"]).reset_index(level="task")
+    long = pd.concat(
+        {name: t.reset_index().melt("class", var_name="split", value_name="images") for name, t in counts.items()},
+        names=["task"],
+    ).reset_index(level="task")
     identity = annotations.schema.identity_task
     if identity is not None:  # ids live in one split each: leave out their zero rows
         long = long[(long["task"] != identity.name) | (long["images"] > 0)]

@@ -130,7 +130,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="portrait-keras validate",
         description=__doc__.split("\n")[0],
-        epilog="examples:\n  portrait-keras validate data/annotations.csv\n  portrait-keras validate data/annotations.csv --splits query,gallery",
+        epilog="examples:\n  portrait-keras validate data/annotations.csv\n"
+        "  portrait-keras validate data/annotations.csv --splits query,gallery",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("csv", help="annotation table")
