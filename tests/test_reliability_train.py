@@ -111,18 +111,22 @@ def resume_runs(tiny_synth, tmp_path_factory):
     script.write_text(SCRIPT.format(repo=REPO, kill_at=KILL_AT, every=BACKUP_EVERY))
     command = [sys.executable, str(script), str(base / "killed"), data]
     # The run to kill goes on beside the uninterrupted one (two cores).
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) as process:
+    env = {**os.environ, "PYTHONPATH": REPO}  # the script imports tests.test_reliability_train
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env
+    ) as process:
         reference = base / "reference"
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr("portrait_keras.serving.export.export_saved_model", lambda *args: None)
             train(resume_config(data), run_dir=reference, backup_every=BACKUP_EVERY, verbose=0, report=False)
         out, err = process.communicate(timeout=600)
     first = subprocess.CompletedProcess(command, process.returncode, out, err)
+    assert process.returncode == -signal.SIGKILL, err[-3000:]  # killed, not failed
     after_kill = {
         "history": history(base / "killed"),
         "backup": sorted(os.listdir(base / "killed" / "backup")),
     }
-    second = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+    second = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     return collections.namedtuple("Runs", "reference killed first second after_kill")(
         reference, base / "killed", first, second, after_kill
     )
