@@ -68,8 +68,8 @@ def compute_losses_pure(outputs, labels):
     }
     values["task_id"] = L.task_loss(values["ce_id"], values["batch_rank_id"])
     per_task = [values["task_id"], values["ce_age_smoothed"], values["bce_expression"]]
-    values["uncertainty"] = weighting(per_task, mask=[True, True, False])
-    values["average"] = L.average_losses(per_task, mask=[True, False, True])
+    values["uncertainty"] = weighting(per_task, present=[True, True, False])
+    values["average"] = L.average_losses(per_task, present=[True, False, True])
     return values
 
 

@@ -143,11 +143,11 @@ class PortraitTrainer(keras.Model):
             # A batch without labels for a task carries a placeholder 0: keep it out of the mean.
             self.task_trackers[name].update_state(value, sample_weight=ops.cast(present[name], "float32"))
         names = [t.name for t in self.tasks]
-        values, mask = [losses[n] for n in names], [present[n] for n in names]
+        values, flags = [losses[n] for n in names], [present[n] for n in names]
         if self.weighting is not None:
-            total = self.weighting(values, mask=mask)
+            total = self.weighting(values, present=flags)
         else:
-            total = L.average_losses(values, mask=mask)
+            total = L.average_losses(values, present=flags)
         return distribute.scale_for_replicas(total)
 
     def uncertainties(self):
