@@ -198,9 +198,9 @@ STEP_SCRIPT = textwrap.dedent(
     attr = np.array([0, 1, 1, 0, -1, 1, 0, 0, 1, 1, 0, 1, 0, -1, 1, 0], "int32")
     logits = rng.normal(size=(16, 5)).astype("float32")
     losses = {
-        "batch_rank": lambda f, lo, i, a: L.batch_rank_loss(f, i),
-        "triplet": lambda f, lo, i, a: L.batch_hard_triplet_loss(f, i),
-        "hfe": lambda f, lo, i, a: L.hfe_loss(f, a, i),
+        "batch_rank": lambda f, lo, i, a: L.batch_rank_loss(i, f),
+        "triplet": lambda f, lo, i, a: L.batch_hard_triplet_loss(i, f),
+        "hfe": lambda f, lo, i, a: L.hfe_loss(i, f, a),
         "cross_entropy": lambda f, lo, i, a: L.masked_sparse_ce(i, lo),
     }
 

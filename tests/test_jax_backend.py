@@ -60,10 +60,10 @@ def compute_losses_pure(outputs, labels):
         "ce_id": L.masked_sparse_ce(labels["id"], outputs["id"]),
         "ce_age_smoothed": L.masked_sparse_ce(labels["age"], outputs["age"], label_smoothing=0.1),
         "bce_expression": L.masked_multilabel_bce(labels["expression"], outputs["expression"]),
-        "batch_rank_id": L.batch_rank_loss(outputs["id_feature"], labels["id"]),
-        "batch_rank_expression": L.batch_rank_loss(outputs["expression_feature"], labels["expression"]),
-        "triplet_id": L.batch_hard_triplet_loss(outputs["id_feature"], labels["id"]),
-        "hfe_gender": L.hfe_loss(outputs["gender_feature"], labels["gender"], labels["id"]),
+        "batch_rank_id": L.batch_rank_loss(labels["id"], outputs["id_feature"]),
+        "batch_rank_expression": L.batch_rank_loss(labels["expression"], outputs["expression_feature"]),
+        "triplet_id": L.batch_hard_triplet_loss(labels["id"], outputs["id_feature"]),
+        "hfe_gender": L.hfe_loss(labels["id"], outputs["gender_feature"], labels["gender"]),
         "hfe_weight": L.hfe_weight(30, 100, 1.0),
     }
     values["task_id"] = L.task_loss(values["ce_id"], values["batch_rank_id"])
@@ -93,9 +93,9 @@ def jax_side(workdir):
     for ids in ([0, 0, 1, 1], [3, -1, -1, -1], [-1, -1, -1, -1]):
         ids = np.array(ids)
         for name, fn in (
-            ("batch_rank", lambda x: L.batch_rank_loss(x, ids)),
-            ("triplet", lambda x: L.batch_hard_triplet_loss(x, ids)),
-            ("hfe", lambda x: L.hfe_loss(x, ids % 2, ids)),
+            ("batch_rank", lambda x: L.batch_rank_loss(ids, x)),
+            ("triplet", lambda x: L.batch_hard_triplet_loss(ids, x)),
+            ("hfe", lambda x: L.hfe_loss(ids, x, ids % 2)),
         ):
             finite[f"{name}{ids.tolist()}"] = bool(np.isfinite(np.asarray(jax.grad(fn)(f))).all())
 

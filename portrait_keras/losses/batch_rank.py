@@ -6,7 +6,7 @@ from keras import ops
 from portrait_keras.losses._masks import as_float, l2_normalize, label_masks, not_self
 
 
-def batch_rank_loss(embeddings, labels):
+def batch_rank_loss(labels, embeddings):
     """Batch Rank (BR) loss of paper eq. 4, with unlabelled samples removed first.
 
         L_BR = 1/N Σ_i Σ_{j≠i, y_j = y_i} −log( exp(cos(f_i, f_j)) / Σ_{c≠i} exp(cos(f_i, f_c)) )
@@ -16,12 +16,17 @@ def batch_rank_loss(embeddings, labels):
     and N is the number of labelled samples (masks, not gathers, so shapes stay static).
 
     Args:
-        embeddings: float tensor `[B, D]`. Features before the BNNeck (L2-normalised here).
         labels: tensor `[B]` int (`-1` = unknown) or `[B, C]` multi-hot (a row of `-1` =
             unknown; positives are identical rows).
+        embeddings: float tensor `[B, D]`. Features before the BNNeck (L2-normalised here).
 
     Returns:
-        Scalar; `0` when no sample is labelled or no labelled sample has a positive.
+        float32 scalar; `0` when no sample is labelled or no labelled sample has a positive.
+
+    Example:
+    >>> f = [[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]]  # cos(f0, f1) = 0, cos(f0, f2) = 1
+    >>> float(batch_rank_loss([0, 0, 1], f))  # (log(1 + e) + log 2) / 3
+    0.6688...
     """
     f = l2_normalize(as_float(embeddings))
     cos = ops.matmul(f, ops.transpose(f))
@@ -49,4 +54,4 @@ class BatchRankLoss(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
 
     def call(self, y_true, y_pred):
-        return batch_rank_loss(y_pred, y_true)
+        return batch_rank_loss(y_true, y_pred)

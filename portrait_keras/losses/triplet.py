@@ -6,7 +6,7 @@ from keras import ops
 from portrait_keras.losses._masks import as_float, l2_normalize, label_masks, masked_mean, not_self
 
 
-def batch_hard_triplet_loss(embeddings, labels, margin=0.3):
+def batch_hard_triplet_loss(labels, embeddings, margin=0.3):
     """Batch-hard triplet loss with the Euclidean distance of normalised features (paper eq. 3).
 
         L = mean_i [ max_{p: y_p = y_i} d(f_i, f_p) − min_{n: y_n ≠ y_i} d(f_i, f_n) + margin ]_+
@@ -15,12 +15,17 @@ def batch_hard_triplet_loss(embeddings, labels, margin=0.3):
     the mean runs over anchors that have both a positive and a negative in the batch.
 
     Args:
-        embeddings: float tensor `[B, D]`. Features before the BNNeck.
         labels: tensor `[B]` int (`-1` = unknown) or `[B, C]` multi-hot (a row of `-1` = unknown).
+        embeddings: float tensor `[B, D]`. Features before the BNNeck (L2-normalised here).
         margin: float ≥ 0. Defaults to `0.3`.
 
     Returns:
-        Scalar; `0` when no anchor has both a positive and a negative.
+        float32 scalar; `0` when no anchor has both a positive and a negative.
+
+    Example:
+    >>> f = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [-2.0, 0.0]]
+    >>> float(batch_hard_triplet_loss([0, 0, 1, 1], f))  # only anchor 1 violates: (√2 − √2 + 0.3) / 4
+    0.075...
     """
     if not isinstance(margin, (int, float)) or margin < 0:
         raise ValueError(f"margin must be a number ≥ 0. Received: margin={margin!r}")
@@ -55,7 +60,7 @@ class BatchHardTripletLoss(keras.losses.Loss):
         self.margin = margin
 
     def call(self, y_true, y_pred):
-        return batch_hard_triplet_loss(y_pred, y_true, self.margin)
+        return batch_hard_triplet_loss(y_true, y_pred, self.margin)
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin}
