@@ -65,6 +65,8 @@ def compute_losses_pure(outputs, labels):
         "triplet_id": L.batch_hard_triplet_loss(labels["id"], outputs["id_feature"]),
         "hfe_gender": L.hfe_loss(labels["id"], outputs["gender_feature"], labels["gender"]),
         "hfe_weight": L.hfe_weight(30, 100, 1.0),
+        "batch_rank_id_loss_object": L.BatchRankLoss()(labels["id"], outputs["id_feature"]),
+        "bce_expression_loss_object": L.MaskedBinaryCrossentropy()(labels["expression"], outputs["expression"]),
     }
     values["task_id"] = L.task_loss(values["ce_id"], values["batch_rank_id"])
     per_task = [values["task_id"], values["ce_age_smoothed"], values["bce_expression"]]
@@ -99,12 +101,19 @@ def jax_side(workdir):
         ):
             finite[f"{name}{ids.tolist()}"] = bool(np.isfinite(np.asarray(jax.grad(fn)(f))).all())
 
+    # Plain functions and the Loss classes alike, keyed by output name.
     model.compile(
         optimizer="adam",
-        loss={"id": L.masked_sparse_ce, "gender": L.masked_sparse_ce, "expression": L.masked_multilabel_bce},
+        loss={
+            "id": L.masked_sparse_ce,
+            "gender": L.MaskedSparseCategoricalCrossentropy(label_smoothing=0.1),
+            "expression": L.MaskedBinaryCrossentropy(),
+            "id_feature": L.BatchRankLoss(),
+        },
         jit_compile=True,
     )
     y = {k: labels[k] for k in ("id", "gender", "expression")}
+    y["id_feature"] = labels["id"]
     history = model.fit(images, y, epochs=2, batch_size=8, verbose=0).history
 
     # The package's trainer with the HFE schedule and learnable uncertainty (its own state).

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from portrait_keras.losses._masks import as_float, l2_normalize, label_masks, not_self
+from portrait_keras.losses._masks import as_float, as_keras_loss, l2_normalize, label_masks, not_self
 
 
 def batch_rank_loss(labels, embeddings):
@@ -43,15 +43,24 @@ def batch_rank_loss(labels, embeddings):
 
 @keras.saving.register_keras_serializable(package="portrait_keras")
 class BatchRankLoss(keras.losses.Loss):
-    """`keras.losses.Loss` wrapper of `batch_rank_loss`: `y_true` labels, `y_pred` features.
+    """`keras.losses.Loss` wrapper of `batch_rank_loss` (paper eq. 4), for `model.compile`.
+
+    `y_true`: labels `[B]` int (`-1` = unknown) or `[B, C]` multi-hot; `y_pred`: features
+    `[B, D]`. The value is the function's on the batch (not divided again by the batch size);
+    under a multi-replica strategy, the mean of the replicas' values on their own rows
+    (`PortraitTrainer` gathers the global batch instead).
 
     Args:
         name: str. Loss name. Defaults to `"batch_rank_loss"`.
-        **kwargs: base `Loss` arguments.
+        **kwargs: base `Loss` arguments (`reduction`, `dtype`).
+
+    Example:
+    >>> float(BatchRankLoss()([0, 0, 1], [[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]]))
+    0.6688...
     """
 
     def __init__(self, name="batch_rank_loss", **kwargs):
         super().__init__(name=name, **kwargs)
 
     def call(self, y_true, y_pred):
-        return batch_rank_loss(y_true, y_pred)
+        return as_keras_loss(batch_rank_loss(y_true, y_pred))
