@@ -198,9 +198,9 @@ STEP_SCRIPT = textwrap.dedent(
     attr = np.array([0, 1, 1, 0, -1, 1, 0, 0, 1, 1, 0, 1, 0, -1, 1, 0], "int32")
     logits = rng.normal(size=(16, 5)).astype("float32")
     losses = {
-        "batch_rank": lambda f, lo, i, a: L.batch_rank_loss(f, i),
-        "triplet": lambda f, lo, i, a: L.batch_hard_triplet_loss(f, i),
-        "hfe": lambda f, lo, i, a: L.hfe_loss(f, a, i),
+        "batch_rank": lambda f, lo, i, a: L.batch_rank_loss(i, f),
+        "triplet": lambda f, lo, i, a: L.batch_hard_triplet_loss(i, f),
+        "hfe": lambda f, lo, i, a: L.hfe_loss(i, f, a),
         "cross_entropy": lambda f, lo, i, a: L.masked_sparse_ce(i, lo),
     }
 
@@ -281,6 +281,71 @@ def test_unsynchronized_moving_statistics_are_averaged_across_replicas(two_repli
     assert got["before"] > 1e-4, got  # each replica saw its own half batch
     assert got["after"] == 0.0, got
     assert got["not_mean"] < 1e-6, got
+
+
+# === The Loss classes in model.compile under two replicas ===
+
+COMPILE_LOSS_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    from portrait_keras.training import distribute
+    mirrored = distribute.make_strategy("mirrored", 2)
+    import keras
+    import tensorflow as tf
+    from portrait_keras import losses as L
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 6)).astype("float32")
+    ids = np.array([0, 0, 1, -1])
+    expression = np.array([[1, 0, 1], [0, 0, 1], [-1, -1, -1], [1, 1, 0]], "float32")
+
+    def step(strategy, copies):
+        # Each replica of the mirrored run gets one copy of the 4 rows: its step must be
+        # the one-device step on those 4 rows (Keras' own losses are scaled this way).
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            inputs = keras.Input((6,))
+            trunk = keras.layers.Dense(8, activation="relu")(inputs)
+            model = keras.Model(inputs, {
+                "id": keras.layers.Dense(3)(trunk),
+                "id_feature": keras.layers.Dense(5)(trunk),
+                "expression": keras.layers.Dense(3)(trunk),
+            })
+            model.compile(optimizer=keras.optimizers.SGD(0.5), loss={
+                "id": L.MaskedSparseCategoricalCrossentropy(),
+                "id_feature": L.BatchRankLoss(),
+                "expression": L.MaskedBinaryCrossentropy(),
+            })
+        y = {"id": ids, "id_feature": ids, "expression": expression}
+        y = {k: np.tile(v, (copies,) + (1,) * (v.ndim - 1)) for k, v in y.items()}
+        before = [np.array(w) for w in model.get_weights()]
+        logs = model.fit(np.tile(x, (copies, 1)), y, batch_size=4 * copies, shuffle=False, verbose=0).history
+        step = [b - np.array(a) for b, a in zip(before, model.get_weights())]
+        return logs["loss"][0], step
+
+    one_loss, one_step = step(tf.distribute.get_strategy(), 1)
+    two_loss, two_step = step(mirrored, 2)
+    scale = max(float(np.abs(s).max()) for s in one_step)
+    print("RESULT " + json.dumps({
+        "replicas": mirrored.num_replicas_in_sync,
+        "loss": [one_loss, two_loss],
+        "step": max(float(np.abs(a - b).max()) for a, b in zip(one_step, two_step)) / scale,
+    }))
+    """
+)
+
+
+def test_loss_objects_in_compile_give_the_one_device_step_on_two_replicas():
+    result = subprocess.run(
+        [sys.executable, "-c", COMPILE_LOSS_SCRIPT], capture_output=True, text=True, cwd=REPO, env=_env(), timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])
+    assert got["replicas"] == 2
+    # A loss left as a scalar would not be divided by the replica count: twice the loss and step.
+    assert got["loss"][1] == pytest.approx(got["loss"][0], rel=1e-5), got
+    assert got["step"] < 1e-5, got
 
 
 # === JAX: keras.distribution.DataParallel ===

@@ -60,16 +60,18 @@ def compute_losses_pure(outputs, labels):
         "ce_id": L.masked_sparse_ce(labels["id"], outputs["id"]),
         "ce_age_smoothed": L.masked_sparse_ce(labels["age"], outputs["age"], label_smoothing=0.1),
         "bce_expression": L.masked_multilabel_bce(labels["expression"], outputs["expression"]),
-        "batch_rank_id": L.batch_rank_loss(outputs["id_feature"], labels["id"]),
-        "batch_rank_expression": L.batch_rank_loss(outputs["expression_feature"], labels["expression"]),
-        "triplet_id": L.batch_hard_triplet_loss(outputs["id_feature"], labels["id"]),
-        "hfe_gender": L.hfe_loss(outputs["gender_feature"], labels["gender"], labels["id"]),
+        "batch_rank_id": L.batch_rank_loss(labels["id"], outputs["id_feature"]),
+        "batch_rank_expression": L.batch_rank_loss(labels["expression"], outputs["expression_feature"]),
+        "triplet_id": L.batch_hard_triplet_loss(labels["id"], outputs["id_feature"]),
+        "hfe_gender": L.hfe_loss(labels["id"], outputs["gender_feature"], labels["gender"]),
         "hfe_weight": L.hfe_weight(30, 100, 1.0),
+        "batch_rank_id_loss_object": L.BatchRankLoss()(labels["id"], outputs["id_feature"]),
+        "bce_expression_loss_object": L.MaskedBinaryCrossentropy()(labels["expression"], outputs["expression"]),
     }
     values["task_id"] = L.task_loss(values["ce_id"], values["batch_rank_id"])
     per_task = [values["task_id"], values["ce_age_smoothed"], values["bce_expression"]]
-    values["uncertainty"] = weighting(per_task, mask=[True, True, False])
-    values["average"] = L.average_losses(per_task, mask=[True, False, True])
+    values["uncertainty"] = weighting(per_task, present=[True, True, False])
+    values["average"] = L.average_losses(per_task, present=[True, False, True])
     return values
 
 
@@ -93,18 +95,25 @@ def jax_side(workdir):
     for ids in ([0, 0, 1, 1], [3, -1, -1, -1], [-1, -1, -1, -1]):
         ids = np.array(ids)
         for name, fn in (
-            ("batch_rank", lambda x: L.batch_rank_loss(x, ids)),
-            ("triplet", lambda x: L.batch_hard_triplet_loss(x, ids)),
-            ("hfe", lambda x: L.hfe_loss(x, ids % 2, ids)),
+            ("batch_rank", lambda x: L.batch_rank_loss(ids, x)),
+            ("triplet", lambda x: L.batch_hard_triplet_loss(ids, x)),
+            ("hfe", lambda x: L.hfe_loss(ids, x, ids % 2)),
         ):
             finite[f"{name}{ids.tolist()}"] = bool(np.isfinite(np.asarray(jax.grad(fn)(f))).all())
 
+    # Plain functions and the Loss classes alike, keyed by output name.
     model.compile(
         optimizer="adam",
-        loss={"id": L.masked_sparse_ce, "gender": L.masked_sparse_ce, "expression": L.masked_multilabel_bce},
+        loss={
+            "id": L.masked_sparse_ce,
+            "gender": L.MaskedSparseCategoricalCrossentropy(label_smoothing=0.1),
+            "expression": L.MaskedBinaryCrossentropy(),
+            "id_feature": L.BatchRankLoss(),
+        },
         jit_compile=True,
     )
     y = {k: labels[k] for k in ("id", "gender", "expression")}
+    y["id_feature"] = labels["id"]
     history = model.fit(images, y, epochs=2, batch_size=8, verbose=0).history
 
     # The package's trainer with the HFE schedule and learnable uncertainty (its own state).

@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 from portrait_keras.losses import (
-    BatchHardTripletLoss,
-    BatchRankLoss,
     batch_hard_triplet_loss,
     batch_rank_loss,
     hfe_loss,
@@ -44,40 +42,39 @@ def test_batch_rank_hand_computed():
     f = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]], "float32")  # cos: (0,1)=0, (0,2)=1, (1,2)=0
     # Anchor 0: −log(e⁰/(e⁰+e¹)); anchor 1: −log(e⁰/(e⁰+e⁰)); anchor 2 has no positive. N = 3.
     expected = (math.log(1 + math.e) + math.log(2)) / 3
-    assert float(batch_rank_loss(f, [0, 0, 1])) == pytest.approx(expected, rel=1e-6)
+    assert float(batch_rank_loss([0, 0, 1], f)) == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_batch_rank_equals_the_double_loop_of_eq_4(seed):
     f, y = _random(seed)
-    assert float(batch_rank_loss(f, y)) == pytest.approx(batch_rank_reference(f, y), rel=1e-5)
+    assert float(batch_rank_loss(y, f)) == pytest.approx(batch_rank_reference(f, y), rel=1e-5)
 
 
 def test_batch_rank_removes_unlabelled_samples_before_anything_is_computed():
     f, y = _random(7)
     y[y < 0] = 0
-    base = float(batch_rank_loss(f, y))
+    base = float(batch_rank_loss(y, f))
     extra = np.concatenate([f, f[:1] * 2.0, -f[1:2]])  # would be a positive / change denominators
-    assert float(batch_rank_loss(extra, np.concatenate([y, [-1, -1]]))) == pytest.approx(base, rel=1e-6)
+    assert float(batch_rank_loss(np.concatenate([y, [-1, -1]]), extra)) == pytest.approx(base, rel=1e-6)
 
 
 @pytest.mark.parametrize("labels", [[-1, -1, -1, -1], [0, 1, 2, 3], [5, -1, -1, -1]])
 def test_batch_rank_is_zero_without_labels_or_positives(labels):
     f, _ = _random(0, n=4)
-    assert float(batch_rank_loss(f, np.array(labels))) == 0.0
+    assert float(batch_rank_loss(np.array(labels), f)) == 0.0
 
 
 def test_batch_rank_multi_hot_positives_are_equal_rows():
     f, _ = _random(3, n=6)
     rows = np.array([[1, 0, 1], [1, 0, 1], [0, 1, 0], [-1, -1, -1], [0, 1, 0], [1, 1, 1]], "float32")
     codes = np.array([0, 0, 1, -1, 1, 2])
-    assert float(batch_rank_loss(f, rows)) == pytest.approx(float(batch_rank_loss(f, codes)), rel=1e-6)
+    assert float(batch_rank_loss(rows, f)) == pytest.approx(float(batch_rank_loss(codes, f)), rel=1e-6)
 
 
-def test_batch_rank_class_wrapper_and_scale_invariance():
+def test_batch_rank_is_scale_invariant():
     f, y = _random(4)
-    assert float(BatchRankLoss()(y, f)) == pytest.approx(float(batch_rank_loss(f, y)), rel=1e-6)
-    assert float(batch_rank_loss(3.0 * f, y)) == pytest.approx(float(batch_rank_loss(f, y)), rel=1e-5)
+    assert float(batch_rank_loss(y, 3.0 * f)) == pytest.approx(float(batch_rank_loss(y, f)), rel=1e-5)
 
 
 # === Batch-hard triplet ===
@@ -101,34 +98,25 @@ def test_triplet_hand_computed_with_ties():
     # d(0,1) = √2, d(0,2) = d(0,3) = 2, d(1,2) = d(1,3) = √2, d(2,3) = 0.
     f = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [-2.0, 0.0]], "float32")
     # Anchors 0, 2, 3 are satisfied; anchor 1: √2 − √2 + 0.3 (its two negatives tie).
-    assert float(batch_hard_triplet_loss(f, [0, 0, 1, 1])) == pytest.approx(0.3 / 4, abs=1e-5)
+    assert float(batch_hard_triplet_loss([0, 0, 1, 1], f)) == pytest.approx(0.3 / 4, abs=1e-5)
     # Without sample 3, anchor 2 has no positive and leaves the mean.
-    assert float(batch_hard_triplet_loss(f[:3], [0, 0, 1])) == pytest.approx(0.3 / 2, abs=1e-5)
+    assert float(batch_hard_triplet_loss([0, 0, 1], f[:3])) == pytest.approx(0.3 / 2, abs=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_triplet_matches_a_loop_reference_and_ignores_unlabelled(seed):
     f, y = _random(seed)
-    assert float(batch_hard_triplet_loss(f, y, margin=0.5)) == pytest.approx(triplet_reference(f, y, 0.5), rel=1e-5)
+    assert float(batch_hard_triplet_loss(y, f, margin=0.5)) == pytest.approx(triplet_reference(f, y, 0.5), rel=1e-5)
     extra = np.concatenate([f, f[:2]])
-    assert float(batch_hard_triplet_loss(extra, np.concatenate([y, [-1, -1]]), 0.5)) == pytest.approx(
-        float(batch_hard_triplet_loss(f, y, 0.5)), rel=1e-6
+    assert float(batch_hard_triplet_loss(np.concatenate([y, [-1, -1]]), extra, 0.5)) == pytest.approx(
+        float(batch_hard_triplet_loss(y, f, 0.5)), rel=1e-6
     )
 
 
 @pytest.mark.parametrize("labels", [[-1, -1, -1], [2, 2, 2], [0, 1, 2]])
 def test_triplet_is_zero_when_no_anchor_has_a_positive_and_a_negative(labels):
     f, _ = _random(1, n=3)
-    assert float(batch_hard_triplet_loss(f, np.array(labels))) == 0.0
-
-
-def test_triplet_wrapper_round_trips():
-    loss = BatchHardTripletLoss(margin=0.2)
-    assert keras.losses.deserialize(keras.losses.serialize(loss)).margin == 0.2
-    f, y = _random(2)
-    assert float(loss(y, f)) == pytest.approx(float(batch_hard_triplet_loss(f, y, 0.2)), rel=1e-6)
-    with pytest.raises(ValueError, match="Received: margin=-1"):
-        BatchHardTripletLoss(margin=-1)
+    assert float(batch_hard_triplet_loss(np.array(labels), f)) == 0.0
 
 
 # === HFE ===
@@ -159,14 +147,14 @@ def test_hfe_hand_computed_quintuplets():
     # 1-D features a=0, b=1 (same ID), c=3 (same attribute, other ID), e=4 (other attribute).
     f = np.array([[0.0], [1.0], [3.0], [4.0]], "float32")
     attr, ids = np.array([0, 0, 0, 1]), np.array([0, 0, 1, 2])
-    terms = {k: float(v) for k, v in hfe_terms(f, attr, ids).items()}
+    terms = {k: float(v) for k, v in hfe_terms(ids, f, attr).items()}
     # inter over a, b, c: [3−4+.3]+ = 0, [2−3+.3]+ = 0, c: p3 = a (3), n = e (1) → 2.3.
     assert terms["inter"] == pytest.approx(2.3 / 3, rel=1e-5)
     # intra over a, b (c, e have no same-ID sample): [1−3+.1]+ = [1−2+.1]+ = 0.
     assert terms["intra"] == pytest.approx(0.0, abs=1e-6)
     # ABR over all four: n at 4, 3, 1, 1 → [5−d]+ = 1, 2, 4, 4.
     assert terms["abr"] == pytest.approx(11 / 4, rel=1e-5)
-    assert float(hfe_loss(f, attr, ids)) == pytest.approx(2.3 / 3 + 11 / 4, rel=1e-5)
+    assert float(hfe_loss(ids, f, attr)) == pytest.approx(2.3 / 3 + 11 / 4, rel=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -176,7 +164,7 @@ def test_hfe_matches_a_loop_reference_of_table_1(seed):
     ids = rng.integers(-1, 6, 16)
     attr = np.where(ids >= 0, ids % 2, rng.integers(0, 2, 16))  # same ID ⇒ same attribute
     attr[0] = -1
-    got = {k: float(v) for k, v in hfe_terms(f, attr, ids, 0.3, 0.2, 3.0).items()}
+    got = {k: float(v) for k, v in hfe_terms(ids, f, attr, 0.3, 0.2, 3.0).items()}
     want = hfe_reference(f, attr, ids, 0.3, 0.2, 3.0)
     assert got == pytest.approx(want, rel=1e-4, abs=1e-5)
 
@@ -184,10 +172,10 @@ def test_hfe_matches_a_loop_reference_of_table_1(seed):
 def test_hfe_ignores_samples_with_an_unknown_label_and_is_zero_when_none_is_known():
     f = np.array([[0.0], [1.0], [3.0], [4.0]], "float32")
     attr, ids = np.array([0, 0, 0, 1]), np.array([0, 0, 1, 2])
-    base = float(hfe_loss(f, attr, ids))
+    base = float(hfe_loss(ids, f, attr))
     more = np.concatenate([f, [[0.5], [3.5]]]).astype("float32")
-    assert float(hfe_loss(more, np.concatenate([attr, [0, -1]]), np.concatenate([ids, [-1, 1]]))) == pytest.approx(base)
-    assert float(hfe_loss(f, -np.ones(4, int), ids)) == 0.0
+    assert float(hfe_loss(np.concatenate([ids, [-1, 1]]), more, np.concatenate([attr, [0, -1]]))) == pytest.approx(base)
+    assert float(hfe_loss(ids, f, -np.ones(4, int))) == 0.0
 
 
 def test_hfe_weight_rises_from_zero_to_w0_as_eq_8():
@@ -223,9 +211,9 @@ def _gradient(fn, x):
 @pytest.mark.parametrize(
     "loss",
     [
-        lambda f, y: batch_rank_loss(f, y),
-        lambda f, y: batch_hard_triplet_loss(f, y),
-        lambda f, y: hfe_loss(f, y % 2, y),
+        lambda f, y: batch_rank_loss(y, f),
+        lambda f, y: batch_hard_triplet_loss(y, f),
+        lambda f, y: hfe_loss(y, f, y % 2),
     ],
     ids=["batch_rank", "triplet", "hfe"],
 )

@@ -28,26 +28,30 @@ def test_uncertainty_weighting_is_eq_6():
     s, losses = [0.5, -1.0, 0.0], [2.0, 0.5, 1.5]
     expected = sum(math.exp(-si) * li + si for si, li in zip(s, losses))
     layer = _weighting(s)
-    assert float(layer(losses)) == pytest.approx(expected, rel=1e-6)
-    assert float(layer(dict(zip(NAMES, losses)))) == pytest.approx(expected, rel=1e-6)
-    assert float(UncertaintyWeighting(NAMES)(losses)) == pytest.approx(sum(losses))  # s starts at 0
+    assert float(layer(np.array(losses, "float32"))) == pytest.approx(expected, rel=1e-6)
+    as_list = [keras.ops.convert_to_tensor(v) for v in losses]
+    assert float(layer(as_list)) == pytest.approx(expected, rel=1e-6)
+    assert float(UncertaintyWeighting(NAMES)(np.array(losses))) == pytest.approx(sum(losses))  # s starts at 0
 
 
-def test_masked_out_tasks_add_neither_term():
-    s, losses = [0.5, -1.0, 0.25], [2.0, 0.5, 1.5]
+def test_tasks_not_present_add_neither_term():
+    s, losses = [0.5, -1.0, 0.25], np.array([2.0, 0.5, 1.5], "float32")
     layer = _weighting(s)
     only_id_and_expression = math.exp(-0.5) * 2.0 + 0.5 + math.exp(-0.25) * 1.5 + 0.25
-    assert float(layer(losses, mask=[True, False, True])) == pytest.approx(only_id_and_expression, rel=1e-6)
-    assert float(layer({"id": 2.0, "expression": 1.5})) == pytest.approx(only_id_and_expression, rel=1e-6)
-    assert float(layer(losses, mask={"gender": False})) == pytest.approx(only_id_and_expression, rel=1e-6)
-    assert float(layer(losses, mask=[False, False, False])) == 0.0
+    assert float(layer(losses, present=[True, False, True])) == pytest.approx(only_id_and_expression, rel=1e-6)
+    flags = [keras.ops.convert_to_tensor(f) for f in (True, False, True)]
+    assert float(layer(losses, present=flags)) == pytest.approx(only_id_and_expression, rel=1e-6)
+    assert float(layer(losses, present=np.array([True, False, True]))) == pytest.approx(
+        only_id_and_expression, rel=1e-6
+    )
+    assert float(layer(losses, present=[False, False, False])) == 0.0
 
 
-def test_s_moves_under_gradient_steps_and_masked_tasks_keep_theirs():
+def test_s_moves_under_gradient_steps_and_absent_tasks_keep_theirs():
     # d/ds (e^{−s}·L + s) = 1 − e^{−s}·L: s rises for L > 1, falls for L < 1.
     inputs = keras.Input((3,))
     layer = UncertaintyWeighting(NAMES)
-    model = keras.Model(inputs, layer(inputs, mask=[True, True, False]))
+    model = keras.Model(inputs, layer(inputs, present=[True, True, False]))
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=lambda y_true, y_pred: keras.ops.mean(y_pred))
     losses = np.array([[3.0, 0.2, 5.0]] * 4, "float32")
     model.fit(losses, np.zeros(4, "float32"), epochs=5, batch_size=4, verbose=0)
@@ -55,12 +59,25 @@ def test_s_moves_under_gradient_steps_and_masked_tasks_keep_theirs():
     assert s[0] > 0.1 and s[1] < -0.1 and s[2] == 0.0
 
 
-def test_uncertainty_weighting_rejects_wrong_inputs():
+@pytest.mark.parametrize(
+    "losses, present, match",
+    [
+        ([1.0, 2.0], None, r"one loss per task \(id, gender, expression\). Received: 2 values"),
+        (
+            np.ones(4, "float32"),
+            None,
+            r"one loss per task \(id, gender, expression\), shape \[..., 3\]. Received: shape=\(4,\)",
+        ),
+        (np.ones(3, "float32"), [True, False], "one present value per task"),
+    ],
+    ids=["short_list", "long_tensor", "short_present"],
+)
+def test_uncertainty_weighting_rejects_a_wrong_number_of_tasks(losses, present, match):
     layer = UncertaintyWeighting(NAMES)
-    with pytest.raises(ValueError, match="one loss per task"):
-        layer([1.0, 2.0])
-    with pytest.raises(ValueError, match="Unknown task losses"):
-        layer({"age": 1.0})
+    if isinstance(losses, list):
+        losses = [keras.ops.convert_to_tensor(v) for v in losses]
+    with pytest.raises(ValueError, match=match):
+        layer(losses, present=present)
 
 
 def test_task_weights_are_exp_minus_s():
@@ -72,8 +89,11 @@ def test_task_weights_are_exp_minus_s():
 
 def test_average_losses_is_the_mean_of_present_tasks():
     assert float(average_losses([1.0, 2.0, 6.0])) == pytest.approx(3.0)
-    assert float(average_losses({"a": 1.0, "b": 5.0}, mask={"b": False})) == pytest.approx(1.0)
-    assert float(average_losses([1.0, 5.0], mask=[True, False])) == pytest.approx(1.0)
-    assert float(average_losses([1.0, 5.0], mask=[False, False])) == 0.0
+    assert float(average_losses(np.array([1.0, 2.0, 6.0], "float32"))) == pytest.approx(3.0)
+    assert float(average_losses([1.0, 5.0, 3.0], present=[True, False, True])) == pytest.approx(2.0)
+    assert float(average_losses(np.array([1.0, 5.0]), present=np.array([False, True]))) == pytest.approx(5.0)
+    assert float(average_losses([1.0, 5.0], present=[False, False])) == 0.0
     with pytest.raises(ValueError, match="at least one loss"):
         average_losses([])
+    with pytest.raises(ValueError, match="one present value per task"):
+        average_losses([1.0, 5.0], present=[True])

@@ -1,4 +1,4 @@
-"""Label masks shared by the losses: which samples are labelled, which pairs agree."""
+"""Shared by the losses: label masks (which samples are labelled, which pairs agree) and small helpers."""
 
 from keras import ops
 
@@ -44,3 +44,14 @@ def masked_mean(values, mask):
 def as_float(x):
     """`x` as a float32 tensor (losses are computed in float32, also under mixed precision)."""
     return ops.cast(ops.convert_to_tensor(x), "float32")
+
+
+def as_keras_loss(value):
+    """A batch loss (scalar) as the `call` of a `keras.losses.Loss` returns it: shape `[1]`.
+
+    Keras' reduction returns a scalar untouched, so under a multi-replica tf.distribute
+    strategy it would not be divided by the replica count (summed gradients and logged loss
+    twice too large on two replicas); `[1]` is reduced to the same value and then scaled as
+    Keras' own losses are.
+    """
+    return ops.reshape(as_float(value), (1,))

@@ -1,8 +1,14 @@
 """Masked classification losses: unknown labels (`-1`) contribute nothing (design.md, Losses)."""
 
+import keras
 from keras import ops
 
-from portrait_keras.losses._masks import as_float, masked_mean
+from portrait_keras.losses._masks import as_float, as_keras_loss, masked_mean
+
+
+def _check_label_smoothing(label_smoothing):
+    if not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
 
 
 def masked_sparse_ce(labels, logits, label_smoothing=0.0):
@@ -20,8 +26,7 @@ def masked_sparse_ce(labels, logits, label_smoothing=0.0):
     >>> float(masked_sparse_ce([0, -1], [[0.0, 0.0], [5.0, -5.0]]))  # log 2
     0.6931...
     """
-    if not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 1:
-        raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
+    _check_label_smoothing(label_smoothing)
     logits = as_float(logits)
     labels = ops.reshape(ops.cast(ops.convert_to_tensor(labels), "int32"), (-1,))
     valid = labels >= 0
@@ -62,3 +67,57 @@ def has_labels(labels):
     labels = ops.convert_to_tensor(labels)
     valid = labels >= 0 if len(labels.shape) == 1 else ops.all(labels >= 0, axis=-1)
     return ops.any(valid)
+
+
+@keras.saving.register_keras_serializable(package="portrait_keras")
+class MaskedSparseCategoricalCrossentropy(keras.losses.Loss):
+    """`keras.losses.Loss` wrapper of `masked_sparse_ce`, for `model.compile`.
+
+    `y_true`: class indices `[B]` or `[B, 1]`, `-1` = unknown; `y_pred`: logits `[B, C]`.
+    The value is the mean over the labelled samples (not divided again by the batch size);
+    under a multi-replica strategy, the mean of the replicas' values on their own rows.
+
+    Args:
+        label_smoothing: float in [0, 1). Defaults to `0.0`.
+        name: str. Loss name. Defaults to `"masked_sparse_categorical_crossentropy"`.
+        **kwargs: base `Loss` arguments (`reduction`, `dtype`).
+
+    Example:
+    >>> float(MaskedSparseCategoricalCrossentropy()([0, -1], [[0.0, 0.0], [5.0, -5.0]]))  # log 2
+    0.6931...
+    """
+
+    def __init__(self, label_smoothing=0.0, name="masked_sparse_categorical_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        _check_label_smoothing(label_smoothing)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        return as_keras_loss(masked_sparse_ce(y_true, y_pred, self.label_smoothing))
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="portrait_keras")
+class MaskedBinaryCrossentropy(keras.losses.Loss):
+    """`keras.losses.Loss` wrapper of `masked_multilabel_bce`, for `model.compile`.
+
+    `y_true`: multi-hot `[B, C]`, a row with `-1` = unknown; `y_pred`: logits `[B, C]`. The
+    value is the mean over the labelled rows (not divided again by the batch size); under a
+    multi-replica strategy, the mean of the replicas' values on their own rows.
+
+    Args:
+        name: str. Loss name. Defaults to `"masked_binary_crossentropy"`.
+        **kwargs: base `Loss` arguments (`reduction`, `dtype`).
+
+    Example:
+    >>> float(MaskedBinaryCrossentropy()([[1.0, 0.0], [-1.0, -1.0]], [[0.0, 0.0], [9.0, 9.0]]))  # log 2
+    0.6931...
+    """
+
+    def __init__(self, name="masked_binary_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return as_keras_loss(masked_multilabel_bce(y_true, y_pred))

@@ -32,19 +32,24 @@ from keras import ops
 from portrait_keras.losses._masks import as_float, label_masks, masked_mean, not_self
 
 
-def hfe_terms(embeddings, attribute_labels, id_labels, alpha1=0.3, alpha2=0.1, alpha3=5.0):
+def hfe_terms(id_labels, embeddings, attribute_labels, alpha1=0.3, alpha2=0.1, alpha3=5.0):
     """The three terms of the HFE loss for one attribute (module docstring).
 
     Args:
+        id_labels: int tensor `[B]`. Identity, `-1` = unknown.
         embeddings: float tensor `[B, D]`. The attribute's features (not normalised).
         attribute_labels: tensor `[B]` int (`-1` = unknown) or `[B, C]` multi-hot.
-        id_labels: int tensor `[B]`. Identity, `-1` = unknown.
         alpha1: float. Inter-class margin. Defaults to `0.3`.
         alpha2: float. Intra-class margin. Defaults to `0.1`.
         alpha3: float. Absolute boundary of the ABR. Defaults to `5.0`.
 
     Returns:
-        dict `{"inter", "intra", "abr"}` of scalars (each `0` when no anchor qualifies).
+        dict `{"inter", "intra", "abr"}` of float32 scalars (each `0` when no anchor qualifies).
+
+    Example:
+    >>> terms = hfe_terms([0, 0, 1, 2], [[0.0], [1.0], [3.0], [4.0]], [0, 0, 0, 1])
+    >>> {k: round(float(v), 4) for k, v in terms.items()}  # ABR: [5 − d(a, n)]+ = 1, 2, 4, 4
+    {'inter': 0.7667, 'intra': 0.0, 'abr': 2.75}
     """
     for arg, value in (("alpha1", alpha1), ("alpha2", alpha2), ("alpha3", alpha3)):
         if not isinstance(value, (int, float)) or value < 0:
@@ -76,15 +81,16 @@ def hfe_terms(embeddings, attribute_labels, id_labels, alpha1=0.3, alpha2=0.1, a
     }
 
 
-def hfe_loss(embeddings, attribute_labels, id_labels, alpha1=0.3, alpha2=0.1, alpha3=5.0):
+def hfe_loss(id_labels, embeddings, attribute_labels, alpha1=0.3, alpha2=0.1, alpha3=5.0):
     """HFE loss L_inter + L_intra + L_ABR (HFE paper eq. 7) for one attribute.
 
-    Args: as `hfe_terms`.
+    Args: as `hfe_terms` (`id_labels` `[B]`, `embeddings` `[B, D]`, `attribute_labels` `[B]`
+    or `[B, C]`, then the margins).
 
     Returns:
-        Scalar; `0` when no sample has both labels.
+        float32 scalar; `0` when no sample has both labels.
     """
-    terms = hfe_terms(embeddings, attribute_labels, id_labels, alpha1, alpha2, alpha3)
+    terms = hfe_terms(id_labels, embeddings, attribute_labels, alpha1, alpha2, alpha3)
     return terms["inter"] + terms["intra"] + terms["abr"]
 
 

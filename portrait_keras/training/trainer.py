@@ -120,11 +120,11 @@ class PortraitTrainer(keras.Model):
 
     def _metric_loss(self, task, feature, labels, y):
         if self.metric == "triplet":
-            return L.batch_hard_triplet_loss(feature, labels, margin=self.triplet_margin)
+            return L.batch_hard_triplet_loss(labels, feature, margin=self.triplet_margin)
         if self.metric == "hfe" and task.kind == IDENTITY:
             w = L.hfe_weight(ops.convert_to_tensor(self.hfe_step), self.total_steps, 1.0)
-            return w * L.hfe_loss(feature, _appearance_code(y, self.hfe_tasks), labels)
-        return L.batch_rank_loss(feature, labels)
+            return w * L.hfe_loss(labels, feature, _appearance_code(y, self.hfe_tasks))
+        return L.batch_rank_loss(labels, feature)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The multi-task loss of the global batch, scaled for the distribution strategy.
@@ -143,11 +143,11 @@ class PortraitTrainer(keras.Model):
             # A batch without labels for a task carries a placeholder 0: keep it out of the mean.
             self.task_trackers[name].update_state(value, sample_weight=ops.cast(present[name], "float32"))
         names = [t.name for t in self.tasks]
-        values, mask = [losses[n] for n in names], [present[n] for n in names]
+        values, flags = [losses[n] for n in names], [present[n] for n in names]
         if self.weighting is not None:
-            total = self.weighting(values, mask=mask)
+            total = self.weighting(values, present=flags)
         else:
-            total = L.average_losses(values, mask=mask)
+            total = L.average_losses(values, present=flags)
         return distribute.scale_for_replicas(total)
 
     def uncertainties(self):
