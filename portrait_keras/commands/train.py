@@ -7,6 +7,7 @@ folder) with the CPU-sized setting of `experiments.synthetic_default`.
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
 
 from portrait_keras import experiments as configs
@@ -75,25 +76,80 @@ def build_config(args):
     return config
 
 
+def check_data(csv):
+    """Reads the `--data` CSV (and the schema.json beside it) before TensorFlow starts.
+
+    Returns: the `Annotations`. Raises: ValueError (an `AnnotationError` too) naming the problem.
+    """
+    from portrait_keras.data.annotations import read_annotations
+
+    if not os.path.exists(csv):
+        raise ValueError(f"--data {csv}: no such file")
+    if os.path.isdir(csv):
+        inside = sorted(f for f in os.listdir(csv) if f.lower().endswith(".csv"))
+        hint = f", e.g. --data {os.path.join(csv, inside[0])}" if inside else " (it holds no .csv file)"
+        raise ValueError(f"--data {csv}: a folder; pass the annotation CSV inside it{hint}")
+    return read_annotations(csv)
+
+
+def check_tasks(config, schema):
+    """`model.tasks` names tasks of the schema (with the nearest spelling when not)."""
+    from portrait_keras.config import unknown_choice_message
+
+    for name in config.model.tasks or ():
+        if name not in schema.names:
+            raise ValueError(unknown_choice_message("model.tasks", name, tuple(schema.names)))
+
+
+def check_run_dir(run_dir, config, overwrite):
+    """The run folder can be created and takes this run (finished, or another config's backup)."""
+    from portrait_keras.training.run_dir import RunDir
+
+    run = RunDir(run_dir)
+    if run.is_finished() and not overwrite:
+        # A re-run resumes a killed run; a finished one would silently start over.
+        raise ValueError(
+            f"{run_dir} holds a finished run (metrics.json). Evaluate it with "
+            f"`portrait-keras evaluate {run_dir}`, or pass --overwrite (or another "
+            f"--run-dir) to train again."
+        )
+    if not overwrite:
+        run.check_resumable(config)
+    weights = config.model.backbone_weights
+    if weights and not os.path.isfile(weights):
+        raise ValueError(f"model.backbone_weights: no such file: {weights}")
+    # check_writable creates the folder (and missing parents): removed again while empty, so a
+    # run refused later leaves nothing. rmdir, never rmtree: another worker may be filling it.
+    created, folder = [], os.path.abspath(run_dir)
+    while not os.path.exists(folder):
+        created.append(folder)
+        folder = os.path.dirname(folder)
+    run.check_writable()
+    for folder in created:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            break
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
         config = build_config(args)
-    except ValueError as e:
+        run_dir = args.run_dir or default_run_dir(config)
+        annotations = check_data(config.data.csv) if config.data.csv else None
+        if annotations is not None:
+            check_tasks(config, annotations.schema)
+        else:
+            from portrait_keras.schema import default_schema
+
+            check_tasks(config, default_schema())
+        check_run_dir(run_dir, config, args.overwrite)
+    except ValueError as e:  # InputError, RunDirError and a bad schema.json too
         print(f"error: {e}", file=sys.stderr)
         return 2
-    run_dir = args.run_dir or default_run_dir(config)
-    from portrait_keras.training.run_dir import RunDir
-
-    if RunDir(run_dir).is_finished() and not args.overwrite:
-        # A re-run resumes a killed run; a finished one would silently start over.
-        print(
-            f"error: {run_dir} holds a finished run (metrics.json). Evaluate it with "
-            f"`portrait-keras evaluate {run_dir}`, or pass --overwrite (or another "
-            f"--run-dir) to train again.",
-            file=sys.stderr,
-        )
-        return 2
+    if args.overwrite and os.path.isdir(os.path.join(run_dir, "backup")):
+        shutil.rmtree(os.path.join(run_dir, "backup"))  # start over: the old state must not be resumed
     if config.model.backbone in ("hrnet_w32", "resnet50") and not config.model.backbone_weights:
         print(
             f"note: {config.model.backbone} starts from random weights (the paper starts from ImageNet; "
@@ -105,10 +161,13 @@ def main(argv=None):
     prepare_host_devices(args.replicas)  # before JAX starts
     from portrait_keras.data import AnnotationError
     from portrait_keras.training.fit import train
+    from portrait_keras.training.run_dir import RunDirError
 
     try:
-        metrics = train(config, run_dir=run_dir, strategy=args.strategy, replicas=args.replicas)
-    except (AnnotationError, DistributionError) as e:  # no traceback needed: the message says it all
+        metrics = train(
+            config, run_dir=run_dir, strategy=args.strategy, replicas=args.replicas, annotations=annotations
+        )
+    except (AnnotationError, DistributionError, RunDirError) as e:  # the message says it all
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"Run folder: {run_dir}")

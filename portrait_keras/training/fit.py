@@ -3,7 +3,7 @@
 `train(config)` writes a run folder (`portrait_keras.training.run_dir.RunDir` names its files:
 config.json, schema.json, history.csv, metrics.json, model.keras, saved_model/, checkpoints/,
 backup/, tensorboard/, report/). It runs in named steps: the seed and the config check of a
-resumed run (`_with_seed`, `_check_same_config`), data and model (`_build`), the restored step
+resumed run (`_with_seed`, `RunDir.check_resumable`), data and model (`_build`), the restored step
 (`_restore`), callbacks (`_callbacks`), `fit` (`_fit`), and the saved model, SavedModel,
 metrics and report (`_finish`).
 
@@ -27,7 +27,6 @@ Faults:
 
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -118,6 +117,7 @@ def train(
     verbose="auto",
     backup_every=BACKUP_EVERY,
     report=True,
+    annotations=None,
 ):
     """Trains `config` and writes its run folder (module docstring).
 
@@ -138,6 +138,8 @@ def train(
             besides one at every epoch end. Defaults to `BACKUP_EVERY`.
         report: bool. Write the run's figures and report page into `RUN_DIR/report/`
             (`portrait_keras.reporting.report.write_report`) at the end. Defaults to True.
+        annotations: `Annotations` of `config.data.csv` already read (the command line reads
+            them before TensorFlow starts), or None to read them here.
 
     Under several replicas (`portrait_keras.training.distribute`) the loss, its gradients and the
     BatchNormalization statistics are those of the global batch, and only the chief worker
@@ -147,8 +149,9 @@ def train(
     Returns: dict of the final metrics (also in `metrics.json`).
 
     Raises:
-        OSError: the run folder is not writable or its disk is too full (before training).
-        ValueError: `backup/` holds an unfinished run of another config.
+        RunDirError: the run folder is not writable, its disk is too full, or its `backup/`
+            holds an unfinished run of another config (all before training). A folder this
+            call created is removed again when the run fails before its first step.
         DistributionError: a strategy that cannot be set up (bad TF_CONFIG, too few devices).
         AnnotationError, BadImageError: bad annotation rows or unreadable images.
         TrainingDiverged: a loss became NaN/Inf.
@@ -159,10 +162,14 @@ def train(
         strategy = distribute.make_strategy(strategy or "auto", replicas)
     distribution = distribute.describe(strategy, config.data.batch_size)  # before any file is written
     write_dir = distribute.worker_write_dir(run_dir)
+    run, out = RunDir(run_dir), RunDir(write_dir)
+    created = not os.path.exists(write_dir)
     try:
-        return _train(
-            config, RunDir(run_dir), RunDir(write_dir), strategy, distribution, callbacks, verbose, backup_every, report
-        )
+        return _train(config, run, out, strategy, distribution, callbacks, verbose, backup_every, report, annotations)
+    except BaseException:
+        if created and not out.started:
+            shutil.rmtree(write_dir, ignore_errors=True)  # a run that never started leaves nothing
+        raise
     finally:
         if write_dir != run_dir:
             shutil.rmtree(write_dir, ignore_errors=True)
@@ -224,22 +231,23 @@ class _Run:
         return self.eval_model
 
 
-def _train(config, run, out, strategy, distribution, callbacks, verbose, backup_every, report):
+def _train(config, run, out, strategy, distribution, callbacks, verbose, backup_every, report, annotations):
     """`train` on `run` (the shared run folder) writing into `out` (this worker's folder)."""
     out.check_writable()
     backup = BackupAndResume(out.backup_dir, every=backup_every, restore_dir=run.backup_dir)
     config = _with_seed(config, run, backup.exists(), strategy)
     if backup.exists():
-        _check_same_config(run, config)
+        run.check_resumable(config)
     keras.utils.set_random_seed(config.train.seed)
     set_precision(config.train.mixed_precision)
 
-    state = _build(config, strategy, distribution)
+    state = _build(config, strategy, distribution, annotations)
     out.check_writable(run_bytes(state.model))
     start_epoch, skip = _restore(state, backup, run)
     out.trim_history(start_epoch if backup.exists() else 0)
     out.write_run_info(config, state.csv_path, state.annotations.schema, state.model.num_ids, distribution, _versions())
     piq, guard, cbs = _callbacks(state, run, out, backup, callbacks)
+    out.started = True
     _fit(state, cbs, guard, start_epoch, skip, verbose)
     if guard.diverged:
         raise TrainingDiverged(
@@ -249,10 +257,11 @@ def _train(config, run, out, strategy, distribution, callbacks, verbose, backup_
     return _finish(state, out, piq, backup, report)
 
 
-def _build(config, strategy, distribution):
+def _build(config, strategy, distribution, annotations=None):
     """The data, the model and its trainer (under the strategy), and the one-device copy."""
     csv_path = os.path.abspath(config.data.csv) if config.data.csv else os.fspath(default_dataset())
-    annotations = read_annotations(csv_path)
+    if annotations is None or os.path.abspath(annotations.csv_path) != csv_path:
+        annotations = read_annotations(csv_path)
     replicas = distribution["replicas"]
     # SyncBN unless turned off (None = on), and only where there is more than one replica.
     sync_bn = replicas > 1 and config.train.sync_batch_norm is not False
@@ -431,24 +440,3 @@ def _write_report(run_dir, annotations, model, batch_size):
         )
         return
     print(f"Report: {written['html']}", file=sys.stderr, flush=True)
-
-
-def _check_same_config(run, config):
-    """Raises ValueError when the unfinished run in `run_dir` was started with another config."""
-    saved = run.saved_config()
-    if not saved:
-        return
-    current = json.loads(json.dumps(config.to_dict()))
-    changed = sorted(
-        f"{part}.{key}"
-        for part, values in current.items()
-        if isinstance(values, dict)
-        for key in values
-        if saved.get(part, {}).get(key) != values[key]
-    )
-    if changed:
-        raise ValueError(
-            f"Run folder {run.path!r} holds an unfinished run of another config (differs in "
-            f"{', '.join(changed)}); resuming it with this one would mix the two. Use another "
-            f"--run-dir, or delete {run.backup_dir} to start over."
-        )

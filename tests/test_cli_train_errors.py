@@ -1,0 +1,162 @@
+"""`portrait-keras train` refuses a user's mistake with one `error:` line and exit 2, before
+TensorFlow starts and without leaving a run folder behind."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from portrait_keras import config as config_lib
+from portrait_keras import experiments as configs
+from portrait_keras.commands import train as train_command
+
+CASES = {
+    # name: (arguments after `smoke`, fragments of the error line)
+    "unknown_backbone": (
+        ["--set", "model.backbone=resnet18"],
+        ["model.backbone: unknown value 'resnet18'", "Allowed: hrnet_w32, hrnet, resnet50, tiny", "'resnet50'?"],
+    ),
+    "misspelt_metric": (["--set", "loss.metric=triplett"], ["unknown value 'triplett'", "did you mean 'triplet'?"]),
+    "unknown_head": (["--set", "model.head=fsss"], ["model.head: unknown value 'fsss'", "did you mean 'fss'?"]),
+    "zero_batch": (["--set", "data.batch_size=0"], ["data.batch_size: expected an int >= 1. Received: 0"]),
+    "negative_lr": (["--set", "train.lr=-1"], ["train.lr: expected a number > 0. Received: -1.0"]),
+    "erasing_above_one": (["--set", "data.erasing_probability=1.5"], ["data.erasing_probability", "[0.0, 1.0]"]),
+    "unsorted_decay": (["--set", "train.decay_epochs=[6,2]"], ["train.decay_epochs: expected increasing epochs"]),
+    "unknown_task": (["--set", "model.tasks=[id,gendr]"], ["model.tasks: unknown value 'gendr'", "'gender'?"]),
+    "missing_weights": (["--set", "model.backbone_weights=/nope/w.weights.h5"], ["no such file: /nope/w.weights.h5"]),
+    "missing_csv": (["--data", "/nope/x.csv"], ["--data /nope/x.csv: no such file"]),
+}
+
+
+def _one_error_line(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_mistake_is_one_error_line_and_leaves_no_run_folder(case, tmp_path, capsys):
+    argv, fragments = CASES[case]
+    run_dir = tmp_path / "runs" / "smoke"
+    assert train_command.main(["smoke", *argv, "--run-dir", str(run_dir)]) == 2
+    captured = capsys.readouterr()
+    line = _one_error_line(captured.err)
+    for fragment in fragments:
+        assert fragment in line, line
+    assert captured.out == "" and not (tmp_path / "runs").exists()
+
+
+def test_a_folder_given_as_data_names_the_csv_inside_it(tmp_path, capsys):
+    (tmp_path / "market.csv").write_text("path,split,id\n")
+    assert train_command.main(["smoke", "--data", str(tmp_path), "--run-dir", str(tmp_path / "run")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"--data {tmp_path}: a folder" in line and f"--data {tmp_path / 'market.csv'}" in line
+
+
+def test_a_bad_schema_json_beside_the_data_is_named(tmp_path, capsys):
+    (tmp_path / "data.csv").write_text("path,split,id\n")
+    (tmp_path / "schema.json").write_text('{"tasks": [{"name": "g", "kind": "binary", "aspect": "appearance"}]}')
+    assert train_command.main(["smoke", "--data", str(tmp_path / "data.csv"), "--run-dir", str(tmp_path / "r")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(tmp_path / "schema.json") in line and "binary" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_unwritable_run_folder_is_refused_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert train_command.main(["smoke", "--run-dir", str(blocker / "run")]) == 2
+    assert "is not writable" in _one_error_line(capsys.readouterr().err)
+
+
+def test_resuming_with_a_changed_config_is_refused_and_the_backup_kept(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "backup").mkdir(parents=True)
+    config = train_command.build_config(train_command.parse_args(["smoke"]))
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
+    assert train_command.main(["smoke", "--run-dir", str(run_dir), "--set", "train.lr=0.01"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "unfinished run of another config (differs in train.lr)" in line and "--overwrite" in line
+    assert (run_dir / "backup").is_dir()
+
+
+def test_choices_are_case_insensitive_on_the_command_line():
+    config = train_command.build_config(
+        train_command.parse_args(["smoke", "--set", "data.sampler=PK", "--set", "model.head=FSS"])
+    )
+    assert (config.data.sampler, config.model.head) == ("pk", "fss")
+
+
+def test_mistakes_are_refused_before_tensorflow_is_imported(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from portrait_keras.commands.train import main
+        cases = {[argv for argv, _ in CASES.values()]!r}
+        for argv in cases:
+            assert main(["smoke", *argv, "--run-dir", {str(tmp_path / "r")!r}]) == 2, argv
+        loaded = [m for m in ("tensorflow", "keras", "jax") if m in sys.modules]
+        assert not loaded, loaded
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("error: ") == len(CASES)
+
+
+@pytest.mark.parametrize(
+    "part, field, value, message",
+    [
+        ("data", "sampler", "pk_sampler", "data.sampler: unknown value 'pk_sampler'"),
+        ("data", "batch_size", True, "data.batch_size: expected an int"),
+        ("data", "image_size", (8, 8), "data.image_size"),
+        ("model", "tasks", (), "model.tasks"),
+        ("model", "tasks", ("id", "id"), "model.tasks"),
+        ("loss", "label_smoothing", 1.0, "loss.label_smoothing: expected a number in [0, 1)"),
+        ("loss", "lam", -0.5, "loss.lam: expected a number >= 0.0"),
+        ("train", "jit_compile", "sometimes", "train.jit_compile: unknown value 'sometimes'. Allowed: auto"),
+        ("train", "mixed_precision", "yes", "train.mixed_precision: expected a bool"),
+        ("train", "seed", -1, "train.seed"),
+        ("train", "epochs", 0, "train.epochs: expected an int >= 1"),
+    ],
+)
+def test_config_parts_check_their_values_when_made(part, field, value, message):
+    """The checks hold for configs written in Python too, not only for `--set`."""
+    section = getattr(configs.base(), part)
+    with pytest.raises(ValueError) as e:
+        dataclasses.replace(section, **{field: value})
+    assert message in str(e.value)
+
+
+def test_every_experiment_is_a_valid_config():
+    for name in configs.EXPERIMENTS:
+        for config in (configs.get(name), configs.synthetic_default(configs.get(name))):
+            assert config_lib.Config.from_dict(json.loads(config.to_json())) == config
+
+
+def test_the_config_choices_are_the_names_the_builders_take():
+    import typing
+
+    from portrait_keras.data.samplers import SAMPLERS
+    from portrait_keras.models.backbones import BACKBONES
+    from portrait_keras.models.subspaces import LAYOUTS
+    from portrait_keras.training.trainer import METRIC_LOSSES, MULTITASK
+
+    assert set(typing.get_args(config_lib.Backbone)) == set(BACKBONES)
+    assert set(typing.get_args(config_lib.Head)) == set(LAYOUTS)
+    assert set(typing.get_args(config_lib.Sampler)) == set(SAMPLERS)
+    assert set(typing.get_args(config_lib.Metric)) == set(METRIC_LOSSES)
+    assert set(typing.get_args(config_lib.Multitask)) == set(MULTITASK)
+
+
+def test_checking_a_new_run_folder_leaves_no_folder_behind(tmp_path):
+    deep = tmp_path / "a" / "b" / "run"
+    train_command.check_run_dir(str(deep), configs.get("smoke"), overwrite=False)
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "kept").mkdir()
+    train_command.check_run_dir(str(tmp_path / "kept"), configs.get("smoke"), overwrite=False)
+    assert os.listdir(tmp_path) == ["kept"]  # a folder that was there stays
