@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import os
+import re
 import typing
 from typing import Literal, Optional, Union
 
@@ -72,6 +73,9 @@ class ModelConfig:
         tasks: tuple of str or None. Tasks the model learns; None = every task of the schema.
         backbone_weights: str or None. Path to saved backbone weights (`.weights.h5`).
         backbone_kwargs: dict. Extra backbone arguments, e.g. `{"last_stride": 1}`.
+        init_from: str or None. Fine-tuning: a run folder or `.keras` file whose weights
+            start this run wherever a weight of the same name and shape exists (the id
+            classifier of other data keeps its fresh start). A resumed run's state wins.
     """
 
     backbone: Backbone = "hrnet_w32"
@@ -79,6 +83,7 @@ class ModelConfig:
     tasks: Optional[tuple[str, ...]] = None
     backbone_weights: Optional[str] = None
     backbone_kwargs: dict = dataclasses.field(default_factory=dict)
+    init_from: Optional[str] = None
 
     def __post_init__(self):
         _check_types(self, "model")
@@ -292,8 +297,25 @@ def _between(part, section, **ranges):
 
 
 def default_run_dir(config):
-    """`runs/<config.name>`: where a run goes when no run folder is given."""
-    return os.path.join("runs", config.name)
+    """Where a run goes when no run folder is given: `runs/NAME` on the embedded SynthPortrait
+    default, `runs/NAME-DATASET` on a CSV, DATASET being the CSV's folder name (plus the file
+    name unless it is `annotations.csv`), so runs on different data never share a folder.
+
+    Example:
+    >>> from portrait_keras import experiments
+    >>> default_run_dir(experiments.get("fss_uncert"))
+    'runs/fss_uncert'
+    >>> c = experiments.get("fss_uncert")
+    >>> default_run_dir(dataclasses.replace(c, data=dataclasses.replace(c.data, csv="/d/Market-1501/market.csv")))
+    'runs/fss_uncert-Market-1501-market'
+    """
+    if not config.data.csv:
+        return os.path.join("runs", config.name)
+    folder = os.path.basename(os.path.dirname(os.path.abspath(config.data.csv)))
+    stem = os.path.splitext(os.path.basename(config.data.csv))[0]
+    dataset = folder if stem == "annotations" else f"{folder}-{stem}" if folder else stem
+    dataset = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("._") or "data"
+    return os.path.join("runs", f"{config.name}-{dataset}")
 
 
 def rescale_epochs(train, epochs):

@@ -160,3 +160,79 @@ def test_checking_a_new_run_folder_leaves_no_folder_behind(tmp_path):
     (tmp_path / "kept").mkdir()
     train_command.check_run_dir(str(tmp_path / "kept"), configs.get("smoke"), overwrite=False)
     assert os.listdir(tmp_path) == ["kept"]  # a folder that was there stays
+
+
+def test_a_run_folder_in_use_is_refused_naming_the_process(tmp_path, capsys):
+    from portrait_keras.training.run_dir import RunDir, RunDirError
+
+    run = RunDir(tmp_path / "run")
+    with run.lock():
+        with pytest.raises(RunDirError, match=f"in use by process {os.getpid()} on "):
+            with run.lock():
+                pass
+        assert train_command.main(["smoke", "--run-dir", run.path]) == 2
+        assert f"in use by process {os.getpid()}" in _one_error_line(capsys.readouterr().err)
+    with run.lock():  # released: free again
+        pass
+
+
+def test_a_finished_run_on_other_data_says_so(tmp_path, capsys):
+    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "config.json").write_text(json.dumps({"name": "smoke", "data_csv": "/old/data.csv"}))
+    (tmp_path / "new.csv").write_text("path,split,id\n")
+    argv = ["smoke", "--run-dir", str(tmp_path), "--data", str(tmp_path / "new.csv")]
+    assert train_command.main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "finished run of smoke on /old/data.csv (other data than this run's)" in line
+    assert "another --run-dir" in line and "--overwrite" in line
+
+
+def test_runs_on_different_data_get_different_default_folders(tmp_path):
+    names = set()
+    for csv in ("a/annotations.csv", "b/annotations.csv", "a/market.csv"):
+        args = train_command.parse_args(["fss", "--data", str(tmp_path / csv)])
+        names.add(config_lib.default_run_dir(train_command.build_config(args)))
+    assert names == {"runs/fss-a", "runs/fss-b", "runs/fss-a-market"}
+    assert config_lib.default_run_dir(train_command.build_config(train_command.parse_args(["fss"]))) == "runs/fss"
+
+
+def test_config_relaunches_a_run_with_name_and_set_on_top(tmp_path):
+    first = train_command.build_config(train_command.parse_args(["smoke", "--set", "train.lr=0.002"]))
+    saved = {**first.to_dict(), "data_csv": "/x.csv", "num_ids": 3, "versions": {}}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    again = train_command.build_config(train_command.parse_args(["--config", str(tmp_path)]))
+    assert again == first
+    renamed = train_command.build_config(
+        train_command.parse_args(["smoke_2", "--config", str(tmp_path / "config.json"), "--set", "train.epochs=3"])
+    )
+    assert (renamed.name, renamed.train.epochs, renamed.train.lr) == ("smoke_2", 3, 0.002)
+
+
+@pytest.mark.parametrize("content, message", [(None, "no such file"), ("{nope", "not a run's config.json")])
+def test_a_bad_config_file_is_one_error_line(tmp_path, capsys, content, message):
+    if content is not None:
+        (tmp_path / "config.json").write_text(content)
+    assert train_command.main(["--config", str(tmp_path / "config.json")]) == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+
+
+def test_init_from_copies_every_weight_that_fits_and_keeps_the_id_classifier_fresh(tmp_path, capsys):
+    import numpy as np
+
+    from portrait_keras.models import PortraitModel
+    from portrait_keras.schema import default_schema
+    from portrait_keras.training import fit
+
+    donor = PortraitModel(default_schema(), 10, input_shape=(64, 32, 3))
+    donor.save(tmp_path / "model.keras")
+    model = PortraitModel(default_schema(), 12, input_shape=(64, 32, 3))
+    fresh = {w.path: np.array(w) for w in model.weights}
+    fit._init_from(model, str(tmp_path))  # a run folder: its model.keras
+    assert "fresh: id_classifier/kernel" in capsys.readouterr().err
+    source = {w.path: np.array(w) for w in donor.weights}
+    for w in model.weights:
+        if w.path == "id_classifier/kernel":
+            np.testing.assert_array_equal(np.array(w), fresh[w.path])
+        else:
+            np.testing.assert_array_equal(np.array(w), source[w.path])
+    assert any(not np.array_equal(fresh[p], source[p]) for p in source if p != "id_classifier/kernel")

@@ -6,6 +6,7 @@ folder) with the CPU-sized setting of `experiments.synthetic_default`.
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 import sys
@@ -29,7 +30,18 @@ def parse_args(argv):
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("name", help=f"one of: {', '.join(configs.EXPERIMENTS)}")
+    parser.add_argument("name", nargs="?", help=f"one of: {', '.join(configs.EXPERIMENTS)}")
+    parser.add_argument(
+        "--config",
+        metavar="RUN_OR_JSON",
+        help="re-launch the config of a run (its folder or config.json; NAME, --data, --set apply on top)",
+    )
+    parser.add_argument(
+        "--init-from",
+        metavar="RUN_OR_KERAS",
+        help="fine-tune: start from the weights of a run folder or .keras file where names and shapes fit "
+        "(same as --set model.init_from=...)",
+    )
     parser.add_argument("--data", help="annotation CSV (default: the embedded SynthPortrait)")
     parser.add_argument("--epochs", type=int, help="epochs; warm-up and decay steps scale along")
     parser.add_argument(
@@ -55,17 +67,43 @@ def parse_args(argv):
         help="replicas of the global batch; without GPUs the CPU is split into N devices (MirroredStrategy anywhere)",
     )
     args = parser.parse_args(argv)
+    if args.name is None and args.config is None:
+        parser.error("the experiment NAME (or --config RUN) is required")
     if args.replicas is not None and args.replicas < 1:
         parser.error(f"--replicas must be >= 1. Received: {args.replicas}")
     return args
 
 
+def load_config_file(path):
+    """The `Config` saved in a run folder's `config.json` (or in that file itself)."""
+    from portrait_keras.config import Config
+
+    file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    try:
+        with open(file, encoding="utf-8") as f:
+            saved = json.load(f)
+        return Config.from_dict(saved)
+    except FileNotFoundError:
+        raise ValueError(f"--config {path}: no such file{'' if file == path else ' ' + file}") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--config {file}: not a run's config.json: {e}") from None
+
+
 def build_config(args):
-    config = configs.get(args.name)
-    if args.data:
-        config = override(config, "data.csv", os.path.abspath(args.data))
+    if args.config:
+        config = load_config_file(args.config)
+        if args.name:
+            config = dataclasses.replace(config, name=args.name)
+        if args.data:
+            config = override(config, "data.csv", os.path.abspath(args.data))
     else:
-        config = configs.synthetic_default(config)
+        config = configs.get(args.name)
+        if args.data:
+            config = override(config, "data.csv", os.path.abspath(args.data))
+        else:
+            config = configs.synthetic_default(config)
+    if args.init_from:
+        config = override(config, "model.init_from", os.path.abspath(args.init_from))
     if args.epochs is not None:
         config = dataclasses.replace(config, train=rescale_epochs(config.train, args.epochs))
     for item in args.set:
@@ -108,16 +146,22 @@ def check_run_dir(run_dir, config, overwrite):
     run = RunDir(run_dir)
     if run.is_finished() and not overwrite:
         # A re-run resumes a killed run; a finished one would silently start over.
+        data = run.saved_config().get("data_csv") or "unknown data"
+        same = os.path.abspath(data) == os.path.abspath(config.data.csv) if config.data.csv else None
         raise ValueError(
-            f"{run_dir} holds a finished run (metrics.json). Evaluate it with "
-            f"`portrait-keras evaluate {run_dir}`, or pass --overwrite (or another "
-            f"--run-dir) to train again."
+            f"{run_dir} holds a finished run of {run.saved_config().get('name', '?')} on {data}"
+            + ("" if same in (None, True) else " (other data than this run's)")
+            + f". Evaluate it with `portrait-keras evaluate {run_dir}`; to train again, choose another "
+            f"--run-dir, or pass --overwrite to replace it."
         )
     if not overwrite:
         run.check_resumable(config)
     weights = config.model.backbone_weights
     if weights and not os.path.isfile(weights):
         raise ValueError(f"model.backbone_weights: no such file: {weights}")
+    init = config.model.init_from
+    if init and not os.path.isfile(os.path.join(init, "model.keras") if os.path.isdir(init) else init):
+        raise ValueError(f"model.init_from {init}: no model.keras there (a finished run folder or a .keras file)")
     # check_writable creates the folder (and missing parents): removed again while empty, so a
     # run refused later leaves nothing. rmdir, never rmtree: another worker may be filling it.
     created, folder = [], os.path.abspath(run_dir)
@@ -125,6 +169,10 @@ def check_run_dir(run_dir, config, overwrite):
         created.append(folder)
         folder = os.path.dirname(folder)
     run.check_writable()
+    with run.lock():  # another process training into it is named now, not after start-up
+        pass
+    if created:
+        os.remove(run.file(".lock"))
     for folder in created:
         try:
             os.rmdir(folder)
@@ -137,6 +185,7 @@ def main(argv=None):
     try:
         config = build_config(args)
         run_dir = args.run_dir or default_run_dir(config)
+        check_run_dir(run_dir, config, args.overwrite)
         annotations = check_data(config.data.csv) if config.data.csv else None
         if annotations is not None:
             check_tasks(config, annotations.schema)
@@ -144,7 +193,6 @@ def main(argv=None):
             from portrait_keras.schema import default_schema
 
             check_tasks(config, default_schema())
-        check_run_dir(run_dir, config, args.overwrite)
     except ValueError as e:  # InputError, RunDirError and a bad schema.json too
         print(f"error: {e}", file=sys.stderr)
         return 2

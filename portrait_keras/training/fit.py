@@ -39,7 +39,7 @@ from portrait_keras.data import default_dataset, make_dataset, read_annotations
 from portrait_keras.data.pipeline import naming_bad_images
 from portrait_keras.evaluation.evaluator import evaluate
 from portrait_keras.schema import APPEARANCE, SINGLE
-from portrait_keras.serving.export import export_saved_model
+from portrait_keras.serving.export import export_saved_model, load_keras_model
 from portrait_keras.training import distribute
 from portrait_keras.training.callbacks import (
     BackupAndResume,
@@ -49,7 +49,7 @@ from portrait_keras.training.callbacks import (
     SkippedImagesLogger,
     UncertaintyLogger,
 )
-from portrait_keras.training.run_dir import RunDir, run_bytes
+from portrait_keras.training.run_dir import RunDir, RunDirError, run_bytes
 
 # Global steps between two backups of the training state (and at every epoch end).
 BACKUP_EVERY = 1000
@@ -165,11 +165,15 @@ def train(
     run, out = RunDir(run_dir), RunDir(write_dir)
     created = not os.path.exists(write_dir)
     try:
-        return _train(config, run, out, strategy, distribution, callbacks, verbose, backup_every, report, annotations)
-    except BaseException:
-        if created and not out.started:
-            shutil.rmtree(write_dir, ignore_errors=True)  # a run that never started leaves nothing
-        raise
+        with out.lock():  # one process a folder
+            try:
+                return _train(
+                    config, run, out, strategy, distribution, callbacks, verbose, backup_every, report, annotations
+                )
+            except BaseException:
+                if created and not out.started:
+                    shutil.rmtree(write_dir, ignore_errors=True)  # a run that never started leaves nothing
+                raise
     finally:
         if write_dir != run_dir:
             shutil.rmtree(write_dir, ignore_errors=True)
@@ -243,6 +247,8 @@ def _train(config, run, out, strategy, distribution, callbacks, verbose, backup_
 
     state = _build(config, strategy, distribution, annotations)
     out.check_writable(run_bytes(state.model))
+    if config.model.init_from and not backup.exists():
+        _init_from(state.model, config.model.init_from)
     start_epoch, skip = _restore(state, backup, run)
     out.trim_history(start_epoch if backup.exists() else 0)
     out.write_run_info(config, state.csv_path, state.annotations.schema, state.model.num_ids, distribution, _versions())
@@ -280,6 +286,30 @@ def _build(config, strategy, distribution, annotations=None):
     if keras.backend.backend() == "tensorflow" and replicas > 1:
         state.eval_model = type(state.model).from_config(state.model.get_config())
     return state
+
+
+def _init_from(model, source):
+    """Copies into `model` every weight of the model in `source` (a run folder or `.keras`)
+    with the same path and shape; prints how many, and which were left at their fresh start."""
+    path = os.path.join(source, "model.keras") if os.path.isdir(source) else source
+    donor = {w.path: w for w in load_keras_model(path).weights}
+    loaded, skipped = 0, []
+    for weight in model.weights:
+        other = donor.get(weight.path)
+        if other is not None and tuple(other.shape) == tuple(weight.shape):
+            weight.assign(other)
+            loaded += 1
+        else:
+            skipped.append(weight.path)
+    if not loaded:
+        raise RunDirError(f"model.init_from {source}: no weight of that model fits this one (another backbone?)")
+    shown = ", ".join(skipped[:4]) + (f" and {len(skipped) - 4} more" if len(skipped) > 4 else "")
+    print(
+        f"init_from {source}: {loaded} of {len(model.weights)} weights loaded"
+        + (f"; fresh: {shown}" if skipped else ""),
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _restore(state, backup, run):

@@ -9,13 +9,16 @@ saved_model/     SavedModel with the uint8 `serve` endpoint
 checkpoints/     weights of the last good epoch (last.weights.h5) and of the best PIQ (best.weights.h5)
 backup/          the training state while a run is unfinished
 tensorboard/     TensorBoard logs
+.lock            held (flock) by the process training into the folder
 report/          training curves, F1 bars, confusion matrices, report.md/.html
 """
 
+import contextlib
 import csv
 import json
 import os
 import shutil
+import socket
 import tempfile
 
 import numpy as np
@@ -105,6 +108,38 @@ class RunDir:
         except (OSError, ValueError):
             return {}
         return saved if isinstance(saved, dict) else {}
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Holds `.lock` (an exclusive `flock`) while a run trains into this folder.
+
+        Raises: `RunDirError` naming the other process when one holds it. The lock dies with
+        its process, so a killed run never leaves a stale one behind.
+        """
+        try:
+            import fcntl
+        except ImportError:  # not on Windows: no lock
+            yield
+            return
+        os.makedirs(self.path, exist_ok=True)
+        with open(self.file(".lock"), "a+", encoding="utf-8") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise RunDirError(
+                    f"Run folder {self.path!r} is in use by {holder}: two runs in one folder would "
+                    f"overwrite each other. Wait for it to end, or choose another --run-dir."
+                ) from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def check_resumable(self, config):
         """Raises `RunDirError` when `backup/` holds an unfinished run started with another config.
