@@ -47,6 +47,7 @@ from portrait_keras.training.callbacks import (
     NaNGuard,
     PIQCallback,
     SkippedImagesLogger,
+    TestSplitTensorBoard,
     UncertaintyLogger,
 )
 from portrait_keras.training.run_dir import RunDir, RunDirError, run_bytes
@@ -364,7 +365,7 @@ def _callbacks(state, run, out, backup, extra):
         )
     cbs += [
         HistoryLogger(out.history_file),
-        keras.callbacks.TensorBoard(out.tensorboard_dir, write_graph=False),
+        TestSplitTensorBoard(out.tensorboard_dir, test_keys=lambda: piq.last, write_graph=False),
         # After the CSV row, so a kill between the two repeats the row (trimmed on resume)
         # instead of losing it.
         backup,
