@@ -189,6 +189,9 @@ def main(argv=None):
         annotations = check_data(config.data.csv) if config.data.csv else None
         if annotations is not None:
             check_tasks(config, annotations.schema)
+            from portrait_keras.training.tasks import trained_tasks
+
+            trained_tasks(config, annotations, note=False)  # its error before TensorFlow starts
         else:
             from portrait_keras.schema import default_schema
 

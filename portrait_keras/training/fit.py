@@ -51,6 +51,7 @@ from portrait_keras.training.callbacks import (
     UncertaintyLogger,
 )
 from portrait_keras.training.run_dir import RunDir, RunDirError, run_bytes
+from portrait_keras.training.tasks import trained_tasks
 
 # Global steps between two backups of the training state (and at every epoch end).
 BACKUP_EVERY = 1000
@@ -71,20 +72,24 @@ def set_precision(mixed):
     keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
 
 
-def build_trainer(config, schema, num_ids, steps_per_epoch):
-    """The functional model and its `PortraitTrainer`, compiled with the paper's optimiser."""
+def build_trainer(config, schema, num_ids, steps_per_epoch, tasks=None):
+    """The functional model and its `PortraitTrainer`, compiled with the paper's optimiser.
+
+    `tasks` (names) overrides `config.model.tasks` (`trained_tasks` gives them).
+    """
     from portrait_keras.models import build_portrait_model
     from portrait_keras.training.schedules import paper_schedule
     from portrait_keras.training.trainer import PortraitTrainer
 
     m = config.model
-    tasks = schema.tasks if m.tasks is None else tuple(schema.task(n) for n in m.tasks)
+    names = tasks if tasks is not None else m.tasks
+    tasks = schema.tasks if names is None else tuple(schema.task(n) for n in names)
     model = build_portrait_model(
         schema,
         num_ids,
         backbone=m.backbone,
         head=m.head,
-        tasks=None if m.tasks is None else [t.name for t in tasks],
+        tasks=None if names is None else [t.name for t in tasks],
         input_shape=(*config.data.image_size, 3),
         backbone_weights=m.backbone_weights,
         backbone_kwargs=dict(m.backbone_kwargs),
@@ -279,7 +284,11 @@ def _build(config, strategy, distribution, annotations=None):
     state.steps_per_epoch = int(state.train_ds.cardinality())
     with state.scope():
         state.model, state.trainer = build_trainer(
-            config, annotations.schema, len(annotations.train_ids), state.steps_per_epoch
+            config,
+            annotations.schema,
+            len(annotations.train_ids),
+            state.steps_per_epoch,
+            tasks=trained_tasks(config, annotations),
         )
     # Evaluation, export and the report read a one-device copy of the weights under a TF
     # multi-replica strategy: the model that is saved, with no collective in its predict.
