@@ -66,6 +66,9 @@ def parse_args(argv):
         metavar="N",
         help="replicas of the global batch; without GPUs the CPU is split into N devices (MirroredStrategy anywhere)",
     )
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("--quiet", action="store_true", help="one line per epoch")
+    loud.add_argument("--verbose", action="store_true", help="every logged value after each epoch too")
     args = parser.parse_args(argv)
     if args.name is None and args.config is None:
         parser.error("the experiment NAME (or --config RUN) is required")
@@ -214,10 +217,26 @@ def main(argv=None):
     from portrait_keras.training.fit import train
     from portrait_keras.training.run_dir import RunDirError
 
+    level = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
     try:
         metrics = train(
-            config, run_dir=run_dir, strategy=args.strategy, replicas=args.replicas, annotations=annotations
+            config,
+            run_dir=run_dir,
+            strategy=args.strategy,
+            replicas=args.replicas,
+            annotations=annotations,
+            verbose=level,
         )
+    except KeyboardInterrupt:
+        again = " ".join(["portrait-keras train", *(argv if argv is not None else sys.argv[1:])])
+        resumable = os.path.isdir(os.path.join(run_dir, "backup"))
+        print(
+            f"\ninterrupted: {run_dir} keeps its last backup; re-run `{again}` to resume."
+            if resumable
+            else "\ninterrupted before the first backup: re-running the same command starts over.",
+            file=sys.stderr,
+        )
+        return 130
     except (AnnotationError, DistributionError, RunDirError) as e:  # the message says it all
         print(f"error: {e}", file=sys.stderr)
         return 2

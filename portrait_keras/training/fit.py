@@ -50,6 +50,7 @@ from portrait_keras.training.callbacks import (
     TestSplitTensorBoard,
     UncertaintyLogger,
 )
+from portrait_keras.training.progress import LEVELS, ProgressPrinter
 from portrait_keras.training.run_dir import RunDir, RunDirError, run_bytes
 from portrait_keras.training.tasks import trained_tasks
 
@@ -139,7 +140,9 @@ def train(
         replicas: int or None. Replicas of a named strategy; on a machine without GPUs the
             CPU is split into that many logical devices (before TensorFlow starts).
         callbacks: extra Keras callbacks, run after the metric callbacks.
-        verbose: Keras `fit` verbosity.
+        verbose: progress printed (`training.progress.ProgressPrinter`): `0` none, `"quiet"`
+            (a line per epoch), `"normal"` (or `"auto"`, `1`: a short line during the epoch and
+            a per-task table after it) or `"verbose"` (`2`: every logged value too).
         backup_every: int or None. Global steps between backups of the training state,
             besides one at every epoch end. Defaults to `BACKUP_EVERY`.
         report: bool. Write the run's figures and report page into `RUN_DIR/report/`
@@ -258,9 +261,9 @@ def _train(config, run, out, strategy, distribution, callbacks, verbose, backup_
     start_epoch, skip = _restore(state, backup, run)
     out.trim_history(start_epoch if backup.exists() else 0)
     out.write_run_info(config, state.csv_path, state.annotations.schema, state.model.num_ids, distribution, _versions())
-    piq, guard, cbs = _callbacks(state, run, out, backup, callbacks)
+    piq, guard, cbs = _callbacks(state, run, out, backup, callbacks, progress_level(verbose))
     out.started = True
-    _fit(state, cbs, guard, start_epoch, skip, verbose)
+    _fit(state, cbs, guard, start_epoch, skip)
     if guard.diverged:
         raise TrainingDiverged(
             f"Loss became NaN/Inf in task(s) {', '.join(guard.diverged)}; the weights of the last good epoch "
@@ -342,11 +345,24 @@ def _restore(state, backup, run):
     return start_epoch, skip
 
 
-def _callbacks(state, run, out, backup, extra):
+def progress_level(verbose):
+    """`train`'s `verbose` as a `ProgressPrinter` level, or None for silence."""
+    levels = {0: None, None: None, "auto": "normal", 1: "normal", 2: "verbose"}  # False is 0, True is 1
+    if verbose in LEVELS:
+        return verbose
+    try:
+        return levels[verbose]
+    except (KeyError, TypeError):
+        allowed = "0, 1, 2, 'auto', " + ", ".join(repr(v) for v in LEVELS)
+        raise ValueError(f"verbose must be one of {allowed}. Received: verbose={verbose!r}") from None
+
+
+def _callbacks(state, run, out, backup, extra, level):
     """The PIQ callback, the NaN guard and the whole callback list, in their order."""
     config, d = state.config, state.config.data
     piq = PIQCallback(
         state.annotations,
+        verbose=False,  # the progress printer shows its figures
         every=config.train.eval_every,
         batch_size=d.batch_size,
         epochs=config.train.epochs,
@@ -375,6 +391,11 @@ def _callbacks(state, run, out, backup, extra):
     cbs += [
         HistoryLogger(out.history_file),
         TestSplitTensorBoard(out.tensorboard_dir, test_keys=lambda: piq.last, write_graph=False),
+        *(
+            []
+            if level is None
+            else [ProgressPrinter(state.steps_per_epoch, d.batch_size, level, tasks=state.model.tasks)]
+        ),
         # After the CSV row, so a kill between the two repeats the row (trimmed on resume)
         # instead of losing it.
         backup,
@@ -383,7 +404,7 @@ def _callbacks(state, run, out, backup, extra):
     return piq, guard, cbs
 
 
-def _fit(state, cbs, guard, start_epoch, skip, verbose):
+def _fit(state, cbs, guard, start_epoch, skip):
     """`fit` from `(start_epoch, skip)` to the last epoch (a half-done epoch first)."""
     epochs = state.config.train.epochs
     splits = ["train"] + (["query", "gallery"] if state.has_eval else [])
@@ -397,14 +418,14 @@ def _fit(state, cbs, guard, start_epoch, skip, verbose):
             state.data_epoch["epoch"] = start_epoch
             rest = state.train_dataset(skip_batches=skip)
             state.trainer.fit(
-                rest, initial_epoch=start_epoch, epochs=start_epoch + 1, callbacks=cbs, verbose=verbose, shuffle=False
+                rest, initial_epoch=start_epoch, epochs=start_epoch + 1, callbacks=cbs, verbose=0, shuffle=False
             )
             start_epoch += 1
         if not guard.diverged and start_epoch < epochs:
             state.data_epoch["epoch"] = start_epoch
             # shuffle=False: the sampler orders each epoch (Keras cannot shuffle a tf.data pipeline).
             state.trainer.fit(
-                state.train_ds, initial_epoch=start_epoch, epochs=epochs, callbacks=cbs, verbose=verbose, shuffle=False
+                state.train_ds, initial_epoch=start_epoch, epochs=epochs, callbacks=cbs, verbose=0, shuffle=False
             )
 
 
