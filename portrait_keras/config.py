@@ -2,13 +2,29 @@
 
 An experiment is a function returning a `Config` (see `portrait_keras/experiments.py`); values
 that follow from others (learning-rate steps, class counts) are computed where they are used.
+Every part checks its values when it is made (`__post_init__`): a wrong type, a value out of
+range or an unknown choice (with the nearest allowed spelling) is a `ValueError` naming the
+field, before anything is built.
 `--set key=value` strings are parsed by the command line (`portrait_keras.commands.overrides`).
 """
 
 import dataclasses
+import difflib
 import json
 import os
+import re
+import typing
 from typing import Literal, Optional, Union
+
+# The choices of the string fields. TF-free copies of the names the builders take
+# (`models.backbones.BACKBONES`, `models.portrait_model.LAYOUTS`, `data.samplers.SAMPLERS`,
+# `training.trainer.METRIC_LOSSES` / `MULTITASK`; a test keeps them equal), so that a bad value
+# is refused before TensorFlow starts.
+Backbone = Literal["hrnet_w32", "hrnet", "resnet50", "tiny"]
+Head = Literal["fss", "sim_mtl", "single_task"]
+Sampler = Literal["random", "pk", "shuffle"]
+Metric = Literal["none", "triplet", "batch_rank", "hfe"]
+Multitask = Literal["average", "uncertainty"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,13 +47,20 @@ class DataConfig:
 
     csv: Optional[str] = None
     image_size: tuple[int, int] = (256, 128)
-    sampler: str = "random"
+    sampler: Sampler = "random"
     p: int = 32
     k: int = 4
     batch_size: int = 128
     skip_bad_images: bool = False
     erasing_probability: float = 0.5
     padding: int = 10
+
+    def __post_init__(self):
+        _check_types(self, "data")
+        if len(self.image_size) != 2 or min(self.image_size) < 16:
+            _fail("data.image_size", self.image_size, "(height, width), each at least 16 pixels")
+        _at_least(self, "data", p=1, k=1, batch_size=1, padding=0)
+        _between(self, "data", erasing_probability=(0.0, 1.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +73,22 @@ class ModelConfig:
         tasks: tuple of str or None. Tasks the model learns; None = every task of the schema.
         backbone_weights: str or None. Path to saved backbone weights (`.weights.h5`).
         backbone_kwargs: dict. Extra backbone arguments, e.g. `{"last_stride": 1}`.
+        init_from: str or None. Fine-tuning: a run folder or `.keras` file whose weights
+            start this run wherever a weight of the same name and shape exists (the id
+            classifier of other data keeps its fresh start). A resumed run's state wins.
     """
 
-    backbone: str = "hrnet_w32"
-    head: str = "fss"
+    backbone: Backbone = "hrnet_w32"
+    head: Head = "fss"
     tasks: Optional[tuple[str, ...]] = None
     backbone_weights: Optional[str] = None
     backbone_kwargs: dict = dataclasses.field(default_factory=dict)
+    init_from: Optional[str] = None
+
+    def __post_init__(self):
+        _check_types(self, "model")
+        if self.tasks is not None and (not self.tasks or len(set(self.tasks)) != len(self.tasks)):
+            _fail("model.tasks", self.tasks, "null (every task of the data) or a non-empty list of distinct task names")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +105,17 @@ class LossConfig:
         label_smoothing: float. Label smoothing of the single-label classifiers.
     """
 
-    metric: str = "none"
+    metric: Metric = "none"
     lam: float = 0.5
-    multitask: str = "average"
+    multitask: Multitask = "average"
     triplet_margin: float = 0.3
     label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        _check_types(self, "loss")
+        _at_least(self, "loss", lam=0.0, triplet_margin=0.0)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            _fail("loss.label_smoothing", self.label_smoothing, "a number in [0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +150,17 @@ class TrainConfig:
     seed: Optional[int] = 0
     eval_every: int = 1
     sync_batch_norm: Optional[bool] = None
+
+    def __post_init__(self):
+        _check_types(self, "train")
+        _at_least(self, "train", epochs=1, warmup_epochs=0, eval_every=0)
+        for field in ("lr", "warmup_lr", "decay"):
+            if not getattr(self, field) > 0:
+                _fail(f"train.{field}", getattr(self, field), "a number > 0")
+        if any(e < 1 for e in self.decay_epochs) or list(self.decay_epochs) != sorted(set(self.decay_epochs)):
+            _fail("train.decay_epochs", list(self.decay_epochs), "increasing epochs, each at least 1")
+        if self.seed is not None and self.seed < 0:
+            _fail("train.seed", self.seed, "null or an int >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,9 +197,125 @@ class Config:
         )
 
 
+def _fail(key, value, expected):
+    raise ValueError(f"{key}: expected {expected}. Received: {value!r}")
+
+
+def _check_types(part, section):
+    """The field values fit their annotations: a Literal's choices (with the nearest spelling),
+    bool, int (not a bool), float (an int too), str, tuples of those, Optional."""
+    hints = typing.get_type_hints(type(part))
+    for field in dataclasses.fields(part):
+        value, kind = getattr(part, field.name), hints[field.name]
+        if _fits(value, kind):
+            continue
+        choices = literal_choices(kind)
+        if choices and isinstance(value, str):
+            raise ValueError(unknown_choice_message(f"{section}.{field.name}", value, choices))
+        _fail(f"{section}.{field.name}", value, describe_type(kind))
+
+
+def literal_choices(kind):
+    """The allowed values of a `Literal` annotation (also inside `Union`), else ()."""
+    if typing.get_origin(kind) is Literal:
+        return typing.get_args(kind)
+    if typing.get_origin(kind) is Union:
+        return tuple(c for a in typing.get_args(kind) for c in literal_choices(a))
+    return ()
+
+
+def unknown_choice_message(key, value, choices):
+    """ "KEY: unknown value 'x'. Allowed: a, b (did you mean 'a'?)" """
+    allowed = [c for c in choices if isinstance(c, str)]
+    text = ", ".join(str(c) for c in choices)
+    near = difflib.get_close_matches(str(value).lower(), allowed, n=1, cutoff=0.5)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return f"{key}: unknown value {value!r}. Allowed: {text}{hint}"
+
+
+def _fits(value, kind):
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if kind is dict:
+        return isinstance(value, dict)
+    if origin is Literal:
+        return value in args
+    if origin is Union:
+        return any(_fits(value, a) for a in args)
+    if kind is type(None):
+        return value is None
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(args) == len(value) and all(_fits(v, a) for v, a in zip(value, args))
+    return True
+
+
+def describe_type(kind):
+    """`kind` in words for error messages: "a float", "null or a str", ..."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is bool:
+        return "a bool (true/false, yes/no, 1/0)"
+    if kind in (int, float, str):
+        return f"{'an' if kind is int else 'a'} {kind.__name__}"
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin is Union and type(None) in args:
+        rest = tuple(a for a in args if a is not type(None))
+        return "null or " + describe_type(rest[0] if len(rest) == 1 else Union[rest])
+    if origin is Union:
+        return " or ".join(describe_type(a) for a in args)
+    if kind is tuple or origin is tuple:
+        if not args:
+            return "a JSON list or a single value"
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {args[0].__name__} (JSON list or a single value)"
+        return f"a list of {len(args)} values ({', '.join(a.__name__ for a in args)})"
+    return getattr(kind, "__name__", repr(kind))
+
+
+def _at_least(part, section, **minimums):
+    for field, low in minimums.items():
+        if getattr(part, field) < low:
+            what = f"an int >= {low}" if isinstance(low, int) else f"a number >= {low}"
+            _fail(f"{section}.{field}", getattr(part, field), what)
+
+
+def _between(part, section, **ranges):
+    for field, (low, high) in ranges.items():
+        if not low <= getattr(part, field) <= high:
+            _fail(f"{section}.{field}", getattr(part, field), f"a number in [{low}, {high}]")
+
+
 def default_run_dir(config):
-    """`runs/<config.name>`: where a run goes when no run folder is given."""
-    return os.path.join("runs", config.name)
+    """Where a run goes when no run folder is given: `runs/NAME` on the embedded SynthPortrait
+    default, `runs/NAME-DATASET` on a CSV, DATASET being the CSV's folder name (plus the file
+    name unless it is `annotations.csv`), so runs on different data never share a folder.
+
+    Example:
+    >>> from portrait_keras import experiments
+    >>> default_run_dir(experiments.get("fss_uncert"))
+    'runs/fss_uncert'
+    >>> c = experiments.get("fss_uncert")
+    >>> default_run_dir(dataclasses.replace(c, data=dataclasses.replace(c.data, csv="/d/Market-1501/market.csv")))
+    'runs/fss_uncert-Market-1501-market'
+    """
+    if not config.data.csv:
+        return os.path.join("runs", config.name)
+    folder = os.path.basename(os.path.dirname(os.path.abspath(config.data.csv)))
+    stem = os.path.splitext(os.path.basename(config.data.csv))[0]
+    dataset = folder if stem == "annotations" else f"{folder}-{stem}" if folder else stem
+    dataset = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("._") or "data"
+    return os.path.join("runs", f"{config.name}-{dataset}")
 
 
 def rescale_epochs(train, epochs):

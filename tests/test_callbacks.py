@@ -1,4 +1,5 @@
 import math
+import os
 
 import keras
 import pytest
@@ -58,3 +59,45 @@ def test_history_logger_widens_an_existing_file_for_a_new_key(tmp_path):
         {"epoch": "0", "loss": "2.0", "loss_gender": "1.5", "piq": "NA"},
         {"epoch": "1", "loss": "1.75", "loss_gender": "1.25", "piq": "0.3"},
     ]
+
+
+def test_history_logger_adds_no_val_columns_without_validation_data(tmp_path):
+    import csv
+
+    from portrait_keras.training.callbacks import HistoryLogger
+
+    path = tmp_path / "history.csv"
+    logger = HistoryLogger(str(path))
+    logger.on_train_begin()
+    logger.on_epoch_end(0, {"loss": 2.0, "piq": 0.25})
+    logger.on_epoch_end(1, {"loss": 1.5, "piq": 0.5})
+    logger.on_train_end()
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["epoch", "loss", "piq"]
+    assert [r["piq"] for r in rows] == ["0.25", "0.5"]
+
+
+def test_tensorboard_files_test_split_metrics_under_test(tmp_path):
+    import tensorflow as tf
+
+    from portrait_keras.training.callbacks import TestSplitTensorBoard
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    board = TestSplitTensorBoard(str(tmp_path), test_keys=lambda: {"piq", "reid_mAP"}, write_graph=False)
+    board.set_model(model)
+    board.on_train_begin()
+    board.on_epoch_end(0, {"loss": 1.0, "piq": 0.4, "reid_mAP": 0.2})
+    board.on_train_end()
+
+    def tags(folder):
+        found = set()
+        for root, _, files in os.walk(tmp_path / folder):
+            for name in files:
+                for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+                    found |= {v.tag for v in event.summary.value}
+        return found
+
+    assert {"epoch_piq", "epoch_reid_mAP"} <= tags("test")
+    assert "epoch_loss" in tags("train") and not {"epoch_piq", "epoch_reid_mAP"} & tags("train")

@@ -225,6 +225,6 @@ def test_run_names_bad_data_without_a_traceback(tmp_path, capsys):
     csv.write_text("path,split,id,gender\na.jpg,train,1,maybe\n")
     assert run.main(["fss", "--data", str(csv), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert "hrnet_w32 starts from random weights" in err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
     assert f"error: 7 problems in {csv}" in err and f"{csv}:2: column 'gender': value 'maybe'" in err
     assert "Traceback" not in err

@@ -183,3 +183,23 @@ def test_cli_adds_a_missing_group_column(tmp_path):
     assert list(after.columns) == list(table.columns) + ["group"]
     assert after["group"].tolist() == ["0", "1", "0", "0", "1"]
     assert not list(tmp_path.glob(".annotations.*"))  # no temporary file left
+
+
+def test_cli_keeps_a_backup_crlf_and_the_byte_order_mark(tmp_path):
+    csv = _dataset(tmp_path)
+    original = b"\xef\xbb\xbf" + csv.read_bytes().replace(b"\n", b"\r\n")
+    csv.write_bytes(original)
+    dedup.main([str(csv), "--workers", "1"])
+    assert (tmp_path / "annotations.csv.bak").read_bytes() == original
+    written = csv.read_bytes()
+    assert written.startswith(b"\xef\xbb\xbf") and written.count(b"\r\n") == original.count(b"\r\n")
+    assert b"\n" not in written.replace(b"\r\n", b"")
+    assert pd.read_csv(csv, dtype=str)["group"].tolist() == ["0", "-1", "0", "0", "-1"]
+
+
+def test_cli_out_leaves_the_original_untouched(tmp_path):
+    csv = _dataset(tmp_path)
+    original = csv.read_bytes()
+    dedup.main([str(csv), "--workers", "1", "--out", str(tmp_path / "grouped.csv")])
+    assert csv.read_bytes() == original and not (tmp_path / "annotations.csv.bak").exists()
+    assert pd.read_csv(tmp_path / "grouped.csv", dtype=str)["group"].tolist() == ["0", "-1", "0", "0", "-1"]

@@ -16,7 +16,7 @@ import pytest
 from portrait_keras import experiments as configs
 from portrait_keras.commands.overrides import override
 from portrait_keras.training.fit import build_trainer
-from portrait_keras.training.run_dir import RunDir
+from portrait_keras.training.run_dir import RunDir, RunDirError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,7 +104,7 @@ def test_evaluate_command_reproduces_the_run_metrics(smoke_run, capsys):
 def test_unwritable_run_folder_fails_before_training(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(OSError, match="not writable"):
+    with pytest.raises(RunDirError, match="not writable"):
         RunDir(blocker / "run").check_writable()
 
 

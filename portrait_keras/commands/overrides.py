@@ -9,6 +9,8 @@ import json
 import typing
 from typing import Literal, Union
 
+from portrait_keras.config import describe_type, literal_choices, unknown_choice_message
+
 
 def override(config, key, value):
     """Returns `config` with the dotted field `key` (e.g. `"train.epochs"`) set to `value`.
@@ -38,7 +40,10 @@ def override(config, key, value):
         try:
             value = _from_string(value, kind)
         except ValueError:
-            raise ValueError(f"--set {key}: expected {_describe(kind)}. Received: {value!r}") from None
+            choices = literal_choices(kind)
+            if choices and typing.get_origin(kind) is Literal:
+                raise ValueError(unknown_choice_message(f"--set {key}", value, choices)) from None
+            raise ValueError(f"--set {key}: expected {describe_type(kind)}. Received: {value!r}") from None
     if isinstance(value, list):
         value = tuple(value)
     return dataclasses.replace(config, **{parts[0]: dataclasses.replace(section, **{parts[1]: value})})
@@ -110,26 +115,3 @@ def _tuple_from_string(text, args):
 
 def _is_simple(kind):
     return kind in (bool, int, float, str) or typing.get_origin(kind) is Literal
-
-
-def _describe(kind):
-    """`kind` in words for error messages: "a float", "null or a str", ..."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if kind is bool:
-        return "a bool (true/false, yes/no, 1/0)"
-    if kind in (int, float, str):
-        return f"{'an' if kind is int else 'a'} {kind.__name__}"
-    if origin is Literal:
-        return " or ".join(repr(a) for a in args)
-    if origin is Union and type(None) in args:
-        rest = tuple(a for a in args if a is not type(None))
-        return "null or " + _describe(rest[0] if len(rest) == 1 else Union[rest])
-    if origin is Union:
-        return " or ".join(_describe(a) for a in args)
-    if kind is tuple or origin is tuple:
-        if not args:
-            return "a JSON list or a single value"
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {args[0].__name__} (JSON list or a single value)"
-        return f"a list of {len(args)} values ({', '.join(a.__name__ for a in args)})"
-    return getattr(kind, "__name__", repr(kind))

@@ -6,7 +6,9 @@ folder) with the CPU-sized setting of `experiments.synthetic_default`.
 
 import argparse
 import dataclasses
+import json
 import os
+import shutil
 import sys
 
 from portrait_keras import experiments as configs
@@ -28,7 +30,18 @@ def parse_args(argv):
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("name", help=f"one of: {', '.join(configs.EXPERIMENTS)}")
+    parser.add_argument("name", nargs="?", help=f"one of: {', '.join(configs.EXPERIMENTS)}")
+    parser.add_argument(
+        "--config",
+        metavar="RUN_OR_JSON",
+        help="re-launch the config of a run (its folder or config.json; NAME, --data, --set apply on top)",
+    )
+    parser.add_argument(
+        "--init-from",
+        metavar="RUN_OR_KERAS",
+        help="fine-tune: start from the weights of a run folder or .keras file where names and shapes fit "
+        "(same as --set model.init_from=...)",
+    )
     parser.add_argument("--data", help="annotation CSV (default: the embedded SynthPortrait)")
     parser.add_argument("--epochs", type=int, help="epochs; warm-up and decay steps scale along")
     parser.add_argument(
@@ -53,18 +66,47 @@ def parse_args(argv):
         metavar="N",
         help="replicas of the global batch; without GPUs the CPU is split into N devices (MirroredStrategy anywhere)",
     )
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("--quiet", action="store_true", help="one line per epoch")
+    loud.add_argument("--verbose", action="store_true", help="every logged value after each epoch too")
     args = parser.parse_args(argv)
+    if args.name is None and args.config is None:
+        parser.error("the experiment NAME (or --config RUN) is required")
     if args.replicas is not None and args.replicas < 1:
         parser.error(f"--replicas must be >= 1. Received: {args.replicas}")
     return args
 
 
+def load_config_file(path):
+    """The `Config` saved in a run folder's `config.json` (or in that file itself)."""
+    from portrait_keras.config import Config
+
+    file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    try:
+        with open(file, encoding="utf-8") as f:
+            saved = json.load(f)
+        return Config.from_dict(saved)
+    except FileNotFoundError:
+        raise ValueError(f"--config {path}: no such file{'' if file == path else ' ' + file}") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--config {file}: not a run's config.json: {e}") from None
+
+
 def build_config(args):
-    config = configs.get(args.name)
-    if args.data:
-        config = override(config, "data.csv", os.path.abspath(args.data))
+    if args.config:
+        config = load_config_file(args.config)
+        if args.name:
+            config = dataclasses.replace(config, name=args.name)
+        if args.data:
+            config = override(config, "data.csv", os.path.abspath(args.data))
     else:
-        config = configs.synthetic_default(config)
+        config = configs.get(args.name)
+        if args.data:
+            config = override(config, "data.csv", os.path.abspath(args.data))
+        else:
+            config = configs.synthetic_default(config)
+    if args.init_from:
+        config = override(config, "model.init_from", os.path.abspath(args.init_from))
     if args.epochs is not None:
         config = dataclasses.replace(config, train=rescale_epochs(config.train, args.epochs))
     for item in args.set:
@@ -75,25 +117,93 @@ def build_config(args):
     return config
 
 
+def check_data(csv):
+    """Reads the `--data` CSV (and the schema.json beside it) before TensorFlow starts.
+
+    Returns: the `Annotations`. Raises: ValueError (an `AnnotationError` too) naming the problem.
+    """
+    from portrait_keras.data.annotations import read_annotations
+
+    if not os.path.exists(csv):
+        raise ValueError(f"--data {csv}: no such file")
+    if os.path.isdir(csv):
+        inside = sorted(f for f in os.listdir(csv) if f.lower().endswith(".csv"))
+        hint = f", e.g. --data {os.path.join(csv, inside[0])}" if inside else " (it holds no .csv file)"
+        raise ValueError(f"--data {csv}: a folder; pass the annotation CSV inside it{hint}")
+    return read_annotations(csv)
+
+
+def check_tasks(config, schema):
+    """`model.tasks` names tasks of the schema (with the nearest spelling when not)."""
+    from portrait_keras.config import unknown_choice_message
+
+    for name in config.model.tasks or ():
+        if name not in schema.names:
+            raise ValueError(unknown_choice_message("model.tasks", name, tuple(schema.names)))
+
+
+def check_run_dir(run_dir, config, overwrite):
+    """The run folder can be created and takes this run (finished, or another config's backup)."""
+    from portrait_keras.training.run_dir import RunDir
+
+    run = RunDir(run_dir)
+    if run.is_finished() and not overwrite:
+        # A re-run resumes a killed run; a finished one would silently start over.
+        data = run.saved_config().get("data_csv") or "unknown data"
+        same = os.path.abspath(data) == os.path.abspath(config.data.csv) if config.data.csv else None
+        raise ValueError(
+            f"{run_dir} holds a finished run of {run.saved_config().get('name', '?')} on {data}"
+            + ("" if same in (None, True) else " (other data than this run's)")
+            + f". Evaluate it with `portrait-keras evaluate {run_dir}`; to train again, choose another "
+            f"--run-dir, or pass --overwrite to replace it."
+        )
+    if not overwrite:
+        run.check_resumable(config)
+    weights = config.model.backbone_weights
+    if weights and not os.path.isfile(weights):
+        raise ValueError(f"model.backbone_weights: no such file: {weights}")
+    init = config.model.init_from
+    if init and not os.path.isfile(os.path.join(init, "model.keras") if os.path.isdir(init) else init):
+        raise ValueError(f"model.init_from {init}: no model.keras there (a finished run folder or a .keras file)")
+    # check_writable creates the folder (and missing parents): removed again while empty, so a
+    # run refused later leaves nothing. rmdir, never rmtree: another worker may be filling it.
+    created, folder = [], os.path.abspath(run_dir)
+    while not os.path.exists(folder):
+        created.append(folder)
+        folder = os.path.dirname(folder)
+    run.check_writable()
+    with run.lock():  # another process training into it is named now, not after start-up
+        pass
+    if created:
+        os.remove(run.file(".lock"))
+    for folder in created:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            break
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
         config = build_config(args)
-    except ValueError as e:
+        run_dir = args.run_dir or default_run_dir(config)
+        check_run_dir(run_dir, config, args.overwrite)
+        annotations = check_data(config.data.csv) if config.data.csv else None
+        if annotations is not None:
+            check_tasks(config, annotations.schema)
+            from portrait_keras.training.tasks import trained_tasks
+
+            trained_tasks(config, annotations, note=False)  # its error before TensorFlow starts
+        else:
+            from portrait_keras.schema import default_schema
+
+            check_tasks(config, default_schema())
+    except ValueError as e:  # InputError, RunDirError and a bad schema.json too
         print(f"error: {e}", file=sys.stderr)
         return 2
-    run_dir = args.run_dir or default_run_dir(config)
-    from portrait_keras.training.run_dir import RunDir
-
-    if RunDir(run_dir).is_finished() and not args.overwrite:
-        # A re-run resumes a killed run; a finished one would silently start over.
-        print(
-            f"error: {run_dir} holds a finished run (metrics.json). Evaluate it with "
-            f"`portrait-keras evaluate {run_dir}`, or pass --overwrite (or another "
-            f"--run-dir) to train again.",
-            file=sys.stderr,
-        )
-        return 2
+    if args.overwrite and os.path.isdir(os.path.join(run_dir, "backup")):
+        shutil.rmtree(os.path.join(run_dir, "backup"))  # start over: the old state must not be resumed
     if config.model.backbone in ("hrnet_w32", "resnet50") and not config.model.backbone_weights:
         print(
             f"note: {config.model.backbone} starts from random weights (the paper starts from ImageNet; "
@@ -105,10 +215,29 @@ def main(argv=None):
     prepare_host_devices(args.replicas)  # before JAX starts
     from portrait_keras.data import AnnotationError
     from portrait_keras.training.fit import train
+    from portrait_keras.training.run_dir import RunDirError
 
+    level = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
     try:
-        metrics = train(config, run_dir=run_dir, strategy=args.strategy, replicas=args.replicas)
-    except (AnnotationError, DistributionError) as e:  # no traceback needed: the message says it all
+        metrics = train(
+            config,
+            run_dir=run_dir,
+            strategy=args.strategy,
+            replicas=args.replicas,
+            annotations=annotations,
+            verbose=level,
+        )
+    except KeyboardInterrupt:
+        again = " ".join(["portrait-keras train", *(argv if argv is not None else sys.argv[1:])])
+        resumable = os.path.isdir(os.path.join(run_dir, "backup"))
+        print(
+            f"\ninterrupted: {run_dir} keeps its last backup; re-run `{again}` to resume."
+            if resumable
+            else "\ninterrupted before the first backup: re-running the same command starts over.",
+            file=sys.stderr,
+        )
+        return 130
+    except (AnnotationError, DistributionError, RunDirError) as e:  # the message says it all
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"Run folder: {run_dir}")

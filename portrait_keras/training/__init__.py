@@ -4,6 +4,7 @@ the paper's learning-rate schedule and tf.distribute support.
     trainer.py     PortraitTrainer: compute_loss over the task outputs (keras.ops)
     fit.py         train(config, run_dir): data → compile → fit → evaluate → export
     run_dir.py     RunDir: every file name of a run folder
+    tasks.py       trained_tasks: the tasks the data labels (a task without labels is left out)
     callbacks.py   PIQCallback, UncertaintyLogger, BackupAndResume, NaNGuard, ...
     schedules.py   WarmupMultiStep (10-epoch warm-up, x0.1 at 30/60/90)
     distribute.py  strategies, gathered losses, synchronized BatchNorm, multi-worker fixes
@@ -19,6 +20,7 @@ _LAZY = {
     "PIQCallback": "callbacks",
     "WarmupMultiStep": "schedules",
     "RunDir": "run_dir",
+    "trained_tasks": "tasks",
 }
 
 __all__ = sorted(_LAZY)

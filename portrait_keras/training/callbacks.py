@@ -195,7 +195,10 @@ class HistoryLogger(keras.callbacks.CSVLogger):
                 self.keys = header[1:]
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.keys is not None:
+        if self.keys is None:
+            # Keras would add a `val_` twin of every column when there is no validation data.
+            self.keys = sorted(logs or {})
+        else:
             new = set(logs or {}) - set(self.keys)
             if new:
                 self._widen(new)
@@ -218,6 +221,46 @@ class HistoryLogger(keras.callbacks.CSVLogger):
         self.csv_file = open(self.filename, "a", encoding="utf-8")  # noqa: SIM115  (Keras closes it)
         self.writer = None  # made again by Keras with the new columns, without a header
         self.append_header = False
+
+
+class TestSplitTensorBoard(keras.callbacks.TensorBoard):
+    """`keras.callbacks.TensorBoard` that writes the test-split metrics under `test`.
+
+    Keras files every key without a `val_` prefix under `train`; PIQ, re-id and F1 are
+    measured on query/gallery, so here they go to `LOG_DIR/test` instead.
+
+    Args:
+        log_dir: str. The TensorBoard folder.
+        test_keys: callable returning the keys of the latest test-split metrics
+            (e.g. `lambda: piq_callback.last`).
+        **kwargs: `keras.callbacks.TensorBoard` arguments.
+    """
+
+    def __init__(self, log_dir, test_keys, **kwargs):
+        super().__init__(log_dir, **kwargs)
+        self.test_keys = test_keys
+        self._test_writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        keys = set(self.test_keys()) & set(logs)
+        test = {k: logs.pop(k) for k in sorted(keys)}
+        super().on_epoch_end(epoch, logs)
+        if test:
+            import tensorflow as tf
+
+            if self._test_writer is None:
+                self._test_writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "test"))
+            with self._test_writer.as_default():
+                for name, value in test.items():
+                    tf.summary.scalar(f"epoch_{name}", value, step=epoch)
+            self._test_writer.flush()
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        if self._test_writer is not None:
+            self._test_writer.close()
+            self._test_writer = None
 
 
 class BackupAndResume(keras.callbacks.Callback):

@@ -3,7 +3,7 @@
 `train(config)` writes a run folder (`portrait_keras.training.run_dir.RunDir` names its files:
 config.json, schema.json, history.csv, metrics.json, model.keras, saved_model/, checkpoints/,
 backup/, tensorboard/, report/). It runs in named steps: the seed and the config check of a
-resumed run (`_with_seed`, `_check_same_config`), data and model (`_build`), the restored step
+resumed run (`_with_seed`, `RunDir.check_resumable`), data and model (`_build`), the restored step
 (`_restore`), callbacks (`_callbacks`), `fit` (`_fit`), and the saved model, SavedModel,
 metrics and report (`_finish`).
 
@@ -27,7 +27,6 @@ Faults:
 
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -40,7 +39,7 @@ from portrait_keras.data import default_dataset, make_dataset, read_annotations
 from portrait_keras.data.pipeline import naming_bad_images
 from portrait_keras.evaluation.evaluator import evaluate
 from portrait_keras.schema import APPEARANCE, SINGLE
-from portrait_keras.serving.export import export_saved_model
+from portrait_keras.serving.export import export_saved_model, load_keras_model
 from portrait_keras.training import distribute
 from portrait_keras.training.callbacks import (
     BackupAndResume,
@@ -48,9 +47,12 @@ from portrait_keras.training.callbacks import (
     NaNGuard,
     PIQCallback,
     SkippedImagesLogger,
+    TestSplitTensorBoard,
     UncertaintyLogger,
 )
-from portrait_keras.training.run_dir import RunDir, run_bytes
+from portrait_keras.training.progress import LEVELS, ProgressPrinter
+from portrait_keras.training.run_dir import RunDir, RunDirError, run_bytes
+from portrait_keras.training.tasks import trained_tasks
 
 # Global steps between two backups of the training state (and at every epoch end).
 BACKUP_EVERY = 1000
@@ -71,20 +73,24 @@ def set_precision(mixed):
     keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
 
 
-def build_trainer(config, schema, num_ids, steps_per_epoch):
-    """The functional model and its `PortraitTrainer`, compiled with the paper's optimiser."""
+def build_trainer(config, schema, num_ids, steps_per_epoch, tasks=None):
+    """The functional model and its `PortraitTrainer`, compiled with the paper's optimiser.
+
+    `tasks` (names) overrides `config.model.tasks` (`trained_tasks` gives them).
+    """
     from portrait_keras.models import build_portrait_model
     from portrait_keras.training.schedules import paper_schedule
     from portrait_keras.training.trainer import PortraitTrainer
 
     m = config.model
-    tasks = schema.tasks if m.tasks is None else tuple(schema.task(n) for n in m.tasks)
+    names = tasks if tasks is not None else m.tasks
+    tasks = schema.tasks if names is None else tuple(schema.task(n) for n in names)
     model = build_portrait_model(
         schema,
         num_ids,
         backbone=m.backbone,
         head=m.head,
-        tasks=None if m.tasks is None else [t.name for t in tasks],
+        tasks=None if names is None else [t.name for t in tasks],
         input_shape=(*config.data.image_size, 3),
         backbone_weights=m.backbone_weights,
         backbone_kwargs=dict(m.backbone_kwargs),
@@ -118,6 +124,7 @@ def train(
     verbose="auto",
     backup_every=BACKUP_EVERY,
     report=True,
+    annotations=None,
 ):
     """Trains `config` and writes its run folder (module docstring).
 
@@ -133,11 +140,15 @@ def train(
         replicas: int or None. Replicas of a named strategy; on a machine without GPUs the
             CPU is split into that many logical devices (before TensorFlow starts).
         callbacks: extra Keras callbacks, run after the metric callbacks.
-        verbose: Keras `fit` verbosity.
+        verbose: progress printed (`training.progress.ProgressPrinter`): `0` none, `"quiet"`
+            (a line per epoch), `"normal"` (or `"auto"`, `1`: a short line during the epoch and
+            a per-task table after it) or `"verbose"` (`2`: every logged value too).
         backup_every: int or None. Global steps between backups of the training state,
             besides one at every epoch end. Defaults to `BACKUP_EVERY`.
         report: bool. Write the run's figures and report page into `RUN_DIR/report/`
             (`portrait_keras.reporting.report.write_report`) at the end. Defaults to True.
+        annotations: `Annotations` of `config.data.csv` already read (the command line reads
+            them before TensorFlow starts), or None to read them here.
 
     Under several replicas (`portrait_keras.training.distribute`) the loss, its gradients and the
     BatchNormalization statistics are those of the global batch, and only the chief worker
@@ -147,8 +158,9 @@ def train(
     Returns: dict of the final metrics (also in `metrics.json`).
 
     Raises:
-        OSError: the run folder is not writable or its disk is too full (before training).
-        ValueError: `backup/` holds an unfinished run of another config.
+        RunDirError: the run folder is not writable, its disk is too full, or its `backup/`
+            holds an unfinished run of another config (all before training). A folder this
+            call created is removed again when the run fails before its first step.
         DistributionError: a strategy that cannot be set up (bad TF_CONFIG, too few devices).
         AnnotationError, BadImageError: bad annotation rows or unreadable images.
         TrainingDiverged: a loss became NaN/Inf.
@@ -159,10 +171,18 @@ def train(
         strategy = distribute.make_strategy(strategy or "auto", replicas)
     distribution = distribute.describe(strategy, config.data.batch_size)  # before any file is written
     write_dir = distribute.worker_write_dir(run_dir)
+    run, out = RunDir(run_dir), RunDir(write_dir)
+    created = not os.path.exists(write_dir)
     try:
-        return _train(
-            config, RunDir(run_dir), RunDir(write_dir), strategy, distribution, callbacks, verbose, backup_every, report
-        )
+        with out.lock():  # one process a folder
+            try:
+                return _train(
+                    config, run, out, strategy, distribution, callbacks, verbose, backup_every, report, annotations
+                )
+            except BaseException:
+                if created and not out.started:
+                    shutil.rmtree(write_dir, ignore_errors=True)  # a run that never started leaves nothing
+                raise
     finally:
         if write_dir != run_dir:
             shutil.rmtree(write_dir, ignore_errors=True)
@@ -224,23 +244,26 @@ class _Run:
         return self.eval_model
 
 
-def _train(config, run, out, strategy, distribution, callbacks, verbose, backup_every, report):
+def _train(config, run, out, strategy, distribution, callbacks, verbose, backup_every, report, annotations):
     """`train` on `run` (the shared run folder) writing into `out` (this worker's folder)."""
     out.check_writable()
     backup = BackupAndResume(out.backup_dir, every=backup_every, restore_dir=run.backup_dir)
     config = _with_seed(config, run, backup.exists(), strategy)
     if backup.exists():
-        _check_same_config(run, config)
+        run.check_resumable(config)
     keras.utils.set_random_seed(config.train.seed)
     set_precision(config.train.mixed_precision)
 
-    state = _build(config, strategy, distribution)
+    state = _build(config, strategy, distribution, annotations)
     out.check_writable(run_bytes(state.model))
+    if config.model.init_from and not backup.exists():
+        _init_from(state.model, config.model.init_from)
     start_epoch, skip = _restore(state, backup, run)
     out.trim_history(start_epoch if backup.exists() else 0)
     out.write_run_info(config, state.csv_path, state.annotations.schema, state.model.num_ids, distribution, _versions())
-    piq, guard, cbs = _callbacks(state, run, out, backup, callbacks)
-    _fit(state, cbs, guard, start_epoch, skip, verbose)
+    piq, guard, cbs = _callbacks(state, run, out, backup, callbacks, progress_level(verbose))
+    out.started = True
+    _fit(state, cbs, guard, start_epoch, skip)
     if guard.diverged:
         raise TrainingDiverged(
             f"Loss became NaN/Inf in task(s) {', '.join(guard.diverged)}; the weights of the last good epoch "
@@ -249,10 +272,11 @@ def _train(config, run, out, strategy, distribution, callbacks, verbose, backup_
     return _finish(state, out, piq, backup, report)
 
 
-def _build(config, strategy, distribution):
+def _build(config, strategy, distribution, annotations=None):
     """The data, the model and its trainer (under the strategy), and the one-device copy."""
     csv_path = os.path.abspath(config.data.csv) if config.data.csv else os.fspath(default_dataset())
-    annotations = read_annotations(csv_path)
+    if annotations is None or os.path.abspath(annotations.csv_path) != csv_path:
+        annotations = read_annotations(csv_path)
     replicas = distribution["replicas"]
     # SyncBN unless turned off (None = on), and only where there is more than one replica.
     sync_bn = replicas > 1 and config.train.sync_batch_norm is not False
@@ -263,7 +287,11 @@ def _build(config, strategy, distribution):
     state.steps_per_epoch = int(state.train_ds.cardinality())
     with state.scope():
         state.model, state.trainer = build_trainer(
-            config, annotations.schema, len(annotations.train_ids), state.steps_per_epoch
+            config,
+            annotations.schema,
+            len(annotations.train_ids),
+            state.steps_per_epoch,
+            tasks=trained_tasks(config, annotations),
         )
     # Evaluation, export and the report read a one-device copy of the weights under a TF
     # multi-replica strategy: the model that is saved, with no collective in its predict.
@@ -271,6 +299,30 @@ def _build(config, strategy, distribution):
     if keras.backend.backend() == "tensorflow" and replicas > 1:
         state.eval_model = type(state.model).from_config(state.model.get_config())
     return state
+
+
+def _init_from(model, source):
+    """Copies into `model` every weight of the model in `source` (a run folder or `.keras`)
+    with the same path and shape; prints how many, and which were left at their fresh start."""
+    path = os.path.join(source, "model.keras") if os.path.isdir(source) else source
+    donor = {w.path: w for w in load_keras_model(path).weights}
+    loaded, skipped = 0, []
+    for weight in model.weights:
+        other = donor.get(weight.path)
+        if other is not None and tuple(other.shape) == tuple(weight.shape):
+            weight.assign(other)
+            loaded += 1
+        else:
+            skipped.append(weight.path)
+    if not loaded:
+        raise RunDirError(f"model.init_from {source}: no weight of that model fits this one (another backbone?)")
+    shown = ", ".join(skipped[:4]) + (f" and {len(skipped) - 4} more" if len(skipped) > 4 else "")
+    print(
+        f"init_from {source}: {loaded} of {len(model.weights)} weights loaded"
+        + (f"; fresh: {shown}" if skipped else ""),
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _restore(state, backup, run):
@@ -293,11 +345,24 @@ def _restore(state, backup, run):
     return start_epoch, skip
 
 
-def _callbacks(state, run, out, backup, extra):
+def progress_level(verbose):
+    """`train`'s `verbose` as a `ProgressPrinter` level, or None for silence."""
+    levels = {0: None, None: None, "auto": "normal", 1: "normal", 2: "verbose"}  # False is 0, True is 1
+    if verbose in LEVELS:
+        return verbose
+    try:
+        return levels[verbose]
+    except (KeyError, TypeError):
+        allowed = "0, 1, 2, 'auto', " + ", ".join(repr(v) for v in LEVELS)
+        raise ValueError(f"verbose must be one of {allowed}. Received: verbose={verbose!r}") from None
+
+
+def _callbacks(state, run, out, backup, extra, level):
     """The PIQ callback, the NaN guard and the whole callback list, in their order."""
     config, d = state.config, state.config.data
     piq = PIQCallback(
         state.annotations,
+        verbose=False,  # the progress printer shows its figures
         every=config.train.eval_every,
         batch_size=d.batch_size,
         epochs=config.train.epochs,
@@ -325,7 +390,12 @@ def _callbacks(state, run, out, backup, extra):
         )
     cbs += [
         HistoryLogger(out.history_file),
-        keras.callbacks.TensorBoard(out.tensorboard_dir, write_graph=False),
+        TestSplitTensorBoard(out.tensorboard_dir, test_keys=lambda: piq.last, write_graph=False),
+        *(
+            []
+            if level is None
+            else [ProgressPrinter(state.steps_per_epoch, d.batch_size, level, tasks=state.model.tasks)]
+        ),
         # After the CSV row, so a kill between the two repeats the row (trimmed on resume)
         # instead of losing it.
         backup,
@@ -334,7 +404,7 @@ def _callbacks(state, run, out, backup, extra):
     return piq, guard, cbs
 
 
-def _fit(state, cbs, guard, start_epoch, skip, verbose):
+def _fit(state, cbs, guard, start_epoch, skip):
     """`fit` from `(start_epoch, skip)` to the last epoch (a half-done epoch first)."""
     epochs = state.config.train.epochs
     splits = ["train"] + (["query", "gallery"] if state.has_eval else [])
@@ -348,14 +418,14 @@ def _fit(state, cbs, guard, start_epoch, skip, verbose):
             state.data_epoch["epoch"] = start_epoch
             rest = state.train_dataset(skip_batches=skip)
             state.trainer.fit(
-                rest, initial_epoch=start_epoch, epochs=start_epoch + 1, callbacks=cbs, verbose=verbose, shuffle=False
+                rest, initial_epoch=start_epoch, epochs=start_epoch + 1, callbacks=cbs, verbose=0, shuffle=False
             )
             start_epoch += 1
         if not guard.diverged and start_epoch < epochs:
             state.data_epoch["epoch"] = start_epoch
             # shuffle=False: the sampler orders each epoch (Keras cannot shuffle a tf.data pipeline).
             state.trainer.fit(
-                state.train_ds, initial_epoch=start_epoch, epochs=epochs, callbacks=cbs, verbose=verbose, shuffle=False
+                state.train_ds, initial_epoch=start_epoch, epochs=epochs, callbacks=cbs, verbose=0, shuffle=False
             )
 
 
@@ -431,24 +501,3 @@ def _write_report(run_dir, annotations, model, batch_size):
         )
         return
     print(f"Report: {written['html']}", file=sys.stderr, flush=True)
-
-
-def _check_same_config(run, config):
-    """Raises ValueError when the unfinished run in `run_dir` was started with another config."""
-    saved = run.saved_config()
-    if not saved:
-        return
-    current = json.loads(json.dumps(config.to_dict()))
-    changed = sorted(
-        f"{part}.{key}"
-        for part, values in current.items()
-        if isinstance(values, dict)
-        for key in values
-        if saved.get(part, {}).get(key) != values[key]
-    )
-    if changed:
-        raise ValueError(
-            f"Run folder {run.path!r} holds an unfinished run of another config (differs in "
-            f"{', '.join(changed)}); resuming it with this one would mix the two. Use another "
-            f"--run-dir, or delete {run.backup_dir} to start over."
-        )

@@ -9,16 +9,21 @@ saved_model/     SavedModel with the uint8 `serve` endpoint
 checkpoints/     weights of the last good epoch (last.weights.h5) and of the best PIQ (best.weights.h5)
 backup/          the training state while a run is unfinished
 tensorboard/     TensorBoard logs
+.lock            held (flock) by the process training into the folder
 report/          training curves, F1 bars, confusion matrices, report.md/.html
 """
 
+import contextlib
 import csv
 import json
 import os
 import shutil
+import socket
 import tempfile
 
 import numpy as np
+
+from portrait_keras.errors import InputError
 
 # Room needed beside the model files: TensorBoard logs, history, temporary files.
 SPARE_BYTES = 64 * 2**20
@@ -26,6 +31,10 @@ SPARE_BYTES = 64 * 2**20
 # and three checkpoints (last, best, backup) of weights plus two Adam moments each, one of
 # them twice while it is being replaced.
 WEIGHT_COPIES = 2 + 3 * 3 + 3
+
+
+class RunDirError(InputError):
+    """A run folder that cannot take this run (unwritable, or holding another config's run)."""
 
 
 class RunDir:
@@ -44,6 +53,8 @@ class RunDir:
 
     def __init__(self, path):
         self.path = os.fspath(path)
+        # Set by `train` just before the first step: a run that fails before it leaves no folder.
+        self.started = False
 
     def __repr__(self):
         return f"RunDir({self.path!r})"
@@ -80,10 +91,10 @@ class RunDir:
             with tempfile.NamedTemporaryFile(dir=self.path, prefix=".write_test_"):
                 pass
         except OSError as e:
-            raise OSError(f"Run folder {self.path!r} is not writable: {e.strerror or e}") from e
+            raise RunDirError(f"Run folder {self.path!r} is not writable: {e.strerror or e}") from e
         free = shutil.disk_usage(self.path).free
         if free < needed_bytes:
-            raise OSError(
+            raise RunDirError(
                 f"Run folder {self.path!r}: only {free / 2**20:,.0f} MiB free on its disk, the run needs about "
                 f"{needed_bytes / 2**20:,.0f} MiB (model files, checkpoints, backup, logs). Free some space "
                 f"or choose another --run-dir."
@@ -97,6 +108,61 @@ class RunDir:
         except (OSError, ValueError):
             return {}
         return saved if isinstance(saved, dict) else {}
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Holds `.lock` (an exclusive `flock`) while a run trains into this folder.
+
+        Raises: `RunDirError` naming the other process when one holds it. The lock dies with
+        its process, so a killed run never leaves a stale one behind.
+        """
+        try:
+            import fcntl
+        except ImportError:  # not on Windows: no lock
+            yield
+            return
+        os.makedirs(self.path, exist_ok=True)
+        with open(self.file(".lock"), "a+", encoding="utf-8") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise RunDirError(
+                    f"Run folder {self.path!r} is in use by {holder}: two runs in one folder would "
+                    f"overwrite each other. Wait for it to end, or choose another --run-dir."
+                ) from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def check_resumable(self, config):
+        """Raises `RunDirError` when `backup/` holds an unfinished run started with another config.
+
+        `train.seed` counts only when `config` fixes one (a null seed takes the saved run's).
+        """
+        saved = self.saved_config()
+        if not saved or not os.path.isdir(self.backup_dir):
+            return
+        current = json.loads(json.dumps(config.to_dict()))
+        changed = sorted(
+            f"{part}.{key}"
+            for part, values in current.items()
+            if isinstance(values, dict)
+            for key in values
+            if saved.get(part, {}).get(key) != values[key] and not (part, key, values[key]) == ("train", "seed", None)
+        )
+        if changed:
+            raise RunDirError(
+                f"Run folder {self.path!r} holds an unfinished run of another config (differs in "
+                f"{', '.join(changed)}); resuming it with this one would mix the two. Use another "
+                f"--run-dir, pass --overwrite to start over, or drop the changed --set options to resume it."
+            )
 
     def write_run_info(self, config, csv_path, schema, num_ids, distribution=None, versions=None):
         """Writes `config.json` (the config plus data, ids, distribution, versions) and `schema.json`."""

@@ -39,13 +39,15 @@ own; `--across-sources` pairs images of any source.
     portrait-keras dedup ANNOTATIONS.csv [--threshold T] [--workers W] [--root DIR] [--across-sources]
 
 writes the `group` column (`-1` = no near-duplicate) back into the CSV, keeping every
-other column and the row order.
+other column, the row order, the line endings and a byte order mark; the original is kept
+as `ANNOTATIONS.csv.bak` (or `--out OTHER.csv` leaves it untouched).
 """
 
 import argparse
 import itertools
 import math
 import os
+import shutil
 import tempfile
 import time
 
@@ -238,23 +240,43 @@ def _hashes(hashes):
     return hashes.astype(np.uint64, copy=False)
 
 
-def write_groups(csv_path, groups):
-    """Sets the `group` column of an annotation CSV, keeping the other columns and
-    the row order; writes a temporary file and renames it."""
+def write_groups(csv_path, groups, out_path=None, backup=True):
+    """Sets the `group` column of an annotation CSV, keeping the other columns, the row order,
+    the line endings and a byte order mark.
+
+    Args:
+        csv_path: path-like. The annotation CSV.
+        groups: int array `[N]`, one group per data row (`-1` = none).
+        out_path: path-like or None. Where to write; None rewrites `csv_path` in place.
+        backup: bool. When rewriting in place, first copy the original to `CSV.bak`.
+            Defaults to True.
+
+    Returns: the path written. The file is written to a temporary file and renamed, so a
+    crash never leaves half a CSV.
+    """
+    csv_path = os.fspath(csv_path)
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     if len(table) != len(groups):
         raise ValueError(f"{csv_path}: has {len(table)} rows. Received: {len(groups)} groups")
+    with open(csv_path, "rb") as f:
+        head = f.read(1 << 16)
+    bom = head.startswith(b"\xef\xbb\xbf")
+    line_end = "\r\n" if head.split(b"\n", 1)[0].endswith(b"\r") else "\n"
     table["group"] = np.asarray(groups).astype(str)
-    folder = os.path.dirname(os.path.abspath(csv_path))
+    target = os.fspath(out_path) if out_path is not None else csv_path
+    if out_path is None and backup:
+        shutil.copy2(csv_path, csv_path + ".bak")
+    folder = os.path.dirname(os.path.abspath(target))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".annotations.", suffix=".csv.tmp")
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            table.to_csv(f, index=False, lineterminator="\n")
+        with os.fdopen(fd, "w", newline="", encoding="utf-8-sig" if bom else "utf-8") as f:
+            table.to_csv(f, index=False, lineterminator=line_end)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, csv_path)
+        os.replace(tmp, target)
     except BaseException:
         os.unlink(tmp)
         raise
+    return target
 
 
 def main(argv=None):
@@ -279,6 +301,11 @@ def main(argv=None):
         action="store_true",
         help="pair images of different 'source' values too (default: same source only)",
     )
+    parser.add_argument(
+        "--out",
+        metavar="CSV",
+        help="write the CSV with its 'group' column here (default: rewrite ANNOTATIONS, keeping ANNOTATIONS.bak)",
+    )
     args = parser.parse_args(argv)
     root = args.root or os.path.dirname(os.path.abspath(args.annotations))
 
@@ -291,14 +318,14 @@ def main(argv=None):
         if "source" in table:
             sources = table["source"].to_numpy()  # an empty source is a source of its own
     groups = near_duplicate_groups(hashes, args.threshold, sources)
-    write_groups(args.annotations, groups)
+    written = write_groups(args.annotations, groups, args.out)
     sizes = np.bincount(groups[groups >= 0])
     print(
         f"{len(groups)} images: {len(sizes)} groups holding {sizes.sum()} images, the largest "
         f"{sizes.max(initial=0)} (threshold {args.threshold}, "
         f"{'within each source' if sources is not None else 'across sources'}); hashing "
         f"{hashed - start:.1f} s, grouping {time.perf_counter() - hashed:.1f} s; wrote the 'group' "
-        f"column of {args.annotations}"
+        f"column of {written}" + ("" if args.out else f" (the original is {args.annotations}.bak)")
     )
 
 
