@@ -197,7 +197,9 @@ def test_two_workers_finish_with_one_clean_run_folder(run_a):
     files = [os.path.relpath(os.path.join(d, f), run_dir) for d, _, fs in os.walk(run_dir) for f in fs]
     assert not [f for f in files if ".partial" in f], files
     events = [f for f in files if f.startswith("tensorboard" + os.sep) and ".tfevents." in f]
-    assert len(events) == 1, events  # the chief's only
+    # The chief's only: one file per TensorBoard folder (train, test), all of one process.
+    assert sorted(f.split(os.sep)[1] for f in events) == ["test", "train"], events
+    assert len({f.rsplit(".", 3)[1] for f in events}) == 1, events
     with open(run_dir / "history.csv", newline="") as f:
         lines = list(csv.reader(f))
     assert sum(1 for row in lines if row and row[0] == "epoch") == 1, lines
