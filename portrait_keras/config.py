@@ -25,6 +25,7 @@ Head = Literal["fss", "sim_mtl", "single_task"]
 Sampler = Literal["random", "pk", "shuffle"]
 Metric = Literal["none", "triplet", "batch_rank", "hfe"]
 Multitask = Literal["average", "uncertainty"]
+Preprocessing = Literal["auto", "imagenet", "caffe"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,11 +72,15 @@ class ModelConfig:
         backbone: str. `"hrnet_w32"` (the paper's), `"resnet50"` or `"tiny"`.
         head: str. `"fss"` (Feature Space Split), `"sim_mtl"` or `"single_task"`.
         tasks: tuple of str or None. Tasks the model learns; None = every task of the schema.
-        backbone_weights: str or None. Path to saved backbone weights (`.weights.h5`).
+        backbone_weights: str or None. Path to saved backbone weights (`.weights.h5`); for
+            `resnet50` also `"imagenet"`, Keras' own ImageNet file where Keras caches it.
         backbone_kwargs: dict. Extra backbone arguments, e.g. `{"last_stride": 1}`.
         init_from: str or None. Fine-tuning: a run folder or `.keras` file whose weights
             start this run wherever a weight of the same name and shape exists (the id
             classifier of other data keeps its fresh start). A resumed run's state wins.
+        preprocessing: str. The model's in-graph normalisation: `"imagenet"` (mean/std RGB),
+            `"caffe"` (BGR minus the mean pixel) or `"auto"` (caffe for `resnet50` with
+            `backbone_weights="imagenet"`, else imagenet). Defaults to `"auto"`.
     """
 
     backbone: Backbone = "hrnet_w32"
@@ -84,9 +89,12 @@ class ModelConfig:
     backbone_weights: Optional[str] = None
     backbone_kwargs: dict = dataclasses.field(default_factory=dict)
     init_from: Optional[str] = None
+    preprocessing: Preprocessing = "auto"
 
     def __post_init__(self):
         _check_types(self, "model")
+        if self.backbone_weights == "imagenet" and self.backbone != "resnet50":
+            _fail("model.backbone_weights", "imagenet", "a .weights.h5 path ('imagenet' is for resnet50)")
         if self.tasks is not None and (not self.tasks or len(set(self.tasks)) != len(self.tasks)):
             _fail("model.tasks", self.tasks, "null (every task of the data) or a non-empty list of distinct task names")
 
@@ -195,6 +203,36 @@ class Config:
             loss=part(LossConfig, d.get("loss", {})),
             train=part(TrainConfig, d.get("train", {})),
         )
+
+
+# Keras' ImageNet weights without the classifier, as `keras.applications.ResNet50` caches them.
+KERAS_IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def keras_imagenet_weights():
+    """Where Keras keeps its ResNet-50 ImageNet file: `$KERAS_HOME/models/`, else `~/.keras/models/`.
+
+    For `models.resnet.resnet50(weights="imagenet")`; it lives here, with no Keras import, so
+    that the command line checks it before TensorFlow starts.
+
+    Raises: ValueError saying where to put the file when it is not there (nothing is downloaded).
+    """
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    path = os.path.join(home, "models", KERAS_IMAGENET_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"ResNet-50 weights='imagenet' reads Keras' {KERAS_IMAGENET_FILE}, not found at {path}. Nothing "
+            f"is downloaded here: copy it there from a machine where "
+            f"`keras.applications.ResNet50(include_top=False)` has run (it caches the file in ~/.keras/models/)."
+        )
+    return path
+
+
+def model_preprocessing(model):
+    """The `PortraitModel` preprocessing of a `ModelConfig` (`"auto"` resolved)."""
+    if model.preprocessing != "auto":
+        return model.preprocessing
+    return "caffe" if model.backbone == "resnet50" and model.backbone_weights == "imagenet" else "imagenet"
 
 
 def _fail(key, value, expected):

@@ -236,3 +236,11 @@ def test_init_from_copies_every_weight_that_fits_and_keeps_the_id_classifier_fre
         else:
             np.testing.assert_array_equal(np.array(w), source[w.path])
     assert any(not np.array_equal(fresh[p], source[p]) for p in source if p != "id_classifier/kernel")
+
+
+def test_keras_imagenet_weights_missing_is_one_line_saying_where_to_put_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    argv = ["sim_mtl_r50", "--set", "model.backbone_weights=imagenet", "--run-dir", str(tmp_path / "r")]
+    assert train_command.main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"not found at {tmp_path / 'keras' / 'models'}" in line and "Nothing is downloaded" in line

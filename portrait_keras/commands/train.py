@@ -160,7 +160,11 @@ def check_run_dir(run_dir, config, overwrite):
     if not overwrite:
         run.check_resumable(config)
     weights = config.model.backbone_weights
-    if weights and not os.path.isfile(weights):
+    if weights == "imagenet":
+        from portrait_keras.config import keras_imagenet_weights
+
+        keras_imagenet_weights()
+    elif weights and not os.path.isfile(weights):
         raise ValueError(f"model.backbone_weights: no such file: {weights}")
     init = config.model.init_from
     if init and not os.path.isfile(os.path.join(init, "model.keras") if os.path.isdir(init) else init):

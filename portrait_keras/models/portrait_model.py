@@ -10,7 +10,7 @@ import keras
 
 from portrait_keras.models.backbones import build_backbone
 from portrait_keras.models.heads import task_head
-from portrait_keras.models.preprocessing import ImageNormalization
+from portrait_keras.models.preprocessing import PREPROCESSING, ImageNormalization
 from portrait_keras.models.subspaces import LAYOUTS, FeatureSpaceSplit, make_layout
 from portrait_keras.schema import IDENTITY, Schema
 
@@ -37,6 +37,9 @@ class PortraitModel(keras.Model):
             Defaults to `None`.
         fss_kwargs: dict or None. `free_ratio` / `shared_ratio` of `fss_layout`; only with
             `head="fss"`. Defaults to `None`.
+        preprocessing: str. The in-graph normalisation, a key of `PREPROCESSING`: `"imagenet"`
+            (mean/std-normalised RGB) or `"caffe"` (BGR minus the mean pixel, for Keras'
+            ResNet-50 ImageNet weights). Defaults to `"imagenet"`.
         name: str. Model name. Defaults to `"portrait"`.
 
     Attributes:
@@ -72,12 +75,17 @@ class PortraitModel(keras.Model):
         backbone_weights=None,
         backbone_kwargs=None,
         fss_kwargs=None,
+        preprocessing="imagenet",
         name="portrait",
         **kwargs,
     ):
         # === Config ===
         if head not in LAYOUTS:
             raise ValueError(f"Unknown head. Allowed: {', '.join(LAYOUTS)}. Received: head={head!r}")
+        if preprocessing not in PREPROCESSING:
+            raise ValueError(
+                f"Unknown preprocessing. Allowed: {', '.join(PREPROCESSING)}. Received: preprocessing={preprocessing!r}"
+            )
         if isinstance(schema, dict):
             schema = Schema.from_dict(schema)
         if fss_kwargs and head != "fss":
@@ -107,7 +115,7 @@ class PortraitModel(keras.Model):
 
         # === Functional Model ===
         images = keras.Input(input_shape, dtype="float32", name="images")
-        x = ImageNormalization(name="normalize")(images)
+        x = ImageNormalization(**PREPROCESSING[preprocessing], name="normalize")(images)
         features = net(x)
         parts = FeatureSpaceSplit(layout, name="feature_space_split")(features)
         outputs = {}
@@ -132,6 +140,7 @@ class PortraitModel(keras.Model):
         self.image_shape = input_shape
         self.backbone_kwargs = dict(backbone_kwargs or {})
         self.fss_kwargs = dict(fss_kwargs or {})
+        self.preprocessing = preprocessing
 
     def get_config(self):
         return {
@@ -145,6 +154,7 @@ class PortraitModel(keras.Model):
             "input_shape": list(self.image_shape),
             "backbone_kwargs": self.backbone_kwargs,
             "fss_kwargs": self.fss_kwargs,
+            "preprocessing": self.preprocessing,
         }
 
     @classmethod

@@ -2,6 +2,7 @@
 
 import keras
 
+from portrait_keras.config import keras_imagenet_weights
 from portrait_keras.models.utils import BN_MOMENTUM, load_backbone_weights
 
 # keras.applications puts the stride-2 of a stage on its first block's 1×1 conv and on the
@@ -21,13 +22,14 @@ def resnet50(input_shape=(256, 128, 3), weights=None, *, last_stride=2, name="re
     Args:
         input_shape: tuple of int. `(height, width, channels)` of the normalised images.
             Defaults to `(256, 128, 3)`.
-        weights: str or None. Path to saved weights of this backbone (`.weights.h5`).
-            Defaults to `None` (random initialisation; nothing is downloaded). The layout
-            is keras.applications' ResNet50 (v1: stride on the first 1×1 conv), so
-            torchvision's v1.5 weights do not fit. Keras' own ImageNet weights were trained
-            on Caffe-style input (BGR, mean-subtracted), while this package feeds ImageNet
-            mean/std-normalised RGB (`preprocessing.py`): fine-tuning adapts, but the
-            features start off their training distribution.
+        weights: str or None. Path to saved weights of this backbone (`.weights.h5`), or
+            `"imagenet"`: Keras' own ImageNet file, read from where Keras caches it
+            (`keras_imagenet_weights`; nothing is downloaded). Defaults to `None` (random
+            initialisation). The layout is keras.applications' ResNet50 (v1: stride on the
+            first 1×1 conv), so torchvision's v1.5 weights do not fit. Keras' ImageNet
+            weights were trained on Caffe-style input (BGR minus the mean pixel): a
+            `PortraitModel` with them takes `preprocessing="caffe"` (the training config's
+            `model.preprocessing="auto"` chooses it).
         last_stride: int. Stride of stage 5, `1` or `2`. Defaults to `2`.
         name: str. Model name. Defaults to `"resnet50"`.
 
@@ -56,6 +58,8 @@ def resnet50(input_shape=(256, 128, 3), weights=None, *, last_stride=2, name="re
         if last_stride == 1 and layer["config"]["name"] in _STAGE5_STRIDED:
             layer["config"]["strides"] = [1, 1]
     model = keras.Model.from_config(config)
-    if weights is not None:
+    if weights == "imagenet":
+        model.load_weights(keras_imagenet_weights())  # Keras' legacy .h5, matched layer by layer
+    elif weights is not None:
         load_backbone_weights(model, weights)
     return model

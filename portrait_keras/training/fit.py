@@ -34,7 +34,7 @@ import warnings
 
 import keras
 
-from portrait_keras.config import default_run_dir
+from portrait_keras.config import default_run_dir, model_preprocessing
 from portrait_keras.data import default_dataset, make_dataset, read_annotations
 from portrait_keras.data.pipeline import naming_bad_images
 from portrait_keras.evaluation.evaluator import evaluate
@@ -94,6 +94,7 @@ def build_trainer(config, schema, num_ids, steps_per_epoch, tasks=None):
         input_shape=(*config.data.image_size, 3),
         backbone_weights=m.backbone_weights,
         backbone_kwargs=dict(m.backbone_kwargs),
+        preprocessing=model_preprocessing(m),
     )
     hfe_tasks = [t for t in schema.aspect_tasks(APPEARANCE) if t.kind == SINGLE]
     trainer = PortraitTrainer(
