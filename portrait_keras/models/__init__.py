@@ -4,6 +4,15 @@ BNNeck → heads. Only keras.ops and registered layers, so a saved `.keras` file
 """
 
 from portrait_keras.models.backbones import BACKBONES, build_backbone
+from portrait_keras.models.clip import (
+    CLIP_CONFIGS,
+    CLIP_MEAN,
+    CLIP_STD,
+    ClipModel,
+    clip_image_encoder,
+    clip_model,
+    clip_text_encoder,
+)
 from portrait_keras.models.heads import probabilities, task_head
 from portrait_keras.models.hrnet import hrnet, hrnet_w32
 from portrait_keras.models.portrait_model import PortraitModel, build_portrait_model
@@ -22,12 +31,19 @@ from portrait_keras.models.tiny import tiny
 
 __all__ = [
     "BACKBONES",
+    "CLIP_CONFIGS",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "ClipModel",
     "FeatureSpaceSplit",
     "ImageNormalization",
     "LAYOUTS",
     "PortraitModel",
     "build_backbone",
     "build_portrait_model",
+    "clip_image_encoder",
+    "clip_model",
+    "clip_text_encoder",
     "fss_blocks",
     "fss_layout",
     "hrnet",

@@ -223,8 +223,11 @@ def convert_hrnet_w32(state_dict, output_path, input_shape=(256, 128, 3)):
     return model
 
 
-def load_npz_state_dict(path):
-    """The arrays of an `np.savez` archive as a dict; ValueError for a missing file or another format."""
+def load_npz_state_dict(path, export_help="see `portrait-keras convert-hrnet --help`"):
+    """The arrays of an `np.savez` archive as a dict; ValueError for a missing file or another format.
+
+    `export_help` ends the error message: where to read how to export a PyTorch checkpoint.
+    """
     if not os.path.isfile(path):
         raise ValueError(f"No such file. Received: {path!r}")
     try:
@@ -239,7 +242,7 @@ def load_npz_state_dict(path):
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(
             f"Expected an .npz archive of the state_dict written by np.savez ({str(e).rstrip('.')}); export a "
-            f"PyTorch .pth first, see `portrait-keras convert-hrnet --help`. Received: {path!r}"
+            f"PyTorch .pth first, {export_help}. Received: {path!r}"
         ) from None
 
 
