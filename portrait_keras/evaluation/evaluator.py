@@ -35,23 +35,65 @@ class SchemaMismatchError(ValueError):
 
 def schema_differences(a, b, a_name="the first", b_name="the second"):
     """What differs between schemas `a` and `b`, as a list of short sentences (empty when equal)."""
+    out = task_differences(a.tasks, b.tasks, a_name, b_name)
+    if not out and a.names != b.names:
+        out.append(f"task order {', '.join(a.names)} in {a_name}, {', '.join(b.names)} in {b_name}")
+    return out
+
+
+def task_differences(a_tasks, b_tasks, a_name="the first", b_name="the second"):
+    """`schema_differences` of two sequences of `Task`, whatever their order."""
+    a_tasks, b_tasks = {t.name: t for t in a_tasks}, {t.name: t for t in b_tasks}
     out = []
-    for t in a.tasks:
-        if t.name not in b.names:
+    for t in a_tasks.values():
+        u = b_tasks.get(t.name)
+        if u is None:
             out.append(f"task {t.name!r} only in {a_name}")
-            continue
-        u = b.task(t.name)
-        if (t.kind, t.aspect) != (u.kind, u.aspect):
+        elif (t.kind, t.aspect) != (u.kind, u.aspect):
             out.append(f"task {t.name!r} is {t.kind}/{t.aspect} in {a_name}, {u.kind}/{u.aspect} in {b_name}")
         elif t.classes != u.classes:
             out.append(
                 f"task {t.name!r} has classes ({', '.join(t.classes)}) in {a_name}, "
                 f"({', '.join(u.classes)}) in {b_name}"
             )
-    out += [f"task {u.name!r} only in {b_name}" for u in b.tasks if u.name not in a.names]
-    if not out and a.names != b.names:
-        out.append(f"task order {', '.join(a.names)} in {a_name}, {', '.join(b.names)} in {b_name}")
+    out += [f"task {u.name!r} only in {b_name}" for u in b_tasks.values() if u.name not in a_tasks]
     return out
+
+
+def shared_tasks(model_schema, data_schema, model_outputs):
+    """The tasks a model can be evaluated on with data labelled by another schema.
+
+    Re-id compares embeddings, whoever the identities are, so the data's identity task is
+    evaluated when both schemas have one and the model outputs an `embedding`; every other task
+    the model outputs is evaluated when it has the same kind, aspect and class list in both.
+
+    Args:
+        model_schema: `Schema` the model was trained with.
+        data_schema: `Schema` of the data.
+        model_outputs: iterable of str. The model's output names.
+
+    Returns: `(names, left_out)`: the names of the `data_schema` tasks to evaluate, and the
+        `task_differences` of the two schemas' other tasks (what is left out, and why).
+
+    Example:
+    >>> from portrait_keras.schema import Schema, Task
+    >>> ident = Task("id", "appearance", "identity")
+    >>> gender = Task("gender", "appearance", "single", ("f", "m"))
+    >>> other = Task("gender", "appearance", "single", ("f", "m", "x"))
+    >>> shared_tasks(Schema((ident, gender)), Schema((ident, other)), ["id", "gender", "embedding"])
+    (['id'], ["task 'gender' has classes (f, m) in the model, (f, m, x) in the data"])
+    """
+    outputs = set(model_outputs)
+    names = []
+    if "embedding" in outputs and model_schema.identity_task is not None and data_schema.identity_task is not None:
+        names.append(data_schema.identity_task.name)
+    names += [
+        t.name
+        for t in data_schema.tasks
+        if t.kind != IDENTITY and t.name in outputs and t.name in model_schema.names and model_schema.task(t.name) == t
+    ]
+    attributes = [[t for t in s.tasks if t.kind != IDENTITY] for s in (model_schema, data_schema)]
+    return names, task_differences(*attributes, "the model", "the data")
 
 
 def model_tasks(model, schema):
