@@ -56,7 +56,7 @@ def tasks_to_evaluate(model, model_path, csv_path):
 def build_parser():
     p = _common.parser(
         "evaluate",
-        "The metrics of a trained run on its query/gallery splits: the paper's Macro mAP/CMC, "
+        "The metrics of a trained run on its query/gallery splits: the paper's Macro mAP/CMC,\n"
         "Market-1501 mAP/CMC and mINP, Macro F1 and attribute metrics per task, PIQ.",
         [
             "portrait-keras evaluate runs/fss_uncert",

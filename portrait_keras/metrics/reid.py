@@ -39,7 +39,7 @@ class ReidQueryScores(NamedTuple):
         ap: float64 `[n]`. Average precision.
         first_rank: int64 `[n]`. 1-based rank of the best-ranked positive (CMC).
         inp: float64 `[n]`. Inverse negative penalty: the number of positives over the
-            1-based rank of the worst-ranked (hardest) positive (Ye et al. 2021, eq. 7).
+            1-based rank of the worst-ranked (hardest) positive (Ye et al. 2021, §4).
     """
 
     ids: np.ndarray
@@ -81,7 +81,7 @@ def evaluate_reid(
     which equals torchreid's `eval_market1501` (mAP, CMC) and fast-reid's
     `evaluate_rank` (mINP). The INP of a query is `|positives| / R_hard`, with
     `R_hard` the rank of its hardest positive (Ye et al., "Deep Learning for Person
-    Re-identification: A Survey and Outlook", 2021, eq. 7); ignored images are
+    Re-identification: A Survey and Outlook", TPAMI 2021, §4); ignored images are
     removed before ranks are counted, as for AP.
 
     Ties: gallery items are ordered by decreasing float32 similarity, and items
