@@ -16,11 +16,12 @@ COMMANDS = {
     "validate": ("portrait_keras.data.prep.validate", "check a whole annotation table and decode every image"),
     "stats": ("portrait_keras.data.prep.stats", "label counts and LTS_k per split (paper Table 3)"),
     "train": ("portrait_keras.commands.train", "train a named experiment (Table 4/5 rows) into a run folder"),
-    "evaluate": ("portrait_keras.commands.evaluate", "metrics table of a run: Macro mAP/CMC, Macro F1, PIQ"),
+    "evaluate": ("portrait_keras.commands.evaluate", "metrics of a run: Macro and micro mAP/CMC, mINP, F1, PAR, PIQ"),
     "baseline": ("portrait_keras.evaluation.baselines", "pixel / majority baseline of a dataset"),
     "report": ("portrait_keras.commands.report", "figures, report.md and report.html of a run"),
     "interpret": ("portrait_keras.commands.interpret", "describe images by appearance, posture and emotion"),
     "search": ("portrait_keras.commands.search", "nearest gallery images to a query by the re-id embedding"),
+    "embed": ("portrait_keras.commands.embed", "embeddings and probabilities of a CSV or image folder -> .npz"),
     "convert-hrnet": ("portrait_keras.models.convert_hrnet", "timm hrnet_w32 weights -> backbone_weights file"),
 }
 

@@ -93,8 +93,12 @@ def test_par_metrics_hand_case():
     assert result["f1"] == pytest.approx(0.5)  # 2PR/(P+R) with P = R = 1/2
 
 
-def test_par_metrics_zero_division_is_zero():
+def test_par_metrics_zero_division_is_zero_and_undefined_attributes_leave_ma():
     result = par_metrics([[0, 0]], [[0, 0]])
-    assert result == {"mA": 0.5, "accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert np.isnan(result.pop("mA"))  # no attribute has a positive: no mA^i is defined
+    assert result == {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    # Attribute 0 has no positive, attribute 2 no negative: only attribute 1 enters mA.
+    y_true = [[0, 1, 1], [0, 0, 1], [0, 0, 1]]
+    assert par_metrics(y_true, [[1, 1, 0], [0, 1, 0], [0, 0, 1]])["mA"] == pytest.approx((1 + 1 / 2) / 2)
     with pytest.raises(ValueError, match=r"matrices \[N, L\]"):
         par_metrics([0, 1], [0, 1])

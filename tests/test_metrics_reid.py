@@ -22,8 +22,37 @@ def test_hand_computed_ap_and_cmc():
     result = evaluate_reid(QUERY, _at([0.7, 0.8, 0.9, 0.6]), [5], [1, 5, 2, 5], max_rank=4)
     assert result["mAP"] == pytest.approx((1 / 2 + 2 / 4) / 2)
     assert _ranks(result, 4) == [0.0, 1.0, 1.0, 1.0]
+    assert result["mINP"] == pytest.approx(2 / 4)  # 2 positives, the hardest at rank 4
     assert (result["num_queries"], result["num_ids"]) == (1, 1)
-    assert set(result) == {"mAP", "rank1", "rank2", "rank3", "rank4", "num_queries", "num_ids"}
+    assert set(result) == {"mAP", "rank1", "rank2", "rank3", "rank4", "mINP", "num_queries", "num_ids"}
+
+
+# Query: id 1, camera 0, group 3. Gallery, by decreasing similarity:
+#   A id 1 cam 0 (same camera: ignored with cameras)   B id 2 group 3 (ignored with groups)
+#   C id 1 cam 1 group 3 (ignored with groups)          D id 2, E id 1, F id 0, H id 0, G id 1
+INP_GALLERY = _at([0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.55, 0.5])
+INP_IDS = [1, 2, 1, 2, 1, 0, 0, 1]
+INP_CAMS = dict(query_cams=[0], gallery_cams=[0, 1, 1, 1, 1, 1, 1, 2])
+INP_GROUPS = dict(query_groups=[3], gallery_groups=[-1, 3, 3, -1, -1, -1, -1, -1])
+
+
+@pytest.mark.parametrize(
+    "exclusions, expected",
+    [
+        ({}, 4 / 8),  # positives A, C, E, G at ranks 1, 3, 5, 8
+        (INP_CAMS, 3 / 7),  # A removed: C, E, G at ranks 2, 4, 7
+        (INP_GROUPS, 3 / 6),  # B, C removed: A, E, G at ranks 1, 3, 6
+        ({**INP_CAMS, **INP_GROUPS}, 2 / 5),  # A, B, C removed: D, E, F, H, G -> E, G at ranks 2, 5
+    ],
+    ids=["none", "cameras", "groups", "both"],
+)
+@pytest.mark.parametrize("method", [evaluate_reid, evaluate_reid_reference])
+def test_minp_hand_computed_with_the_exclusions_of_map(method, exclusions, expected):
+    result = method(QUERY, INP_GALLERY, [1], INP_IDS, **exclusions)
+    assert result["mINP"] == pytest.approx(expected)
+    if exclusions == {**INP_CAMS, **INP_GROUPS}:
+        assert result["mAP"] == pytest.approx((1 / 2 + 2 / 5) / 2)  # the same ranks give AP
+        assert result["rank1"] == 0.0 and result["rank2"] == 1.0
 
 
 def test_ties_follow_a_stable_argsort_of_the_distance():
@@ -102,15 +131,19 @@ def test_macro_averages_per_id_first():
     assert micro["mAP"] == pytest.approx((3 + 0.5) / 4)
     assert macro["rank1"] == pytest.approx(0.5)
     assert micro["rank1"] == pytest.approx(0.75)
+    # INP: 1 for the id-1 queries (one positive at rank 1), 1/2 for the id-2 query.
+    assert macro["mINP"] == pytest.approx((1 + 0.5) / 2)
+    assert micro["mINP"] == pytest.approx((3 + 0.5) / 4)
     assert macro["num_queries"] == micro["num_queries"] == 4
     assert macro["num_ids"] == 2
 
 
 def eval_market1501(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, kind="quicksort"):
-    """torchreid's `eval_market1501` (torchreid/metrics/rank.py), as a reference."""
+    """torchreid's `eval_market1501` (torchreid/metrics/rank.py), with the mINP lines of
+    fast-reid's (fastreid/evaluation/rank.py), as a reference."""
     indices = np.argsort(distmat, axis=1, kind=kind)
     matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
-    all_cmc, all_ap = [], []
+    all_cmc, all_ap, all_inp = [], [], []
     for q_idx in range(distmat.shape[0]):
         order = indices[q_idx]
         remove = (g_pids[order] == q_pids[q_idx]) & (g_camids[order] == q_camids[q_idx])
@@ -118,11 +151,13 @@ def eval_market1501(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, kind=
         if not np.any(raw_cmc):
             continue
         cmc = raw_cmc.cumsum()
+        max_pos_idx = np.max(np.where(raw_cmc == 1))
+        all_inp.append(cmc[max_pos_idx] / (max_pos_idx + 1.0))
         cmc[cmc > 1] = 1
         all_cmc.append(cmc[:max_rank])
         tmp_cmc = raw_cmc.cumsum() / (np.arange(len(raw_cmc)) + 1.0) * raw_cmc
         all_ap.append(tmp_cmc.sum() / raw_cmc.sum())
-    return np.asarray(all_cmc, np.float32).mean(0), np.mean(all_ap)
+    return np.asarray(all_cmc, np.float32).mean(0), np.mean(all_ap), np.mean(all_inp)
 
 
 def _random_features(rng, n, dim, ids):
@@ -144,9 +179,11 @@ def test_micro_equals_torchreid_eval_market1501():
     gaps = np.diff(np.take_along_axis(distmat, order, 1), axis=1)
     assert gaps[is_positive[:, 1:] != is_positive[:, :-1]].min() > 1e-6
 
-    cmc, mean_ap = eval_market1501(distmat, q_ids, g_ids, q_cams, g_cams, 10)
+    cmc, mean_ap, mean_inp = eval_market1501(distmat, q_ids, g_ids, q_cams, g_cams, 10)
     result = evaluate_reid(query, gallery, q_ids, g_ids, query_cams=q_cams, gallery_cams=g_cams, macro=False)
     assert result["mAP"] == pytest.approx(mean_ap, abs=1e-12)
+    assert result["mINP"] == pytest.approx(mean_inp, abs=1e-12)
+    assert 0.01 < result["mINP"] < result["mAP"]
     np.testing.assert_allclose(_ranks(result), cmc, atol=1e-6)
     assert 0.05 < result["mAP"] < 0.95
     assert result["num_queries"] == 80
@@ -180,6 +217,7 @@ def test_matches_straightforward_method_with_ties_groups_cameras(seed, macro):
     reference = evaluate_reid_reference(query, gallery, q_ids, g_ids, macro=macro, **labels)
     result = evaluate_reid(query, gallery, q_ids, g_ids, macro=macro, **labels)
     assert result["mAP"] == pytest.approx(reference["mAP"], abs=1e-12)
+    assert result["mINP"] == pytest.approx(reference["mINP"], abs=1e-12)
     np.testing.assert_allclose(_ranks(result), _ranks(reference), atol=1e-12)
     assert (result["num_queries"], result["num_ids"]) == (reference["num_queries"], reference["num_ids"])
 

@@ -1,5 +1,7 @@
 """Figures (training curves, scores, confusion matrices, rank lists) and the run report."""
 
+import base64
+import io
 import json
 import os
 import re
@@ -156,15 +158,31 @@ def test_report_command_writes_pages_that_show_every_figure(smoke_run_dir, schem
     md = (folder / "report.md").read_text()
     html = (folder / "report.html").read_text()
     assert referenced_images(md, r"\]\(([^)]+\.png)\)") == pngs
-    assert referenced_images(html, r'src="([^"]+\.png)"') == pngs
     for name in pngs:
         assert drawn(folder / name), name
     assert png_size(folder / "confusion_gender.png") == (600, 500)
+    # The HTML carries its figures: every image is a data URI of its PNG, none a file reference.
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert len(sources) == len(pngs) and not re.search(r'(?:src|href)="[^"]*\.png', html)
+    embedded = [base64.b64decode(src.removeprefix("data:image/png;base64,"), validate=True) for src in sources]
+    assert sorted(embedded) == sorted((folder / name).read_bytes() for name in pngs)
+    with Image.open(io.BytesIO(embedded[0])) as image:
+        image.load()
+        assert image.format == "PNG" and image.size[0] > 100
     metrics = json.loads((smoke_run_dir / "metrics.json").read_text())
     for key, value in metrics.items():
+        if key.startswith("par_"):
+            continue
         assert f"| {key} | {value:.4f} |" in md
         assert f'<td>{key}</td><td class="v">{value:.4f}</td>' in html
-    assert md.index("| piq |") < md.index("| reid_mAP |")
+    # The attribute metrics: one row per task, columns mA, accuracy, precision, recall, F1.
+    for task in ("gender", "expression"):
+        values = [metrics.get(f"par_{m}_{task}") for m in ("mA", "accuracy", "precision", "recall", "f1")]
+        cells = ["-" if v is None else f"{v:.4f}" for v in values]
+        assert f"| {task} | {' | '.join(cells)} |" in md
+        assert f"<tr><td>{task}</td>" + "".join(f'<td class="v">{c}</td>' for c in cells) + "</tr>" in html
+    assert md.index("| piq |") < md.index("| reid_mAP |") < md.index("| reid_micro_mAP |") < md.index("| f1_gender |")
+    assert "### Re-id, Market-1501" in md and "<h3>Re-id, paper: Macro" in html
 
 
 def test_report_of_a_run_without_its_data(smoke_run_dir, tiny_synth, tmp_path, capsys):

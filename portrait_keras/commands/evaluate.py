@@ -1,9 +1,11 @@
-"""`portrait-keras evaluate RUN_DIR [--data CSV] [--json] [--skip-bad-images]`: the metrics table of a saved run.
+"""`portrait-keras evaluate RUN_DIR [--data CSV] [--flip] [--json] [--skip-bad-images]`: the metrics of a saved run.
 
 Loads the run's `model.keras` (safe mode; it carries its schema) and evaluates on the run's own
 data or `--data` (`portrait_keras.evaluation.evaluator.evaluate`). RUN_DIR may also be a `.keras`
-file alone (then `--data` names the data). A data set labelled with another schema than the
-model's is refused up front, with the differences listed.
+file alone (then `--data` names the data). Data labelled with another schema than the model's
+(another dataset) is evaluated on what both share (`evaluator.shared_tasks`: re-id when both have
+an identity task, and the tasks with the same class list), with one `note:` line naming what is
+left out; without re-id in common it is refused, with the differences listed.
 """
 
 import argparse
@@ -11,7 +13,9 @@ import json
 import os
 import sys
 
-from portrait_keras.evaluation.evaluator import SchemaMismatchError, evaluate, format_table, schema_differences
+from portrait_keras.commands import _common
+from portrait_keras.evaluation.evaluator import SchemaMismatchError, evaluate, schema_differences, shared_tasks
+from portrait_keras.evaluation.tables import format_table
 
 
 def data_schema(csv_path):
@@ -22,48 +26,63 @@ def data_schema(csv_path):
     return (Schema.load(beside), beside) if os.path.exists(beside) else (default_schema(), "the default schema")
 
 
-def check_same_schema(run_schema, run_schema_path, csv_path):
-    """Raises `SchemaMismatchError` naming both sides when the data's schema is not the run's."""
+def tasks_to_evaluate(model, model_path, csv_path):
+    """The data's schema and the names of its tasks to evaluate (None: all the model predicts).
+
+    The same schema: all. Another one: `shared_tasks`, with a `note:` line on stderr naming what
+    is left out. Raises `SchemaMismatchError` naming both sides when they share no re-id.
+    """
     schema, source = data_schema(csv_path)
-    differences = schema_differences(run_schema, schema, "the model", "the data")
-    if differences:
+    differences = schema_differences(model.schema, schema, "the model", "the data")
+    if not differences:
+        return model.schema, None
+    names, left_out = shared_tasks(model.schema, schema, model.output_names)
+    identity = schema.identity_task
+    if identity is None or identity.name not in names:
         raise SchemaMismatchError(
-            f"The model ({run_schema_path}) and the data {csv_path} (schema: {source}) are labelled "
+            f"The model ({model_path}) and the data {csv_path} (schema: {source}) are labelled "
             f"differently: " + "; ".join(differences)
         )
+    if left_out:
+        evaluated = ", ".join(["re-id", *(n for n in names if n != identity.name)])
+        print(
+            f"note: the data {csv_path} (schema: {source}) is labelled differently from the model, "
+            f"so only {evaluated} are evaluated; left out: " + "; ".join(left_out),
+            file=sys.stderr,
+        )
+    return schema, names
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="portrait-keras evaluate",
-        description="The metrics table of a trained run: Macro mAP/CMC, Macro F1 per task, PIQ.",
-        epilog="examples:\n  portrait-keras evaluate runs/fss_uncert\n"
-        "  portrait-keras evaluate runs/fss_uncert --data other/annotations.csv --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def build_parser():
+    p = _common.parser(
+        "evaluate",
+        "The metrics of a trained run on its query/gallery splits: the paper's Macro mAP/CMC,\n"
+        "Market-1501 mAP/CMC and mINP, Macro F1 and attribute metrics per task, PIQ.",
+        [
+            "portrait-keras evaluate runs/fss_uncert",
+            "portrait-keras evaluate runs/fss_uncert --flip --json",
+            "portrait-keras evaluate runs/fss_uncert --data market1501/annotations.csv   # another dataset",
+        ],
     )
-    parser.add_argument(
-        "run_dir", metavar="RUN_DIR_OR_KERAS", help="run folder of `portrait-keras train`, or a .keras file"
-    )
-    parser.add_argument("--data", help="annotation CSV (default: the run's own data)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument(
+    p.add_argument("run_dir", metavar="RUN_DIR_OR_KERAS", help="run folder of `portrait-keras train`, or a .keras file")
+    p.add_argument("--data", help="annotation CSV (default: the run's own data)")
+    p.add_argument("--flip", action="store_true", help="average each image with its horizontal mirror")
+    p.add_argument("--batch-size", type=_common.positive, default=128)
+    p.add_argument("--json", action="store_true", help="print JSON (the metrics.json keys) instead of tables")
+    p.add_argument(
         "--skip-bad-images",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="leave unreadable images out (with a warning) instead of failing "
         "(default: the run's data.skip_bad_images)",
     )
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
-
-    from portrait_keras.data import AnnotationError
-    from portrait_keras.serving.export import ModelFileError
-
-    try:
-        return _evaluate(parser, args)
-    except (AnnotationError, SchemaMismatchError, ModelFileError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return _common.run_reporting_errors(lambda a: _evaluate(parser, a), args)
 
 
 def _evaluate(parser, args):
@@ -85,11 +104,11 @@ def _evaluate(parser, args):
     if csv is None:
         parser.error(f"{model_path} has no run folder (config.json) beside it: name the data with --data CSV")
     model = load_model(model_path)
-    check_same_schema(model.schema, model_path, csv)
+    schema, tasks = tasks_to_evaluate(model, model_path, csv)
     skip = args.skip_bad_images
     if skip is None:
         skip = bool(run_config.get("data", {}).get("skip_bad_images", False))
-    annotations = read_annotations(csv, schema=model.schema)
-    result = evaluate(model, annotations, batch_size=args.batch_size, skip_bad_images=skip)
+    annotations = read_annotations(csv, schema=schema)
+    result = evaluate(model, annotations, tasks=tasks, batch_size=args.batch_size, skip_bad_images=skip, flip=args.flip)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0

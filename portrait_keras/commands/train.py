@@ -245,8 +245,8 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"Run folder: {run_dir}")
-    from portrait_keras.reporting.report import ordered_metrics
+    if metrics:
+        from portrait_keras.evaluation.tables import format_table
 
-    for key, value in ordered_metrics(metrics):
-        print(f"  {key:<13} {value:.4f}")
+        print(format_table(metrics))
     return 0

@@ -21,9 +21,9 @@ from portrait_keras.evaluation.evaluator import (
     EVAL_SPLITS,
     eval_splits_needed,
     evaluate_outputs,
-    format_table,
     missing_split_problems,
 )
+from portrait_keras.evaluation.tables import format_table
 from portrait_keras.schema import IDENTITY, MULTI
 
 

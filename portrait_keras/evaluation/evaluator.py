@@ -1,9 +1,20 @@
 """Evaluate a portrait model on a dataset's query/gallery splits (paper §4.3).
 
-`evaluate(model, annotations)` returns the flat metrics dict the `PIQCallback` logs:
-`reid_mAP`, `reid_rank1`, `reid_rank5`, `reid_rank10` (Macro mAP / CMC, near-duplicate groups
-excluded), `f1_<task>` (Macro F1 over the query and gallery images) and `piq`, `reid`,
-`appearance`, `posture`, `emotion` (eq. 2) when the model covers every aspect.
+`evaluate(model, annotations)` returns the flat metrics dict the `PIQCallback` logs
+(`metrics.json`, `history.csv`):
+
+- `reid_mAP`, `reid_rank1`, `reid_rank5`, `reid_rank10`: the paper's Macro mAP / CMC (§4.3),
+  averaged per identity, then over identities;
+- `reid_micro_mAP`, `reid_micro_rank1`, `reid_micro_rank5`, `reid_micro_rank10`: the same
+  averaged over queries (the Market-1501 protocol of torchreid and fast-reid), and `reid_mINP`,
+  the mean inverse negative penalty over queries (Ye et al. 2021); every re-id metric leaves out
+  a query's near-duplicate group and its same-camera positives;
+- `f1_<task>`: Macro F1 over the query and gallery images (§4.3);
+- `par_mA_<task>` (label-based mean accuracy), `par_accuracy_<task>`, `par_precision_<task>`,
+  `par_recall_<task>`, `par_f1_<task>` (instance-based): the pedestrian-attribute metrics of
+  every classification task (`metrics.par_metrics`; a single-label task counts each class as an
+  attribute, one-hot);
+- `piq`, `reid`, `appearance`, `posture`, `emotion` (eq. 2) when the model covers every aspect.
 
 The command line `python -m portrait_keras evaluate RUN_DIR` lives in `evaluate.py`.
 """
@@ -15,6 +26,7 @@ import numpy as np
 from portrait_keras.schema import IDENTITY, MULTI
 
 EVAL_SPLITS = ("query", "gallery")
+REID_KEYS = ("mAP", "rank1", "rank5", "rank10")  # of `reid_` (Macro) and `reid_micro_`
 
 
 class SchemaMismatchError(ValueError):
@@ -23,32 +35,75 @@ class SchemaMismatchError(ValueError):
 
 def schema_differences(a, b, a_name="the first", b_name="the second"):
     """What differs between schemas `a` and `b`, as a list of short sentences (empty when equal)."""
+    out = task_differences(a.tasks, b.tasks, a_name, b_name)
+    if not out and a.names != b.names:
+        out.append(f"task order {', '.join(a.names)} in {a_name}, {', '.join(b.names)} in {b_name}")
+    return out
+
+
+def task_differences(a_tasks, b_tasks, a_name="the first", b_name="the second"):
+    """`schema_differences` of two sequences of `Task`, whatever their order."""
+    a_tasks, b_tasks = {t.name: t for t in a_tasks}, {t.name: t for t in b_tasks}
     out = []
-    for t in a.tasks:
-        if t.name not in b.names:
+    for t in a_tasks.values():
+        u = b_tasks.get(t.name)
+        if u is None:
             out.append(f"task {t.name!r} only in {a_name}")
-            continue
-        u = b.task(t.name)
-        if (t.kind, t.aspect) != (u.kind, u.aspect):
+        elif (t.kind, t.aspect) != (u.kind, u.aspect):
             out.append(f"task {t.name!r} is {t.kind}/{t.aspect} in {a_name}, {u.kind}/{u.aspect} in {b_name}")
         elif t.classes != u.classes:
             out.append(
                 f"task {t.name!r} has classes ({', '.join(t.classes)}) in {a_name}, "
                 f"({', '.join(u.classes)}) in {b_name}"
             )
-    out += [f"task {u.name!r} only in {b_name}" for u in b.tasks if u.name not in a.names]
-    if not out and a.names != b.names:
-        out.append(f"task order {', '.join(a.names)} in {a_name}, {', '.join(b.names)} in {b_name}")
+    out += [f"task {u.name!r} only in {b_name}" for u in b_tasks.values() if u.name not in a_tasks]
     return out
 
 
+def shared_tasks(model_schema, data_schema, model_outputs):
+    """The tasks a model can be evaluated on with data labelled by another schema.
+
+    Re-id compares embeddings, whoever the identities are, so the data's identity task is
+    evaluated when both schemas have one and the model outputs an `embedding`; every other task
+    the model outputs is evaluated when it has the same kind, aspect and class list in both.
+
+    Args:
+        model_schema: `Schema` the model was trained with.
+        data_schema: `Schema` of the data.
+        model_outputs: iterable of str. The model's output names.
+
+    Returns: `(names, left_out)`: the names of the `data_schema` tasks to evaluate, and the
+        `task_differences` of the two schemas' other tasks (what is left out, and why).
+
+    Example:
+    >>> from portrait_keras.schema import Schema, Task
+    >>> ident = Task("id", "appearance", "identity")
+    >>> gender = Task("gender", "appearance", "single", ("f", "m"))
+    >>> other = Task("gender", "appearance", "single", ("f", "m", "x"))
+    >>> shared_tasks(Schema((ident, gender)), Schema((ident, other)), ["id", "gender", "embedding"])
+    (['id'], ["task 'gender' has classes (f, m) in the model, (f, m, x) in the data"])
+    """
+    outputs = set(model_outputs)
+    names = []
+    if "embedding" in outputs and model_schema.identity_task is not None and data_schema.identity_task is not None:
+        names.append(data_schema.identity_task.name)
+    names += [
+        t.name
+        for t in data_schema.tasks
+        if t.kind != IDENTITY and t.name in outputs and t.name in model_schema.names and model_schema.task(t.name) == t
+    ]
+    attributes = [[t for t in s.tasks if t.kind != IDENTITY] for s in (model_schema, data_schema)]
+    return names, task_differences(*attributes, "the model", "the data")
+
+
 def model_tasks(model, schema):
-    """The schema tasks whose logits the model outputs, in schema order."""
+    """The schema tasks the model predicts, in schema order: those whose logits it outputs, and
+    the identity task when it outputs the re-id `embedding` (whatever the task's name there)."""
     names = set(model.output_names) if hasattr(model, "output_names") else set()
-    return [t for t in schema.tasks if t.name in names]
+    return [t for t in schema.tasks if t.name in names or (t.kind == IDENTITY and "embedding" in names)]
 
 
-def check_model_fits_schema(model, schema, where="the dataset"):
+def check_model_fits_schema(model, schema, where="the dataset", tasks=None):
     """Raises `SchemaMismatchError` when `model` has no output of `schema` or a class count
     other than the schema's (a model trained on another class list).
 
@@ -56,8 +111,9 @@ def check_model_fits_schema(model, schema, where="the dataset"):
         model: the functional portrait model.
         schema: `Schema` of the data the model is run on.
         where: str. Names the schema's source in the message (e.g. the CSV path).
+        tasks: list of `Task` or None. Check only these; defaults to `model_tasks`.
     """
-    tasks = model_tasks(model, schema)
+    tasks = model_tasks(model, schema) if tasks is None else tasks
     if not tasks:
         raise SchemaMismatchError(
             f"The model's outputs ({', '.join(sorted(model.output_names))}) share no task with the "
@@ -76,15 +132,16 @@ def check_model_fits_schema(model, schema, where="the dataset"):
         )
 
 
-def predict_split(model, annotations, split, batch_size=128, skip_bad_images=False):
+def predict_split(model, annotations, split, batch_size=128, skip_bad_images=False, flip=False):
     """Runs `model` over one split.
 
     Returns `(outputs, positions)`: numpy float32 outputs (logits per task, `embedding`) and
     the positions in the split (int `[n]`) of the images they belong to. An unreadable image
     raises `BadImageError` naming its CSV line and file, unless `skip_bad_images` leaves it out.
+    With `flip`, each image and its horizontal mirror are run and the outputs averaged
+    (`average_with_mirror`).
     """
     from portrait_keras.data import make_dataset
-    from portrait_keras.data.pipeline import naming_bad_images
 
     image_size = tuple(model.input_shape[1:3])
     ds = make_dataset(
@@ -97,15 +154,71 @@ def predict_split(model, annotations, split, batch_size=128, skip_bad_images=Fal
     )
     keep = np.setdiff1d(np.arange(annotations.num_images(split)), [b.index for b in ds.skipped_images])
     ds = ds.map(lambda images, labels: images)
+    outputs = _predict(model, ds, annotations, split, len(keep))
+    if flip:
+        import tensorflow as tf
+
+        mirrored = _predict(model, ds.map(lambda images: tf.reverse(images, axis=[2])), annotations, split, len(keep))
+        outputs = average_with_mirror(outputs, mirrored, getattr(model, "schema", None) or annotations.schema)
+    return outputs, keep
+
+
+def _predict(model, ds, annotations, split, num_images):
+    """`model.predict` over the image batches `ds`: float32 numpy outputs of `num_images` rows."""
+    from portrait_keras.data.pipeline import naming_bad_images
+
     shards = _data_parallel_shards()
     if shards > 1:
         ds = ds.map(lambda images: _pad_rows(images, shards))
     with naming_bad_images(annotations, split):
         outputs = model.predict(ds, verbose=0)
     if shards > 1:  # only the last batch was padded
-        outputs = {k: v[: len(keep)] for k, v in outputs.items()}
+        outputs = {k: v[:num_images] for k, v in outputs.items()}
     # Mixed precision gives bfloat16/float16 outputs: the metrics rank and argmax in float32.
-    return {k: np.asarray(v, np.float32) for k, v in outputs.items()}, keep
+    return {k: np.asarray(v, np.float32) for k, v in outputs.items()}
+
+
+def average_with_mirror(outputs, mirrored, schema):
+    """Test-time flip: the model outputs of images and of their horizontal mirrors, averaged.
+
+    The re-id `embedding` (the BNNeck feature before the L2 normalisation of the metrics) and
+    every other non-task output are averaged as they are, as fast-reid's flip test does. A
+    task's logits are replaced by the logits of the mean of the two probabilities (the log of
+    the mean softmax; for a multi-label task the logit of the mean sigmoid), so that softmax
+    (sigmoid) of the result is the mean probability and decisions are taken on it.
+
+    Args:
+        outputs, mirrored: dict output name → float array `[N, ...]` of the two passes.
+        schema: `Schema`. Which outputs are task logits, and which of those are multi-label.
+
+    Returns: dict of float32 numpy arrays, same keys and shapes.
+
+    Example:
+    >>> from portrait_keras.schema import default_schema
+    >>> out = average_with_mirror({"gender": [[0.0, 0.0]], "embedding": [[1.0, 3.0]]},
+    ...                           {"gender": [[0.0, np.log(3)]], "embedding": [[3.0, 3.0]]}, default_schema())
+    >>> np.exp(out["gender"]).round(3).tolist(), out["embedding"].tolist()  # probabilities (1/2+1/4)/2, (1/2+3/4)/2
+    ([[0.375, 0.625]], [[2.0, 3.0]])
+    """
+    kinds = {t.name: t.kind for t in schema.tasks}
+    result = {}
+    for key, value in outputs.items():
+        a, b = np.asarray(value, np.float64), np.asarray(mirrored[key], np.float64)
+        if key not in kinds:
+            mean = (a + b) / 2
+        elif kinds[key] == MULTI:
+            # log p = -softplus(-x), log(1 - p) = -softplus(x); the 1/2 of each mean cancels.
+            mean = np.logaddexp(-np.logaddexp(0, -a), -np.logaddexp(0, -b))
+            mean -= np.logaddexp(-np.logaddexp(0, a), -np.logaddexp(0, b))
+        else:
+            mean = np.logaddexp(_log_softmax(a), _log_softmax(b)) - np.log(2)
+        result[key] = mean.astype(np.float32)
+    return result
+
+
+def _log_softmax(x):
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def _data_parallel_shards():
@@ -141,7 +254,7 @@ def classification_predictions(task, logits):
 
 
 def evaluate_outputs(outputs, labels, schema, tasks, groups=None, cameras=None):
-    """Metrics from model outputs and labels of the query and gallery splits.
+    """Metrics from model outputs and labels of the query and gallery splits (module docstring).
 
     Args:
         outputs: dict split → dict of numpy model outputs.
@@ -156,29 +269,9 @@ def evaluate_outputs(outputs, labels, schema, tasks, groups=None, cameras=None):
     result = {}
     ident = schema.identity_task
     if ident is not None and any(t.name == ident.name for t in tasks):
-        q, g = outputs["query"], outputs["gallery"]
-        groups = groups or {}
-        cameras = cameras or {}
-        try:
-            reid = metrics.evaluate_reid(
-                q["embedding"],
-                g["embedding"],
-                labels["query"][ident.name],
-                labels["gallery"][ident.name],
-                query_groups=groups.get("query"),
-                gallery_groups=groups.get("gallery"),
-                query_cams=cameras.get("query"),
-                gallery_cams=cameras.get("gallery"),
-            )
-        except ValueError as e:
-            # E.g. near-duplicate groups or skipped images removed every positive: one
-            # undefined metric must not end a training run at its evaluation.
-            warnings.warn(f"Re-id left out of the evaluation (and with it PIQ): {e}", stacklevel=2)
-            reid = {}
-        for key in ("mAP", "rank1", "rank5", "rank10"):
-            if key in reid:
-                result[f"reid_{key}"] = float(reid[key])
+        result.update(_reid_metrics(outputs, labels, ident, groups or {}, cameras or {}))
     splits = [s for s in EVAL_SPLITS if s in outputs]
+    par = {}
     for task in tasks:
         if task.kind == IDENTITY:
             continue
@@ -192,6 +285,9 @@ def evaluate_outputs(outputs, labels, schema, tasks, groups=None, cameras=None):
             continue
         y_pred = np.concatenate([classification_predictions(task, outputs[s][task.name]) for s in splits])
         result[f"f1_{task.name}"] = float(metrics.macro_f1(y_true, y_pred))
+        scores = metrics.par_metrics(*attribute_matrices(task, y_true, y_pred))
+        par.update({f"par_{k}_{task.name}": float(v) for k, v in scores.items() if np.isfinite(v)})
+    result.update(par)
     piq_input = {k[3:]: v for k, v in result.items() if k.startswith("f1_")}
     piq_input.update({k: v for k, v in result.items() if k.startswith("reid_")})
     try:
@@ -199,6 +295,47 @@ def evaluate_outputs(outputs, labels, schema, tasks, groups=None, cameras=None):
     except ValueError:
         pass  # a model of a subset of tasks (single-task runs) has no PIQ of its own
     return result
+
+
+def _reid_metrics(outputs, labels, ident, groups, cameras):
+    """`reid_*` metrics of the query/gallery embeddings; empty (with a warning) when undefined."""
+    from portrait_keras import metrics
+
+    try:
+        scores = metrics.reid_query_scores(
+            outputs["query"]["embedding"],
+            outputs["gallery"]["embedding"],
+            labels["query"][ident.name],
+            labels["gallery"][ident.name],
+            query_groups=groups.get("query"),
+            gallery_groups=groups.get("gallery"),
+            query_cams=cameras.get("query"),
+            gallery_cams=cameras.get("gallery"),
+        )
+    except ValueError as e:
+        # E.g. near-duplicate groups or skipped images removed every positive: one
+        # undefined metric must not end a training run at its evaluation.
+        warnings.warn(f"Re-id left out of the evaluation (and with it PIQ): {e}", stacklevel=3)
+        return {}
+    macro = metrics.average_reid(scores, macro=True)
+    micro = metrics.average_reid(scores, macro=False)
+    result = {f"reid_{k}": macro[k] for k in REID_KEYS}
+    result.update({f"reid_micro_{k}": micro[k] for k in REID_KEYS})
+    result["reid_mINP"] = micro["mINP"]
+    return result
+
+
+def attribute_matrices(task, y_true, y_pred):
+    """Labels and decisions of a classification task as 0/1 attribute matrices `[N, C]`
+    (`metrics.par_metrics`): a multi-label task as it is; a single-label one one-hot, each class
+    an attribute (an unknown label, `-1`, a row of `-1`)."""
+    if task.kind == MULTI:
+        return np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    classes = np.arange(task.num_classes)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    true = (y_true[:, None] == classes).astype(np.int64)
+    true[y_true < 0] = -1
+    return true, (y_pred[:, None] == classes).astype(np.int64)
 
 
 def eval_splits_needed(annotations, tasks):
@@ -221,20 +358,27 @@ def missing_split_problems(annotations, needed, who):
     ]
 
 
-def evaluate(model, annotations, *, batch_size=128, skip_bad_images=False):
+def evaluate(model, annotations, *, tasks=None, batch_size=128, skip_bad_images=False, flip=False):
     """Evaluates `model` on the query and gallery splits of `annotations`.
 
     Args:
         model: `PortraitModel` (or any functional model with the same outputs).
         annotations: `portrait_keras.data.Annotations` with query/gallery splits.
+        tasks: sequence of str or None. Names of the tasks of `annotations.schema` to evaluate
+            (the identity task: re-id by the model's embedding); defaults to every task the
+            model predicts (`model_tasks`).
         batch_size: int. Inference batch size.
         skip_bad_images: bool. Leave unreadable images out of the evaluation (with a
             warning naming them) instead of failing on the first.
+        flip: bool. Test-time flip: average the outputs of each image and its horizontal
+            mirror (`average_with_mirror`: the embeddings before L2 normalisation, the class
+            probabilities). Defaults to `False`.
 
     Returns: dict of float metrics (module docstring).
 
     Raises:
-        SchemaMismatchError: the model's class counts differ from the dataset's schema.
+        SchemaMismatchError: the model's class counts differ from the dataset's schema, or a
+            task of `tasks` is not one the model predicts.
         AnnotationError: a split the evaluation needs is empty (re-id: query and gallery;
             otherwise at least one of them).
         BadImageError: an image cannot be decoded (unless `skip_bad_images`).
@@ -242,8 +386,17 @@ def evaluate(model, annotations, *, batch_size=128, skip_bad_images=False):
     from portrait_keras.data.annotations import AnnotationError
 
     schema = annotations.schema
-    check_model_fits_schema(model, schema, annotations.csv_path)
-    tasks = model_tasks(model, schema)
+    available = model_tasks(model, schema)
+    if tasks is not None:
+        unknown = sorted(set(tasks) - {t.name for t in available})
+        if unknown:
+            raise SchemaMismatchError(
+                f"The model predicts no task {', '.join(map(repr, unknown))} of the schema of "
+                f"{annotations.csv_path}. It predicts: {', '.join(t.name for t in available) or 'none'}"
+            )
+        available = [t for t in available if t.name in tasks]
+    check_model_fits_schema(model, schema, annotations.csv_path, available)
+    tasks = available
     splits = [s for s in EVAL_SPLITS if s in annotations.splits]
     problems = missing_split_problems(annotations, eval_splits_needed(annotations, tasks), "the evaluation needs")
     if problems:
@@ -258,14 +411,8 @@ def evaluate(model, annotations, *, batch_size=128, skip_bad_images=False):
         )
     outputs, labels, groups, cameras = {}, {}, {}, {}
     for s in splits:
-        outputs[s], keep = predict_split(model, annotations, s, batch_size, skip_bad_images)
+        outputs[s], keep = predict_split(model, annotations, s, batch_size, skip_bad_images, flip)
         labels[s] = {k: v[keep] for k, v in annotations.labels(s).items()}
         groups[s] = annotations.groups(s)[keep]
         cameras[s] = annotations.cameras(s)[keep]
     return evaluate_outputs(outputs, labels, schema, tasks, groups, cameras)
-
-
-def format_table(metrics_dict):
-    """Metrics as an aligned two-column text table."""
-    width = max(len(k) for k in metrics_dict)
-    return "\n".join(f"{k:<{width}}  {v:.4f}" for k, v in metrics_dict.items())

@@ -3,6 +3,15 @@
 from portrait_keras.metrics.classification import macro_f1, par_metrics
 from portrait_keras.metrics.long_tail import lts
 from portrait_keras.metrics.quotient import piq
-from portrait_keras.metrics.reid import evaluate_reid, evaluate_reid_reference
+from portrait_keras.metrics.reid import average_reid, evaluate_reid, evaluate_reid_reference, reid_query_scores
 
-__all__ = ["evaluate_reid", "evaluate_reid_reference", "lts", "macro_f1", "par_metrics", "piq"]
+__all__ = [
+    "average_reid",
+    "evaluate_reid",
+    "evaluate_reid_reference",
+    "lts",
+    "macro_f1",
+    "par_metrics",
+    "piq",
+    "reid_query_scores",
+]

@@ -76,10 +76,14 @@ def par_metrics(y_true, y_pred):
     """Pedestrian-attribute recognition metrics of binary attributes.
 
     Label-based: mean accuracy `mA`, the mean over attributes of
-    `(TP / P + TN / N) / 2` (PAR review, eqs. 1-2). Instance-based (eq. 3, as
-    in the HFE paper): `accuracy` `|Y ∩ Ŷ| / |Y ∪ Ŷ|`, `precision`
-    `|Y ∩ Ŷ| / |Ŷ|` and `recall` `|Y ∩ Ŷ| / |Y|`, each averaged over samples,
-    and `f1 = 2 P R / (P + R)` from the mean precision and recall. Every 0/0
+    `(TP / P + TN / N) / 2` (PAR review, eqs. 1-2). An attribute without a
+    positive or without a negative among the known rows has no such value and
+    is left out of the mean (as scikit-learn's balanced accuracy scores only the
+    classes present), rather than counted as `TN / N / 2` or `TP / P / 2`;
+    `mA` is NaN when no attribute has both. Instance-based (eq. 3, as in the
+    HFE paper): `accuracy` `|Y ∩ Ŷ| / |Y ∪ Ŷ|`, `precision` `|Y ∩ Ŷ| / |Ŷ|`
+    and `recall` `|Y ∩ Ŷ| / |Y|`, each averaged over samples, and
+    `f1 = 2 P R / (P + R)` from the mean precision and recall; there every 0/0
     counts as 0. Rows of `-1` in `y_true` are unknown and left out.
 
     Args:
@@ -87,11 +91,13 @@ def par_metrics(y_true, y_pred):
         y_pred: 0/1 array `[N, L]`. Predicted attributes.
 
     Returns:
-        dict with `mA`, `accuracy`, `precision`, `recall`, `f1` (floats in [0, 1]).
+        dict with `mA`, `accuracy`, `precision`, `recall`, `f1` (floats in [0, 1];
+        `mA` may be NaN).
 
     Example:
-    >>> par_metrics([[1, 0], [1, 1]], [[1, 1], [1, 1]])["accuracy"]
-    0.75
+    >>> result = par_metrics([[1, 1], [0, 1]], [[1, 0], [0, 1]])
+    >>> result["accuracy"], result["mA"]  # attribute 1 has no negative: left out of mA
+    (0.75, 1.0)
     """
     y_true, y_pred = _known_rows(y_true, y_pred)
     if y_true.ndim != 2:
@@ -99,7 +105,10 @@ def par_metrics(y_true, y_pred):
     tp = np.sum(y_true & y_pred, axis=0)
     tn = np.sum(~y_true & ~y_pred, axis=0)
     positives = y_true.sum(0)
-    mean_accuracy = np.mean((_divide(tp, positives) + _divide(tn, len(y_true) - positives)) / 2)
+    negatives = len(y_true) - positives
+    defined = (positives > 0) & (negatives > 0)
+    per_attribute = (_divide(tp, positives) + _divide(tn, negatives)) / 2
+    mean_accuracy = np.mean(per_attribute[defined]) if defined.any() else np.nan
     intersection = np.sum(y_true & y_pred, axis=1)
     union = np.sum(y_true | y_pred, axis=1)
     precision = np.mean(_divide(intersection, y_pred.sum(1)))

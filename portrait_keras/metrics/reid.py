@@ -1,4 +1,8 @@
-"""Re-identification metrics: (Macro) mAP and (Macro) CMC, paper §4.3.
+"""Re-identification metrics: (Macro) mAP, (Macro) CMC and mINP, paper §4.3.
+
+`evaluate_reid` gives one set of averages; `reid_query_scores` ranks once and gives each
+query's AP, first-positive rank and INP, which `average_reid` averages per query (the
+Market-1501 protocol) or per identity (the paper's Macro), so both come from one ranking.
 
 Retrieval ranks the gallery by cosine distance to each query (features are
 L2-normalised, so the ranking is by decreasing float32 dot product). The
@@ -13,6 +17,7 @@ import contextlib
 import functools
 import os
 from concurrent import futures
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +29,23 @@ _BLOCK_BYTES = 64 << 20
 _FULL_SORT_FRACTION = 0.7
 # Threads ranking the rows of a chunk (at most one per CPU).
 _MAX_THREADS = 8
+
+
+class ReidQueryScores(NamedTuple):
+    """Per-query retrieval scores of the queries that have a positive (`reid_query_scores`).
+
+    Attributes:
+        ids: int64 `[n]`. The identity of each query.
+        ap: float64 `[n]`. Average precision.
+        first_rank: int64 `[n]`. 1-based rank of the best-ranked positive (CMC).
+        inp: float64 `[n]`. Inverse negative penalty: the number of positives over the
+            1-based rank of the worst-ranked (hardest) positive (Ye et al. 2021, §4).
+    """
+
+    ids: np.ndarray
+    ap: np.ndarray
+    first_rank: np.ndarray
+    inp: np.ndarray
 
 
 def evaluate_reid(
@@ -40,7 +62,7 @@ def evaluate_reid(
     max_rank=10,
     chunk_size=None,
 ):
-    """Mean average precision and CMC of gallery retrieval.
+    """Mean average precision, CMC and mINP of gallery retrieval.
 
     Each query ranks the gallery by cosine distance. A gallery image is a
     positive of a query when it has the query's id; images with id `-1`
@@ -53,10 +75,14 @@ def evaluate_reid(
       (paper §4.3; group `-1` means no group).
 
     Queries left without any positive are skipped (as torchreid does). With
-    `macro=True`, AP and CMC are averaged over the queries of each id first and
-    then over ids: the paper's Macro mAP and Macro CMC (§4.3), whose rank-1 and
-    mAP enter PIQ (eq. 2). With `macro=False` they are averaged over queries,
-    which equals torchreid's `eval_market1501`.
+    `macro=True`, AP, CMC and INP are averaged over the queries of each id first
+    and then over ids: the paper's Macro mAP and Macro CMC (§4.3), whose rank-1
+    and mAP enter PIQ (eq. 2). With `macro=False` they are averaged over queries,
+    which equals torchreid's `eval_market1501` (mAP, CMC) and fast-reid's
+    `evaluate_rank` (mINP). The INP of a query is `|positives| / R_hard`, with
+    `R_hard` the rank of its hardest positive (Ye et al., "Deep Learning for Person
+    Re-identification: A Survey and Outlook", TPAMI 2021, §4); ignored images are
+    removed before ranks are counted, as for AP.
 
     Ties: gallery items are ordered by decreasing float32 similarity, and items
     with equal similarity by increasing gallery index, i.e. the order of a
@@ -83,7 +109,7 @@ def evaluate_reid(
             similarities within ~1e-7 of each other may swap ranks.
 
     Returns:
-        dict with `mAP` and `rank1` ... `rank{max_rank}` as fractions in
+        dict with `mAP`, `rank1` ... `rank{max_rank}` and `mINP` as fractions in
         [0, 1], `num_queries` (queries with a positive) and `num_ids` (their
         distinct ids).
 
@@ -93,6 +119,49 @@ def evaluate_reid(
     >>> result = evaluate_reid(gallery[:2] + 0.01, gallery, [0, 1], [0, 1, 2, 0, 1, 2])
     >>> result["rank1"], result["num_queries"]
     (1.0, 2)
+    """
+    _check_max_rank(max_rank)
+    scores = reid_query_scores(
+        query_features,
+        gallery_features,
+        query_ids,
+        gallery_ids,
+        query_groups=query_groups,
+        gallery_groups=gallery_groups,
+        query_cams=query_cams,
+        gallery_cams=gallery_cams,
+        chunk_size=chunk_size,
+    )
+    return average_reid(scores, macro=macro, max_rank=max_rank)
+
+
+def reid_query_scores(
+    query_features,
+    gallery_features,
+    query_ids,
+    gallery_ids,
+    *,
+    query_groups=None,
+    gallery_groups=None,
+    query_cams=None,
+    gallery_cams=None,
+    chunk_size=None,
+):
+    """Ranks the gallery for every query: AP, first-positive rank and INP per query.
+
+    Args: as `evaluate_reid` (without `macro` and `max_rank`).
+
+    Returns: `ReidQueryScores` of the queries with a positive, in query order.
+
+    Raises: ValueError when no query has a positive (the metrics are undefined).
+
+    Example:
+    >>> gallery = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8]])
+    >>> scores = reid_query_scores([[1.0, 0.0]], gallery, [7], [7, 0, 7])
+    >>> scores.first_rank.tolist(), scores.inp.tolist()  # positives at ranks 1 and 3
+    ([1], [0.6666666666666666])
+    >>> average_reid(scores, macro=False, max_rank=1)["mINP"]
+    0.6666666666666666
     """
     query_features = unit_rows(query_features, "query_features")
     gallery_features = unit_rows(gallery_features, "gallery_features")
@@ -106,8 +175,6 @@ def evaluate_reid(
     gallery_ids = _labels(gallery_ids, num_gallery, "gallery_ids")
     query_groups, gallery_groups = _pair(query_groups, gallery_groups, num_query, num_gallery, "groups")
     query_cams, gallery_cams = _pair(query_cams, gallery_cams, num_query, num_gallery, "cams")
-    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
-        raise ValueError(f"max_rank must be a positive int. Received: max_rank={max_rank!r}")
     if chunk_size is None:
         chunk_size = max(1, _BLOCK_BYTES // (4 * num_gallery))
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
@@ -117,6 +184,7 @@ def evaluate_reid(
     by_group = _Index(gallery_groups) if gallery_groups is not None else None
 
     ap = np.zeros(num_query)
+    inp = np.zeros(num_query)
     first = np.zeros(num_query, np.int64)  # 1-based rank of the best positive, 0 = skipped
     block = np.empty((min(chunk_size, num_query), num_gallery), np.float32)
     workers = min(os.cpu_count() or 1, _MAX_THREADS, chunk_size)
@@ -125,7 +193,7 @@ def evaluate_reid(
             stop = min(start + chunk_size, num_query)
             sims = block[: stop - start]
             np.matmul(query_features[start:stop], gallery_features.T, out=sims)
-            ap[start:stop], first[start:stop] = _rank_chunk(
+            ap[start:stop], first[start:stop], inp[start:stop] = _rank_chunk(
                 sims,
                 query_ids[start:stop],
                 by_id,
@@ -144,22 +212,42 @@ def evaluate_reid(
             "No query has a positive in the gallery, so mAP and CMC are undefined. "
             f"Received: {num_query} queries, {num_gallery} gallery images"
         )
+    return ReidQueryScores(query_ids[valid], ap[valid], first[valid], inp[valid])
+
+
+def average_reid(scores, *, macro=True, max_rank=10):
+    """mAP, CMC and mINP from per-query scores, averaged over queries or per identity first.
+
+    Args:
+        scores: `ReidQueryScores` (`reid_query_scores`).
+        macro: bool. Average per id first (the paper's Macro). Defaults to `True`.
+        max_rank: int. Largest CMC rank reported. Defaults to `10`.
+
+    Returns: dict as `evaluate_reid`.
+    """
+    _check_max_rank(max_rank)
     ranks = np.arange(1, max_rank + 1)
-    cmc = first[valid, None] <= ranks  # [valid queries, max_rank]
-    ids, inverse = np.unique(query_ids[valid], return_inverse=True)
+    cmc = scores.first_rank[:, None] <= ranks  # [queries, max_rank]
+    ids, inverse = np.unique(scores.ids, return_inverse=True)
     if macro:
         per_id = np.bincount(inverse, minlength=len(ids))
-        mean_ap = np.mean(np.bincount(inverse, weights=ap[valid]) / per_id)
-        cmc_curve = np.stack([np.bincount(inverse, weights=c) for c in cmc.T], 1) / per_id[:, None]
-        cmc_curve = cmc_curve.mean(0)
+
+        def average(values):
+            return np.mean(np.bincount(inverse, weights=values, minlength=len(ids)) / per_id)
+
     else:
-        mean_ap = ap[valid].mean()
-        cmc_curve = cmc.mean(0)
-    result = {"mAP": float(mean_ap)}
-    result.update({f"rank{k}": float(v) for k, v in zip(ranks, cmc_curve)})
-    result["num_queries"] = int(valid.sum())
+        average = np.mean
+    result = {"mAP": float(average(scores.ap))}
+    result.update({f"rank{k}": float(average(c)) for k, c in zip(ranks, cmc.T)})
+    result["mINP"] = float(average(scores.inp))
+    result["num_queries"] = len(scores.ids)
     result["num_ids"] = len(ids)
     return result
+
+
+def _check_max_rank(max_rank):
+    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
+        raise ValueError(f"max_rank must be a positive int. Received: max_rank={max_rank!r}")
 
 
 class _Index:
@@ -206,7 +294,7 @@ def evaluate_reid_reference(
     q_groups, g_groups = _pair(query_groups, gallery_groups, len(q), len(g), "groups")
     q_cams, g_cams = _pair(query_cams, gallery_cams, len(q), len(g), "cams")
     order = np.argsort(-(q @ g.T), axis=1, kind="stable")
-    aps, cmcs, ids = [], [], []
+    aps, cmcs, inps, ids = [], [], [], []
     for i, o in enumerate(order):
         removed = np.zeros(len(o), bool)
         if q_groups is not None:
@@ -219,15 +307,19 @@ def evaluate_reid_reference(
         hits = np.cumsum(matches)
         aps.append(np.mean((hits / np.arange(1, len(hits) + 1))[matches]))
         cmcs.append(np.minimum(np.pad(hits, (0, max(0, max_rank - len(hits))), mode="edge")[:max_rank], 1))
+        hardest = np.flatnonzero(matches)[-1] + 1  # rank of the last positive
+        inps.append(matches.sum() / hardest)
         ids.append(q_ids[i])
     if not aps:
         raise ValueError("No query has a positive in the gallery, so mAP and CMC are undefined.")
-    aps, cmcs, ids = np.array(aps), np.array(cmcs, np.float64), np.array(ids)
+    aps, cmcs, inps, ids = np.array(aps), np.array(cmcs, np.float64), np.array(inps), np.array(ids)
     if macro:
         aps = np.array([aps[ids == i].mean() for i in np.unique(ids)])
         cmcs = np.array([cmcs[ids == i].mean(0) for i in np.unique(ids)])
+        inps = np.array([inps[ids == i].mean() for i in np.unique(ids)])
     result = {"mAP": float(aps.mean())}
     result.update({f"rank{r}": float(cmcs[:, r - 1].mean()) for r in range(1, max_rank + 1)})
+    result["mINP"] = float(inps.mean())
     result.update(num_queries=len(ids), num_ids=len(np.unique(ids)))
     return result
 
@@ -235,11 +327,12 @@ def evaluate_reid_reference(
 def _rank_chunk(
     sims, query_ids, by_id, query_groups, gallery_groups, by_group, query_cams, gallery_cams, executor, workers
 ):
-    """AP and 1-based rank of the first positive of each query of a chunk.
+    """AP, 1-based rank of the first positive and INP of each query of a chunk.
 
     `sims` is the float32 similarity block `[B, G]`; the rows are ranked by the
-    `workers` threads of `executor` (inline when it is None). Returns float64 AP `[B]` and
-    int64 first-positive rank `[B]` (0 for a query without positives).
+    `workers` threads of `executor` (inline when it is None). Returns float64 AP `[B]`,
+    int64 first-positive rank `[B]` (0 for a query without positives) and float64 INP `[B]`
+    (positives over the rank of the last one; 0 without positives).
     """
     rows, cols = by_id.expand(query_ids)
     ignored = np.zeros(len(rows), bool)
@@ -291,9 +384,11 @@ def _rank_chunk(
     counts = np.diff(bounds)
     ap = np.bincount(rows, weights=hits / rank, minlength=num_rows) / np.maximum(counts, 1)
     first = np.zeros(num_rows, np.int64)
+    inp = np.zeros(num_rows)
     has = counts > 0
     first[has] = rank[bounds[:-1][has]]
-    return ap, first
+    inp[has] = counts[has] / rank[bounds[1:][has] - 1]
+    return ap, first, inp
 
 
 def _rank_rows(rows, sims, target, cols, bounds, ignored_rows, ignored_cols, sorted_target, above):

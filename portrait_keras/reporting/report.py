@@ -9,12 +9,16 @@
 - `confusion_<task>.png`: for each single-label task, the confusion matrix on the test split
   (query + gallery, images whose label is known), from the run's `model.keras`;
 
-and writes `report.md` and `report.html` showing them (images by relative path) with the final
-metrics table. A figure whose data the run lacks is left out, and the page says why.
+and writes `report.md` (images by relative path) and `report.html` (images embedded as base64
+`data:` URIs, so the page shows its figures wherever it is copied) with the final metrics grouped
+as `portrait-keras evaluate` prints them (`evaluation.tables`): PIQ, the paper's Macro re-id, the
+Market-1501 re-id and mINP, Macro F1, the attribute metrics per task. A figure whose data the run
+lacks is left out, and the page says why.
 
 Command line: `python -m portrait_keras report RUN_DIR [--data CSV]`.
 """
 
+import base64
 import html
 import json
 import os
@@ -22,12 +26,12 @@ import os
 import numpy as np
 
 from portrait_keras.errors import InputError
+from portrait_keras.evaluation.tables import format_value, metric_sections
 from portrait_keras.reporting import plots
 from portrait_keras.schema import SINGLE, Schema
 
 REPORT_FOLDER = "report"
 FIGURE_PREFIXES = ("curves_", "f1_bars", "confusion_")
-HEADLINE = ("piq", "reid", "appearance", "posture", "emotion")
 
 
 def confusion_counts(y_true, y_pred, num_classes):
@@ -73,12 +77,6 @@ def confusion_matrices(model, annotations, batch_size=128, skip_bad_images=False
 def _read_json(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def ordered_metrics(metrics):
-    """`(name, value)` pairs: PIQ and its aspects first, then the rest in their file order."""
-    head = [k for k in HEADLINE if k in metrics]
-    return [(k, metrics[k]) for k in head] + [(k, v) for k, v in metrics.items() if k not in head]
 
 
 def _load_model(run_dir):
@@ -153,15 +151,18 @@ def _summary(config):
 def _markdown(title, summary, metrics, sections, notes):
     lines = [f"# {title}", ""]
     lines += [f"- **{k}**: {v}" for k, v in summary]
-    lines += ["", "## Final metrics", ""]
+    lines += ["", "## Final metrics"]
     if metrics:
-        lines += ["| metric | value |", "|---|---:|"] + [f"| {k} | {v:.4f} |" for k, v in metrics]
+        for table in metric_sections(metrics):
+            lines += ["", f"### {table.title}", ""]
+            lines += ["| " + " | ".join(table.header) + " |", "|---|" + "---:|" * (len(table.header) - 1)]
+            lines += [f"| {row[0]} | " + " | ".join(map(format_value, row[1:])) + " |" for row in table.rows]
     else:
-        lines.append("No metrics.json in the run folder.")
+        lines += ["", "No metrics.json in the run folder."]
     for heading, figures in sections:
         if figures:
             lines += ["", f"## {heading}"]
-            for t, name in figures:
+            for t, name, _ in figures:
                 lines += ["", f"![{t}]({name})"]
     if notes:
         lines += ["", "## Not drawn", ""] + [f"- {n}" for n in notes]
@@ -175,7 +176,7 @@ def _html(title, summary, metrics, sections, notes):
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{e(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:1040px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
+        "table{border-collapse:collapse;margin-bottom:1em}td,th{border:1px solid #ccc;padding:2px 8px}"
         "td.v{text-align:right;font-family:monospace}img{max-width:100%;display:block;margin:1em 0}</style>",
         "</head><body>",
         f"<h1>{e(title)}</h1>",
@@ -184,18 +185,27 @@ def _html(title, summary, metrics, sections, notes):
         parts.append("<ul>" + "".join(f"<li><b>{e(str(k))}</b>: {e(str(v))}</li>" for k, v in summary) + "</ul>")
     parts.append("<h2>Final metrics</h2>")
     if metrics:
-        rows = "".join(f'<tr><td>{e(k)}</td><td class="v">{v:.4f}</td></tr>' for k, v in metrics)
-        parts.append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
+        for table in metric_sections(metrics):
+            head = "".join(f"<th>{e(h)}</th>" for h in table.header)
+            cells = ["".join(f'<td class="v">{format_value(v)}</td>' for v in row[1:]) for row in table.rows]
+            rows = "".join(f"<tr><td>{e(row[0])}</td>{c}</tr>" for row, c in zip(table.rows, cells))
+            parts.append(f"<h3>{e(table.title)}</h3><table><tr>{head}</tr>{rows}</table>")
     else:
         parts.append("<p>No metrics.json in the run folder.</p>")
     for heading, figures in sections:
         if figures:
             parts.append(f"<h2>{e(heading)}</h2>")
-            parts += [f'<img src="{e(name)}" alt="{e(t)}">' for t, name in figures]
+            parts += [f'<img src="{data_uri(path)}" alt="{e(t)}">' for t, _, path in figures]
     if notes:
         parts.append("<h2>Not drawn</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def data_uri(png_path):
+    """The PNG file at `png_path` as a `data:image/png;base64,...` URI (the HTML page carries it)."""
+    with open(png_path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
 
 
 def write_report(run_dir, annotations=None, *, model=None, batch_size=128, skip_bad_images=None):
@@ -268,16 +278,16 @@ def write_report(run_dir, annotations=None, *, model=None, batch_size=128, skip_
                 notes.append(f"{title}: the run has no data for it ({name}).")
                 continue
             written.append(plots.save(figure, os.path.join(out, name)))
-            kept.append((title, name))
+            kept.append((title, name, written[-1]))
         sections.append((heading, kept))
 
     title = f"Run report: {config.get('name') or os.path.basename(os.path.abspath(run_dir))}"
-    table = [(k, float(v)) for k, v in ordered_metrics(metrics)]
+    metrics = {k: float(v) for k, v in metrics.items()}
     summary = _summary(config)
     md_path = os.path.join(out, "report.md")
     html_path = os.path.join(out, "report.html")
     with open(md_path, "w", encoding="utf-8") as f:
-        f.write(_markdown(title, summary, table, sections, notes))
+        f.write(_markdown(title, summary, metrics, sections, notes))
     with open(html_path, "w", encoding="utf-8") as f:
-        f.write(_html(title, summary, table, sections, notes))
+        f.write(_html(title, summary, metrics, sections, notes))
     return {"markdown": md_path, "html": html_path, "figures": written}

@@ -171,12 +171,15 @@ class Predictor:
     def __repr__(self):
         return f"Predictor({self.path!r}, kind={self.kind!r}, image_size={self.image_size})"
 
-    def predict(self, images, batch_size=32):
+    def predict(self, images, batch_size=32, flip=False):
         """Probabilities and embedding of a batch of images.
 
         Args:
             images: uint8 `[N, H, W, 3]` at `image_size` (`read_images`).
             batch_size: int. Images per forward pass. Defaults to `32`.
+            flip: bool. Test-time flip: run each image and its horizontal mirror and average
+                the probabilities and the embeddings (the BNNeck features, before any L2
+                normalisation), as `evaluation.evaluate(flip=True)` does. Defaults to `False`.
 
         Returns:
             dict of float32 numpy arrays: `"<task>"` `[N, C]` class probabilities (softmax;
@@ -193,7 +196,11 @@ class Predictor:
         parts = [self._predict_batch(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
         if not parts:
             return {k: np.zeros((0, 0), np.float32) for k in keys}
-        return {k: np.concatenate([p[k] for p in parts]).astype(np.float32) for k in keys}
+        result = {k: np.concatenate([p[k] for p in parts]).astype(np.float32) for k in keys}
+        if flip:
+            mirrored = self.predict(np.ascontiguousarray(images[:, :, ::-1]), batch_size)
+            result = {k: (v + mirrored[k]) / 2 for k, v in result.items()}
+        return result
 
     def _predict_batch(self, images):
         if self.kind == SAVED_MODEL:

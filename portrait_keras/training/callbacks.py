@@ -21,8 +21,9 @@ from portrait_keras.evaluation.evaluator import evaluate
 class PIQCallback(keras.callbacks.Callback):
     """Evaluates re-id, per-task Macro F1 and PIQ (eq. 2) every `every` epochs.
 
-    Writes `piq`, `reid_mAP`, `reid_rank1`, `reid_rank5`, `reid_rank10`, `f1_<task>` and the
-    aspect scores into `logs` and prints one summary line.
+    Writes every metric of `evaluate` into `logs` (`piq` and the aspect scores, `reid_mAP`,
+    `reid_rank1` ..., `f1_<task>`, the micro re-id, mINP and PAR metrics) and prints one summary
+    line.
 
     Args:
         annotations: `portrait_keras.data.Annotations` with query and gallery splits.
