@@ -3,5 +3,6 @@
 predictor.py   load_predictor(path): a run folder, `.keras` file or SavedModel → Predictor
 interpret.py   describe / interpret / format_description of images by aspect
 search.py      gallery embeddings (cached) and the nearest images to a query
+text_search.py CLIP: images ranked for a text (rank_by_text, embed_images)
 export.py      the uint8 `serve` SavedModel endpoint and the safe `.keras` loader
 """
