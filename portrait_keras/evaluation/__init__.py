@@ -2,10 +2,12 @@
 
     evaluator.py   evaluate(model, annotations): Macro mAP/CMC, Macro F1, PIQ; schema checks
     baselines.py   the pixel / majority baseline every score should beat
+    zero_shot.py   zero_shot_evaluate(clip_model, tokenizer, annotations): CLIP's zero-shot row
 
-`evaluate` needs no TensorFlow until it runs.
+`evaluate` and `zero_shot_evaluate` need no TensorFlow until they run.
 """
 
 from portrait_keras.evaluation.evaluator import SchemaMismatchError, evaluate, format_table
+from portrait_keras.evaluation.zero_shot import zero_shot_evaluate
 
-__all__ = ["SchemaMismatchError", "evaluate", "format_table"]
+__all__ = ["SchemaMismatchError", "evaluate", "format_table", "zero_shot_evaluate"]
