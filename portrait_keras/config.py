@@ -20,12 +20,12 @@ from typing import Literal, Optional, Union
 # (`models.backbones.BACKBONES`, `models.portrait_model.LAYOUTS`, `data.samplers.SAMPLERS`,
 # `training.trainer.METRIC_LOSSES` / `MULTITASK`; a test keeps them equal), so that a bad value
 # is refused before TensorFlow starts.
-Backbone = Literal["hrnet_w32", "hrnet", "resnet50", "tiny"]
+Backbone = Literal["hrnet_w32", "hrnet", "resnet50", "tiny", "vit_b16", "vit_tiny"]
 Head = Literal["fss", "sim_mtl", "single_task"]
 Sampler = Literal["random", "pk", "shuffle"]
 Metric = Literal["none", "triplet", "batch_rank", "hfe"]
 Multitask = Literal["average", "uncertainty"]
-Preprocessing = Literal["auto", "imagenet", "caffe"]
+Preprocessing = Literal["auto", "imagenet", "caffe", "clip"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,18 +69,22 @@ class ModelConfig:
     """Backbone and head.
 
     Args:
-        backbone: str. `"hrnet_w32"` (the paper's), `"resnet50"` or `"tiny"`.
+        backbone: str. `"hrnet_w32"` (the paper's), `"resnet50"`, `"tiny"`, `"vit_b16"` (CLIP
+            ViT-B/16's image tower, §6.2–6.3) or `"vit_tiny"` (its miniature).
         head: str. `"fss"` (Feature Space Split), `"sim_mtl"` or `"single_task"`.
         tasks: tuple of str or None. Tasks the model learns; None = every task of the schema.
         backbone_weights: str or None. Path to saved backbone weights (`.weights.h5`); for
-            `resnet50` also `"imagenet"`, Keras' own ImageNet file where Keras caches it.
-        backbone_kwargs: dict. Extra backbone arguments, e.g. `{"last_stride": 1}`.
+            `resnet50` also `"imagenet"`, Keras' own ImageNet file where Keras caches it; for
+            `vit_b16` also a converted CLIP ViT-B-16 `.weights.h5` (`convert_clip`).
+        backbone_kwargs: dict. Extra backbone arguments, e.g. `{"last_stride": 1}`, or
+            `{"patch_stride": 12}` for `vit_b16`'s overlapping patches.
         init_from: str or None. Fine-tuning: a run folder or `.keras` file whose weights
             start this run wherever a weight of the same name and shape exists (the id
             classifier of other data keeps its fresh start). A resumed run's state wins.
         preprocessing: str. The model's in-graph normalisation: `"imagenet"` (mean/std RGB),
-            `"caffe"` (BGR minus the mean pixel) or `"auto"` (caffe for `resnet50` with
-            `backbone_weights="imagenet"`, else imagenet). Defaults to `"auto"`.
+            `"caffe"` (BGR minus the mean pixel), `"clip"` (CLIP's mean/std) or `"auto"` (clip
+            for the `vit_*` backbones, caffe for `resnet50` with `backbone_weights="imagenet"`,
+            else imagenet). Defaults to `"auto"`.
     """
 
     backbone: Backbone = "hrnet_w32"
@@ -232,6 +236,8 @@ def model_preprocessing(model):
     """The `PortraitModel` preprocessing of a `ModelConfig` (`"auto"` resolved)."""
     if model.preprocessing != "auto":
         return model.preprocessing
+    if model.backbone.startswith("vit"):
+        return "clip"  # CLIP's towers were trained on CLIP-normalised RGB
     return "caffe" if model.backbone == "resnet50" and model.backbone_weights == "imagenet" else "imagenet"
 
 

@@ -25,6 +25,8 @@ def _images(shape, n=2, seed=0):
         ("tiny", {}, 256),
         ("tiny", {"widths": (8, 16)}, 16),
         ("resnet50", {}, 2048),
+        ("vit_tiny", {}, 32),
+        ("vit_tiny", {"patch_stride": 4}, 32),
     ],
 )
 def test_every_backbone_maps_images_to_a_pooled_vector(name, kwargs, dim):
@@ -41,7 +43,7 @@ def test_narrow_hrnet_maps_images_to_a_pooled_vector(narrow_hrnet):
 
 
 def test_the_registry_is_a_plain_dict_and_unknown_names_list_the_known_ones():
-    assert set(BACKBONES) == {"hrnet", "hrnet_w32", "resnet50", "tiny"}
+    assert set(BACKBONES) == {"hrnet", "hrnet_w32", "resnet50", "tiny", "vit_b16", "vit_tiny"}
     with pytest.raises(ValueError, match="hrnet_w32, resnet50, tiny.*Received: name='vgg'"):
         build_backbone("vgg")
 

@@ -208,9 +208,11 @@ def main(argv=None):
         return 2
     if args.overwrite and os.path.isdir(os.path.join(run_dir, "backup")):
         shutil.rmtree(os.path.join(run_dir, "backup"))  # start over: the old state must not be resumed
-    if config.model.backbone in ("hrnet_w32", "resnet50") and not config.model.backbone_weights:
+    pretrained = {"hrnet_w32": "the paper starts from ImageNet", "resnet50": "the paper starts from ImageNet"}
+    pretrained["vit_b16"] = "CLIP-ReID starts from CLIP's; convert them with convert_clip"
+    if config.model.backbone in pretrained and not config.model.backbone_weights:
         print(
-            f"note: {config.model.backbone} starts from random weights (the paper starts from ImageNet; "
+            f"note: {config.model.backbone} starts from random weights ({pretrained[config.model.backbone]}; "
             f"see model.backbone_weights in the README).",
             file=sys.stderr,
         )

@@ -174,6 +174,73 @@ def read_merges(path, num_merges=NUM_MERGES):
     return merges
 
 
+def learn_merges(texts, num_merges=None):
+    """BPE merges learned from `texts` (Sennrich et al. 2016), for a small vocabulary of one's own.
+
+    The pieces of every text (`clean_text`, `split_words`) as byte symbols with `</w>` on the
+    last, as `ClipTokenizer.bpe` starts; then repeatedly the most frequent adjacent pair over all
+    pieces (counted once per occurrence, ties broken by the pair's text) becomes a merge and is
+    applied everywhere, until every piece is one token or `num_merges` are learned. So a toy text
+    tower reads the words of its captions as single tokens (`write_vocabulary`).
+
+    Args:
+        texts: iterable of str.
+        num_merges: int or None. At most this many merges. Defaults to `None` (until every
+            piece is one token).
+
+    Returns:
+        list of (str, str), best first.
+
+    Example:
+    >>> learn_merges(["a tall man", "a tall woman"])[:3]  # each pair twice; ties by their text
+    [('a', 'l'), ('a', 'n</w>'), ('al', 'l</w>')]
+    """
+    symbols = byte_symbols()
+    counts = {}
+    for text in texts:
+        for piece in split_words(clean_text(text)):
+            if piece not in (START_OF_TEXT, END_OF_TEXT):
+                counts[piece] = counts.get(piece, 0) + 1
+    words = []
+    for piece, count in sorted(counts.items()):
+        word = [symbols[b] for b in piece.encode("utf-8")]
+        word[-1] += END_OF_WORD
+        words.append((word, count))
+    merges = []
+    while num_merges is None or len(merges) < num_merges:
+        pairs = {}
+        for word, count in words:
+            for pair in zip(word, word[1:]):
+                pairs[pair] = pairs.get(pair, 0) + count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        for word, _ in words:
+            i = 0
+            while i < len(word) - 1:
+                if (word[i], word[i + 1]) == best:
+                    word[i : i + 2] = [word[i] + word[i + 1]]
+                i += 1
+    return merges
+
+
+def write_vocabulary(path, merges):
+    """Write `merges` as a vocabulary file `ClipTokenizer` reads (gzip UTF-8, header line first).
+
+    Args:
+        path: str. Output file, e.g. `toy_vocab.txt.gz`.
+        merges: sequence of (str, str). E.g. `learn_merges(captions)`.
+
+    Returns:
+        str. `path`.
+    """
+    path = os.fspath(path)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("\n".join(["#version: 0.2", *(f"{a} {b}" for a, b in merges)]) + "\n")
+    return path
+
+
 class ClipTokenizer:
     """CLIP's BPE tokenizer (OpenAI CLIP `SimpleTokenizer`, open_clip `SimpleTokenizer`).
 

@@ -15,6 +15,7 @@ from portrait_keras.losses.classification import (
     masked_multilabel_bce,
     masked_sparse_ce,
 )
+from portrait_keras.losses.contrastive import ClipContrastiveLoss, clip_contrastive_loss
 from portrait_keras.losses.hfe import hfe_loss, hfe_terms, hfe_weight
 from portrait_keras.losses.triplet import BatchHardTripletLoss, batch_hard_triplet_loss
 from portrait_keras.losses.uncertainty import UncertaintyWeighting, average_losses, task_loss
@@ -22,12 +23,14 @@ from portrait_keras.losses.uncertainty import UncertaintyWeighting, average_loss
 __all__ = [
     "BatchHardTripletLoss",
     "BatchRankLoss",
+    "ClipContrastiveLoss",
     "MaskedBinaryCrossentropy",
     "MaskedSparseCategoricalCrossentropy",
     "UncertaintyWeighting",
     "average_losses",
     "batch_hard_triplet_loss",
     "batch_rank_loss",
+    "clip_contrastive_loss",
     "has_labels",
     "hfe_loss",
     "hfe_terms",

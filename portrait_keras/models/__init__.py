@@ -28,6 +28,7 @@ from portrait_keras.models.subspaces import (
     single_task_layout,
 )
 from portrait_keras.models.tiny import tiny
+from portrait_keras.models.vit import vit, vit_b16, vit_flops, vit_tiny
 
 __all__ = [
     "BACKBONES",
@@ -55,4 +56,8 @@ __all__ = [
     "single_task_layout",
     "task_head",
     "tiny",
+    "vit",
+    "vit_b16",
+    "vit_flops",
+    "vit_tiny",
 ]

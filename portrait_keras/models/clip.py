@@ -404,6 +404,7 @@ def clip_image_encoder(
     *,
     image_size=224,
     patch_size=32,
+    patch_stride=None,
     width=768,
     layers=12,
     heads=12,
@@ -415,50 +416,74 @@ def clip_image_encoder(
 
     Paper reference: §6.3 (CLIP ViT-B/16); Dosovitskiy et al. 2021 for the ViT.
 
+    With `patch_stride` below `patch_size` the patch embedding takes overlapping windows
+    (TransReID's "overlapping patches", He et al. 2021): the grid is
+    `((H − patch_size) // patch_stride + 1, (W − patch_size) // patch_stride + 1)`, e.g. 21×10
+    for 256×128 at stride 12 with 16-pixel patches (pixels past the last window are not read, as
+    in TransReID), and the position embedding is resized to it. The conv kernel is the same, so
+    CLIP's weights load whatever the stride.
+
     Args:
-        input_shape: tuple of int or None. `(height, width, 3)` of the inputs, multiples of
-            `patch_size`. Defaults to `None` (`(image_size, image_size, 3)`).
+        input_shape: tuple of int or None. `(height, width, 3)` of the inputs; multiples of
+            `patch_size` when `patch_stride == patch_size`, else at least `patch_size`.
+            Defaults to `None` (`(image_size, image_size, 3)`).
         image_size: int or (int, int). Image size of the weights (sets the position embedding's
-            grid). Defaults to `224`.
+            grid, at stride `patch_size`). Defaults to `224`.
         patch_size: int. Patch side (32 for ViT-B/32). Defaults to `32`.
+        patch_stride: int or None. Step between patches; `None` is `patch_size` (CLIP's
+            non-overlapping patches). Defaults to `None`.
         width: int. Token width. Defaults to `768`.
         layers: int. Residual attention blocks. Defaults to `12`.
         heads: int. Attention heads; must divide `width`. Defaults to `12`.
-        output_dim: int. Size of the joint embedding. Defaults to `512`.
+        output_dim: int or None. Size of the joint embedding; `None` leaves out the projection
+            `proj`, so the output is the class token after `ln_post` `[B, width]` (the feature
+            CLIP-ReID and the `vit_b16` backbone use). Defaults to `512`.
         quick_gelu: bool. QuickGELU (OpenAI's weights) instead of GELU. Defaults to `False`.
         name: str. Model name. Defaults to `"image_encoder"`.
 
     Returns:
-        `keras.Model` from images `[B, H, W, 3]` (CLIP-normalised) to `[B, output_dim]`.
+        `keras.Model` from images `[B, H, W, 3]` (CLIP-normalised) to `[B, output_dim]`
+        (`[B, width]` without the projection).
 
     Example:
     >>> encoder = clip_image_encoder((64, 32, 3), image_size=32, patch_size=16, width=16, layers=1,
     ...                              heads=2, output_dim=8)
     >>> encoder.output_shape, tuple(encoder.get_layer("embeddings").position_embedding.shape)
     ((None, 8), (5, 16))
+    >>> overlapping = clip_image_encoder((256, 128, 3), image_size=32, patch_size=16, patch_stride=12,
+    ...                                  width=16, layers=1, heads=2, output_dim=None)
+    >>> overlapping.get_layer("conv1").output.shape, overlapping.output_shape
+    ((None, 21, 10, 16), (None, 16))
     """
     image_size = _pair(image_size, "image_size")
-    _check_positive_int(patch_size=patch_size, width=width, layers=layers, heads=heads, output_dim=output_dim)
+    patch_stride = patch_size if patch_stride is None else patch_stride
+    _check_positive_int(patch_size=patch_size, patch_stride=patch_stride, width=width, layers=layers, heads=heads)
+    if output_dim is not None:
+        _check_positive_int(output_dim=output_dim)
     input_shape = (*image_size, 3) if input_shape is None else tuple(input_shape)
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise ValueError(f"input_shape must be (height, width, 3). Received: input_shape={input_shape}")
-    for arg, size in (("image_size", image_size), ("input_shape", input_shape[:2])):
+    sizes = (("image_size", image_size), ("input_shape", input_shape[:2]))
+    for arg, size in sizes if patch_stride == patch_size else sizes[:1]:
         if size[0] % patch_size or size[1] % patch_size:
             raise ValueError(f"{arg} must be a multiple of patch_size={patch_size}. Received: {arg}={size}")
+    if min(input_shape[:2]) < patch_size:
+        raise ValueError(f"input_shape must be at least patch_size={patch_size}. Received: input_shape={input_shape}")
     if width % heads:
         raise ValueError(f"heads must divide width. Received: width={width}, heads={heads}")
     grid = (image_size[0] // patch_size, image_size[1] // patch_size)
 
     images = keras.Input(input_shape, name="images")
-    x = keras.layers.Conv2D(width, patch_size, strides=patch_size, use_bias=False, name="conv1")(images)
+    x = keras.layers.Conv2D(width, patch_size, strides=patch_stride, use_bias=False, name="conv1")(images)
     x = ClassTokenPositionEmbedding(grid, name="embeddings")(x)
     x = keras.layers.LayerNormalization(epsilon=LN_EPSILON, name="ln_pre")(x)
     for i in range(layers):
         x = residual_attention_block(x, heads, quick_gelu, f"resblocks_{i}")
     x = ClassTokenPooling(name="class_token")(x)
     x = keras.layers.LayerNormalization(epsilon=LN_EPSILON, name="ln_post")(x)
-    embeddings = keras.layers.Dense(output_dim, use_bias=False, name="proj")(x)
-    return keras.Model(images, embeddings, name=name)
+    if output_dim is not None:
+        x = keras.layers.Dense(output_dim, use_bias=False, name="proj")(x)
+    return keras.Model(images, x, name=name)
 
 
 def clip_text_encoder(

@@ -38,8 +38,9 @@ class PortraitModel(keras.Model):
         fss_kwargs: dict or None. `free_ratio` / `shared_ratio` of `fss_layout`; only with
             `head="fss"`. Defaults to `None`.
         preprocessing: str. The in-graph normalisation, a key of `PREPROCESSING`: `"imagenet"`
-            (mean/std-normalised RGB) or `"caffe"` (BGR minus the mean pixel, for Keras'
-            ResNet-50 ImageNet weights). Defaults to `"imagenet"`.
+            (mean/std-normalised RGB), `"caffe"` (BGR minus the mean pixel, for Keras'
+            ResNet-50 ImageNet weights) or `"clip"` (CLIP's mean/std, for the `vit_*`
+            backbones). Defaults to `"imagenet"`.
         name: str. Model name. Defaults to `"portrait"`.
 
     Attributes:

@@ -1,13 +1,17 @@
 """In-graph image normalisation, so a served model takes raw 0..255 pixels.
 
-Two presets (`PREPROCESSING`): `"imagenet"`, RGB scaled to 0..1 and normalised by the ImageNet
-mean and std (torchvision, timm, the paper's HRNet), and `"caffe"`, channels reversed to BGR and
+Three presets (`PREPROCESSING`): `"imagenet"`, RGB scaled to 0..1 and normalised by the ImageNet
+mean and std (torchvision, timm, the paper's HRNet); `"caffe"`, channels reversed to BGR and
 the ImageNet mean pixel subtracted with no scaling: the input Keras' own ResNet-50 ImageNet
-weights were trained on (`keras.applications.resnet.preprocess_input`).
+weights were trained on (`keras.applications.resnet.preprocess_input`); and `"clip"`, RGB
+normalised by CLIP's mean and std (`models.clip.CLIP_MEAN`, `CLIP_STD`), the input of CLIP's
+towers and so of the `vit_b16` backbone.
 """
 
 import keras
 from keras import ops
+
+from portrait_keras.models.clip import CLIP_MEAN, CLIP_STD
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -15,6 +19,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PREPROCESSING = {
     "imagenet": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "bgr": False},
     "caffe": {"mean": (103.939 / 255, 116.779 / 255, 123.68 / 255), "std": (1 / 255,) * 3, "bgr": True},
+    "clip": {"mean": CLIP_MEAN, "std": CLIP_STD, "bgr": False},
 }
 
 

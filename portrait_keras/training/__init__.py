@@ -8,6 +8,7 @@ the paper's learning-rate schedule and tf.distribute support.
     callbacks.py   PIQCallback, UncertaintyLogger, BackupAndResume, NaNGuard, ...
     schedules.py   WarmupMultiStep (10-epoch warm-up, x0.1 at 30/60/90)
     distribute.py  strategies, gathered losses, synchronized BatchNorm, multi-worker fixes
+    toy_clip.py    train_toy_clip: tiny CLIP towers on SynthPortrait images and captions
 
 Submodules import Keras, so nothing is imported here until used.
 """
@@ -21,6 +22,7 @@ _LAZY = {
     "WarmupMultiStep": "schedules",
     "RunDir": "run_dir",
     "trained_tasks": "tasks",
+    "train_toy_clip": "toy_clip",
 }
 
 __all__ = sorted(_LAZY)
