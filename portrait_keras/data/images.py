@@ -2,7 +2,8 @@
 
 `decode_image_file` decodes any image file to uint8 RGB at its own size (JPEG, PNG, BMP, GIF by
 TensorFlow as the tf.data pipeline does; TIFF, PGM, WebP... by Pillow; 16- and 32-bit pixels
-scaled to 8 bits); `read_image` also resizes it to a model's input size as training does.
+scaled to 8 bits; upright by its EXIF orientation); `read_image` also resizes it to a model's
+input size as training does.
 """
 
 import io
@@ -76,8 +77,9 @@ def decode_image_file(path):
     of `plots`, the pixel baseline of `baselines`). JPEG, PNG, BMP and GIF (first frame) are
     decoded by TensorFlow exactly as the training pipeline does (`portrait_keras.data.pipeline.
     decode`); other formats (TIFF, PGM, ...) by Pillow. Grayscale and RGBA become RGB. An EXIF
-    orientation (a phone photo stored sideways) is applied, so the person stands upright; the
-    training pipeline does not read EXIF (dataset crops carry none).
+    orientation (a phone photo stored sideways) is applied, so the person stands upright. The
+    input pipeline (training, evaluation) applies it too, for the JPEG files cameras write
+    (`upright`); an EXIF orientation in a PNG, WebP or TIFF file is applied here only.
 
     Deeper pixels become 8-bit as TensorFlow makes a 16-bit PNG 8-bit: a 16-bit value keeps
     its high byte (`v >> 8`). Pillow's 32-bit modes (`I` integer, `F` float) are scaled from
@@ -130,6 +132,116 @@ def exif_orientation(data):
     except Exception:  # no EXIF, or one Pillow cannot parse: shown as stored
         return 1
     return value if value in _ORIENTATIONS else 1
+
+
+# The EXIF orientation of a JPEG read in the TensorFlow graph (`decode`, the input pipeline):
+# the APP1 "Exif" segment right after the start marker (as cameras write it) or after a JFIF
+# APP0 segment (as editors do), its TIFF header ("II" little-endian, "MM" big-endian), the
+# first image directory and its Orientation entry (tag 0x0112, type SHORT). A file without
+# such a segment (dataset crops) costs a few string comparisons: the parse sits in a `tf.cond`.
+_EXIF_APP1 = (b"\xff\xe1", b"Exif\x00\x00")
+_MAX_IFD_ENTRIES = 64
+
+
+def _bytes_at(data, size, position, n):
+    """int64 `[n]`: the bytes `data[position:position + n]`, zeros past either end."""
+    import tensorflow as tf
+
+    inside = (position >= 0) & (position < size)
+    raw = tf.io.decode_raw(tf.strings.substr(data, tf.where(inside, position, size), n), tf.uint8)
+    return tf.reshape(tf.pad(tf.cast(raw, tf.int64), [[0, n - tf.shape(raw, out_type=tf.int64)[0]]]), [n])
+
+
+def _tiff_number(values, little_endian):
+    """Unsigned integers of TIFF bytes `[..., k]` in the file's byte order."""
+    import tensorflow as tf
+
+    k = values.shape[-1]
+    weights = tf.constant([256**i for i in range(k)], tf.int64)
+    return tf.where(
+        little_endian, tf.reduce_sum(values * weights, -1), tf.reduce_sum(values * tf.reverse(weights, [0]), -1)
+    )
+
+
+def _tiff_orientation(data, tiff):
+    """The Orientation entry (1-8) of the first image directory of the TIFF header at byte
+    `tiff` of `data`; 1 when it has none or the header is not one."""
+    import tensorflow as tf
+
+    size = tf.cast(tf.strings.length(data), tf.int64)
+    header = _bytes_at(data, size, tiff, 8)
+    little = (header[0] == 0x49) & (header[1] == 0x49)
+    big = (header[0] == 0x4D) & (header[1] == 0x4D)
+    directory = tiff + _tiff_number(header[4:8], little)
+    count = _tiff_number(_bytes_at(data, size, directory, 2), little)
+    entries = tf.reshape(_bytes_at(data, size, directory + 2, 12 * _MAX_IFD_ENTRIES), [_MAX_IFD_ENTRIES, 12])
+    hit = (
+        (tf.range(_MAX_IFD_ENTRIES, dtype=tf.int64) < count)
+        & (_tiff_number(entries[:, 0:2], little) == 0x0112)
+        & (_tiff_number(entries[:, 2:4], little) == 3)
+    )
+    value = tf.reduce_max(tf.where(hit, _tiff_number(entries[:, 8:10], little), 0))
+    return tf.where((little | big) & (value >= 2) & (value <= 8), value, tf.constant(1, tf.int64))
+
+
+def upright(image, data):
+    """`image` turned upright by the EXIF orientation of its JPEG file, in the TensorFlow graph.
+
+    What `decode_image_file` does with Pillow's reading of the orientation (`exif_orientation`,
+    `apply_orientation`), for the JPEG files the input pipeline decodes, where they carry it: an
+    APP1 "Exif" segment right after the start marker or after a JFIF segment. Other files (PNG,
+    WebP, ...) are left as they are.
+
+    Args:
+        image: uint8 `[H, W, C]`, decoded from `data`.
+        data: scalar tf.string. The file's bytes.
+
+    Returns: uint8 `[H, W, C]`, or `[W, H, C]` for the orientations 5-8.
+    """
+    import tensorflow as tf
+
+    marker, magic = _EXIF_APP1
+    size = tf.cast(tf.strings.length(data), tf.int64)
+
+    def substr(position, n):
+        return tf.strings.substr(data, tf.minimum(tf.cast(position, tf.int64), size), n)
+
+    def exif_at(position):
+        return (substr(position, 2) == marker) & (substr(position + 4, 6) == magic)
+
+    length = _bytes_at(data, size, tf.constant(4, tf.int64), 2)  # of the segment after the start marker
+    after_jfif = 4 + length[0] * 256 + length[1]
+    first = exif_at(2)
+    second = (substr(2, 2) == b"\xff\xe0") & exif_at(after_jfif)
+    segment = tf.where(first, tf.constant(2, tf.int64), after_jfif)
+    return tf.cond(
+        (substr(0, 3) == b"\xff\xd8\xff") & (first | second),
+        lambda: orient(image, _tiff_orientation(data, segment + 10)),
+        lambda: image,
+    )
+
+
+def orient(image, orientation):
+    """`apply_orientation` in the TensorFlow graph: `[H, W, C]` turned upright for a scalar
+    int `orientation` (1-8; 1 leaves it as it is)."""
+    import tensorflow as tf
+
+    def transpose(a):
+        # In float32: TensorFlow's oneDNN transpose logs an error line for integer types.
+        return tf.cast(tf.transpose(tf.cast(a, tf.float32), [1, 0, 2]), a.dtype)
+
+    branches = [
+        lambda: image,
+        lambda: tf.reverse(image, [1]),
+        lambda: tf.reverse(image, [0, 1]),
+        lambda: tf.reverse(image, [0]),
+        lambda: transpose(image),
+        lambda: tf.reverse(transpose(image), [1]),
+        lambda: transpose(tf.reverse(image, [0, 1])),
+        lambda: tf.reverse(transpose(image), [0]),
+    ]
+    index = tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7)
+    return tf.switch_case(index, branches)
 
 
 def apply_orientation(image, orientation):
@@ -219,15 +331,17 @@ def _check_header(data, path):
 def decode(path, image_size):
     """Reads and decodes a JPEG/PNG/BMP/GIF/WebP file to uint8 `[H, W, 3]`.
 
-    Grayscale, CMYK and RGBA images become RGB; images of another size are resized
-    (bilinear, antialiased). An empty file or one without an image header raises
-    `InvalidArgumentError` naming `path`; a corrupt body raises the decoder's error,
-    which `naming_bad_images` turns into one that names the file.
+    Grayscale, CMYK and RGBA images become RGB; a JPEG's EXIF orientation is applied
+    (`upright`); images of another size are resized (bilinear, antialiased). An empty file
+    or one without an image header raises `InvalidArgumentError` naming `path`; a corrupt
+    body raises the decoder's error, which `naming_bad_images` turns into one that names
+    the file.
     """
     import tensorflow as tf
 
     data = _check_header(tf.io.read_file(path), path)
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image = upright(image, data)
     same = tf.reduce_all(tf.shape(image)[:2] == tf.constant(image_size))
     image = tf.cond(
         same,
