@@ -366,6 +366,60 @@ def test_mixed_precision_probabilities_are_computed_in_float32(smoke_run_dir, tm
         np.testing.assert_allclose(probs[task.name], expected, atol=1e-6, err_msg=task.name)
 
 
+@pytest.fixture
+def folder_with_bad_files(sample_images, tmp_path):
+    """A folder of two good images and three unreadable ones: `(folder, good, bad)`, bad as
+    `{path: reason}` in folder order."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good = [str(shutil.copy(p, folder / f"good{i}.jpg")) for i, p in enumerate(sample_images[:2])]
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.png").write_bytes(b"hello, no picture")
+    (folder / "truncated.jpg").write_bytes(open(sample_images[0], "rb").read()[:400])
+    bad = {
+        str(folder / "empty.jpg"): "zero bytes",
+        str(folder / "notes.png"): "not an image (starts with b'hello, n')",
+        str(folder / "truncated.jpg"): "corrupt or truncated JPEG data (",
+    }
+    return folder, good, bad
+
+
+def test_without_skip_bad_images_the_first_bad_file_is_one_error_naming_the_option(
+    smoke_run_dir, folder_with_bad_files, capsys
+):
+    folder, _, bad = folder_with_bad_files
+    rc, out, err = run_cli(["interpret", str(smoke_run_dir), str(folder)], capsys)
+    empty = next(iter(bad))
+    assert rc == 2 and out == ""
+    assert err == (
+        f"error: {empty}: cannot decode this file as an image: zero bytes. "
+        "Rerun with --skip-bad-images to leave unreadable images out.\n"
+    )
+
+
+def test_skip_bad_images_answers_every_good_image_and_lists_the_bad_ones_once(
+    smoke_run_dir, predictor, folder_with_bad_files, capsys
+):
+    folder, good, bad = folder_with_bad_files
+    rc, out, err = run_cli(["interpret", str(smoke_run_dir), str(folder), "--skip-bad-images", "--json"], capsys)
+    assert rc == 0
+    report = json.loads(out)
+    assert report["images"] == json.loads(json.dumps(interpret(predictor, good)))  # as without the bad files
+    assert [s["path"] for s in report["skipped"]] == list(bad)
+    for entry, reason in zip(report["skipped"], bad.values()):
+        assert entry["reason"].startswith(reason), entry
+    [line] = err.splitlines()
+    assert line.startswith("skipped 3 unreadable images: ")
+    assert f"{list(bad)[0]} (zero bytes), {list(bad)[1]} (not an image (starts with b'hello, n')), " in line
+
+    rc, out, err = run_cli(["interpret", str(smoke_run_dir), str(folder), "--skip-bad-images"], capsys)
+    assert rc == 0 and [block.splitlines()[0] for block in out.split("\n\n")] == good
+    assert err.startswith("skipped 3 unreadable images: ") and len(err.splitlines()) == 1
+
+    rc, out, err = run_cli(["interpret", str(smoke_run_dir), *bad, "--skip-bad-images"], capsys)
+    assert rc == 2 and out == "" and err.splitlines()[-1] == "error: none of the 3 images could be read"
+
+
 def test_a_photo_stored_sideways_is_predicted_as_its_upright_picture_everywhere(
     smoke_run_dir, predictor, keras_model, pixels, tmp_path
 ):

@@ -3,7 +3,8 @@
 `decode_image_file` decodes any image file to uint8 RGB at its own size (JPEG, PNG, BMP, GIF by
 TensorFlow as the tf.data pipeline does; TIFF, PGM, WebP... by Pillow; 16- and 32-bit pixels
 scaled to 8 bits; upright by its EXIF orientation); `read_image` also resizes it to a model's
-input size as training does.
+input size as training does. A file that cannot be read or decoded raises `ImageFileError`;
+`read_images(..., on_bad_image=...)` leaves such files out instead.
 """
 
 import io
@@ -14,6 +15,21 @@ from typing import NamedTuple
 import numpy as np
 
 from portrait_keras.errors import InputError
+
+
+class ImageFileError(InputError):
+    """An image file that cannot be read or decoded; the message names it and says why.
+
+    Attributes:
+        path: str. The file.
+        reason: str. Why, in a few words: `"zero bytes"`, `"cannot read the file (Permission
+            denied)"`, `"corrupt or truncated JPEG data (...)"`...
+    """
+
+    def __init__(self, path, reason, message=None):
+        super().__init__(message or f"{path}: cannot decode this file as an image: {reason}")
+        self.path, self.reason = path, reason
+
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -36,10 +52,10 @@ def _to_uint8(values, mode, path):
     values = values.astype(np.float64)
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 65535:
-        raise InputError(
-            f"{path}: cannot decode this file as an image: {'float' if mode == 'F' else '32-bit integer'} "
-            f"pixel values in [{low:g}, {high:g}] are in no range to scale to 8 bits (0-1, 0-255 or "
-            f"0-65535 are). Convert it to an 8-bit image."
+        raise ImageFileError(
+            path,
+            f"{'float' if mode == 'F' else '32-bit integer'} pixel values in [{low:g}, {high:g}] are in "
+            f"no range to scale to 8 bits (0-1, 0-255 or 0-65535 are). Convert it to an 8-bit image.",
         )
     if mode == "F" and high <= 1.0:
         return np.round(values * 255).astype(np.uint8)
@@ -58,7 +74,7 @@ def _decode_with_pillow(path, data):
                 return np.asarray(image.convert("RGB"))
             values = np.asarray(image)  # convert("RGB") would clip these to 255: white
     except Image.DecompressionBombError as e:  # not an OSError
-        raise InputError(f"{path}: cannot decode this file as an image: too large ({e})") from None
+        raise ImageFileError(path, f"too large ({e})") from None
     except Exception as e:  # Pillow's decoders fail in many ways (OSError, SyntaxError, ...) on a bad file
         # The training pipeline's words (zero bytes, not an image, truncated JPEG) when it
         # knows the format; Pillow's for the formats only Pillow reads.
@@ -66,7 +82,7 @@ def _decode_with_pillow(path, data):
         if reason is None:
             unknown = isinstance(e, UnidentifiedImageError)
             reason = "no format TensorFlow or Pillow reads" if unknown else str(e) or type(e).__name__
-        raise InputError(f"{path}: cannot decode this file as an image: {reason}") from None
+        raise ImageFileError(path, reason) from None
     return np.repeat(_to_uint8(values, mode, path)[..., None], 3, axis=-1)
 
 
@@ -85,12 +101,12 @@ def decode_image_file(path):
     its high byte (`v >> 8`). Pillow's 32-bit modes (`I` integer, `F` float) are scaled from
     the range their values lie in: a float image in [0, 1] is multiplied by 255; values in
     [0, 255] are kept; values in [0, 65535] are taken as 16-bit. Negative, non-finite or larger
-    values have no such range: the image is refused (`InputError`).
+    values have no such range: the image is refused (`ImageFileError`).
 
     Args:
         path: str or path-like.
 
-    Raises: `InputError` naming `path` when it cannot be read or decoded (or is larger than
+    Raises: `ImageFileError` naming `path` when it cannot be read or decoded (or is larger than
         Pillow decodes, `PIL.Image.MAX_IMAGE_PIXELS`).
     """
     import tensorflow as tf
@@ -100,7 +116,8 @@ def decode_image_file(path):
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise InputError(f"{path}: cannot read the file ({e.strerror or e})") from None
+        reason = f"cannot read the file ({e.strerror or e})"
+        raise ImageFileError(path, reason, f"{path}: {reason}") from None
     try:
         image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
@@ -278,7 +295,7 @@ def read_image(path, image_size):
         path: str or path-like.
         image_size: (int, int). `(height, width)`.
 
-    Raises: `InputError` naming `path` when it cannot be read or decoded.
+    Raises: `ImageFileError` naming `path` when it cannot be read or decoded.
     """
 
     image = decode_image_file(path)
@@ -287,9 +304,25 @@ def read_image(path, image_size):
     return image
 
 
-def read_images(paths, image_size):
-    """`read_image` for each path, stacked: uint8 `[N, H, W, 3]`."""
-    images = [read_image(p, image_size) for p in paths]
+def read_images(paths, image_size, on_bad_image=None):
+    """`read_image` for each path, stacked: uint8 `[N, H, W, 3]`.
+
+    Args:
+        paths: sequence of str or path-like.
+        image_size: (int, int). `(height, width)`.
+        on_bad_image: callable or None. Called with an `UnreadableImage` (its index in `paths`,
+            path and reason) for each file that cannot be read or decoded, which is then left
+            out: `N` counts the readable files. None raises the `ImageFileError` of the first.
+            Defaults to `None`.
+    """
+    images = []
+    for index, path in enumerate(paths):
+        try:
+            images.append(read_image(path, image_size))
+        except ImageFileError as e:
+            if on_bad_image is None:
+                raise
+            on_bad_image(UnreadableImage(index, os.fspath(path), e.reason))
     if not images:
         return np.zeros((0, *image_size, 3), np.uint8)
     return np.stack(images)
@@ -363,6 +396,21 @@ class UnreadableImage(NamedTuple):
     index: int
     path: str
     reason: str
+
+
+def skipped_images_line(skipped, shown=10):
+    """One line naming unreadable images, as `SkippedImagesLogger` does during training.
+
+    Example:
+    >>> skipped_images_line([UnreadableImage(0, "a.jpg", "zero bytes")] * 3, shown=2)
+    'skipped 3 unreadable images: a.jpg (zero bytes), a.jpg (zero bytes), and 1 more'
+    """
+    names = ", ".join(f"{b.path} ({b.reason})" for b in skipped[:shown])
+    more = len(skipped) - shown
+    count = len(skipped)
+    return f"skipped {count} unreadable image{'s' if count != 1 else ''}: {names}" + (
+        f", and {more} more" if more > 0 else ""
+    )
 
 
 def describe_image_file(path):
