@@ -54,3 +54,59 @@ def test_console_script_and_module_and_scripts_reach_the_same_commands():
             [sys.executable, os.path.join(REPO, script), "--help"], capture_output=True, text=True, timeout=120
         )
         assert result.returncode == 0 and f"portrait-keras {prog}" in result.stdout, script
+
+
+def test_tensorflow_log_records_below_the_level_are_left_out():
+    from portrait_keras.cli import _below_level
+
+    text = (
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 00:00:1796604414.694728    9586 port.cc:153] oneDNN custom operations are on.\n"
+        "I0000 00:00:1796604414.777735    9586 cpu_feature_guard.cc:227] This TensorFlow binary is optimized\n"
+        "To enable the following instructions: AVX2 FMA, rebuild TensorFlow.\n"
+        "W0000 00:00:1796604458.942237    5299 local_rendezvous.cc:412] Local rendezvous is aborting\n"
+        "E0000 00:00:1796604734.787990   13607 util.cc:131] oneDNN supports DT_UINT8 only with AVX-512.\n"
+        "something else entirely\n"
+    )
+    lines = text.splitlines(keepends=True)
+    assert _below_level(text, 2) == lines[5] + lines[6]
+    assert _below_level(text, 1) == "".join(lines[4:])
+    assert _below_level(text, 3) == ""  # the last line continues the error record
+    assert _below_level("plain output\n", 3) == "plain output\n"
+
+
+def test_images_that_decode_fine_print_nothing_on_stderr(smoke_run_dir, tmp_path):
+    """TIFF, animated WebP and GIF (first frame), 16-bit PNG, CMYK JPEG, palette PNG with
+    transparency, through the command line as a user runs it, from a .keras and a SavedModel."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((60, 30, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.tiff")
+    frames = [Image.fromarray(np.roll(pixels, i, axis=0)) for i in range(3)]
+    for name in ("anim.webp", "anim.gif"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    Image.fromarray(pixels[..., 0].astype(np.uint16) * 257).save(tmp_path / "gray16.png")
+    Image.fromarray(pixels).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    palette = Image.fromarray(pixels).convert("P", palette=Image.ADAPTIVE, colors=16)
+    palette.save(tmp_path / "palette.png", transparency=0)
+    with Image.open(tmp_path / "palette.png") as image:
+        assert image.mode == "P" and "transparency" in image.info
+    code = (
+        "import sys; from portrait_keras.cli import main\n"
+        "for model in sys.argv[1:3]:\n"
+        "    assert main(['interpret', model, sys.argv[3], '--json']) == 0\n"
+    )
+    models = [str(smoke_run_dir / "model.keras"), str(smoke_run_dir / "saved_model")]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = REPO
+    result = subprocess.run(
+        [sys.executable, "-c", code, *models, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""
+    described = [json.loads("{" + part) for part in ("\n" + result.stdout).split("\n{")[1:]]
+    assert [len(d["images"]) for d in described] == [6, 6] and [d["skipped"] for d in described] == [[], []]
