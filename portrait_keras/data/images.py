@@ -244,8 +244,9 @@ def orient(image, orientation):
     import tensorflow as tf
 
     def transpose(a):
-        # In float32: TensorFlow's oneDNN transpose logs an error line for integer types.
-        return tf.cast(tf.transpose(tf.cast(a, tf.float32), [1, 0, 2]), a.dtype)
+        # An einsum in float32: TensorFlow's oneDNN Transpose logs an E0000 line for uint8, and
+        # Grappler moves a float Transpose between casts back onto the uint8 values.
+        return tf.cast(tf.einsum("hwc->whc", tf.cast(a, tf.float32)), a.dtype)
 
     branches = [
         lambda: image,
