@@ -275,10 +275,11 @@ def apply_orientation(image, orientation):
 
 
 def resize(image, image_size):
-    """uint8 `[H, W, 3]` → uint8 `[*image_size, 3]`: bilinear, antialiased, rounded (a TF tensor).
+    """uint8 `[H, W, 3]` (or a batch `[B, H, W, 3]`) → uint8 `[*image_size, 3]`: bilinear,
+    antialiased, rounded (a TF tensor).
 
-    The one resize of training (`decode`) and serving (`read_image`; the SavedModel's
-    `serving.export.serving_fn` does the same in keras.ops, inside its graph).
+    The one resize of training (`decode`) and serving (`read_image`, and the SavedModel's
+    `serve` endpoint inside its graph, `serving.export.uint8_endpoint`).
     """
     import tensorflow as tf
 
