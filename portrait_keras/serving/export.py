@@ -188,7 +188,8 @@ def export_saved_model(model, schema, path):
     archive.track(model)
     jax_options = {}
     if backend == "jax":
-        # Served on CPU or GPU whichever device exported it; no gradient is ever asked of it.
+        # Lowered for CPU and CUDA: it serves on either, whichever device exported it. No
+        # gradient (serving asks none; its custom-gradient functions warn on every load).
         jax_options = {"jax2tf_kwargs": {"native_serialization_platforms": ("cpu", "cuda"), "with_gradient": False}}
     try:
         serve_float = archive.add_endpoint(
@@ -203,7 +204,7 @@ def export_saved_model(model, schema, path):
         raise SavedModelExportError(f"jax2tf could not convert the model ({type(e).__name__}: {e})") from e
     serve = uint8_endpoint(serve_float, (height, width), channels)
     archive.add_endpoint("serve", serve)
-    archive.add_endpoint("serving_default", serve)  # else the first endpoint, serve_float, would be
+    archive.add_endpoint("serving_default", serve)  # else ExportArchive names the first endpoint, serve_float
     archive.write_out(os.fspath(path), verbose=False)
     os.makedirs(os.path.join(path, "assets"), exist_ok=True)
     schema.save(os.path.join(path, "assets", "schema.json"))
