@@ -2,16 +2,12 @@
 
 Each command is a module with `main(argv)`; `portrait-keras COMMAND --help` shows its options and
 examples. Nothing here imports TensorFlow, so `--help` is instant; when a command does, its C++
-log lines below `TF_CPP_MIN_LOG_LEVEL` (default "2": errors only) are left out (`quiet_tensorflow`).
+log lines below `TF_CPP_MIN_LOG_LEVEL` (default "2": errors only) are left out
+(`commands._quiet.quiet_tensorflow`).
 """
 
 import importlib
-import importlib.abc
-import importlib.util
-import os
-import re
 import sys
-import tempfile
 
 # name → (module, one-line summary), in the order of the data flow.
 COMMANDS = {
@@ -45,80 +41,6 @@ examples:
 """
 
 
-# TensorFlow's C++ log records: severity letter, date, time, thread, file:line] message.
-_LOG_RECORD = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ ]+:\d+\] ")
-_LOG_SEVERITIES = "IWEF"
-_ABSL_HEADER = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
-
-
-def _below_level(text, level):
-    """`text` (what TensorFlow's libraries wrote while loading) without the log records below
-    `level` (0 info, 1 warning, 2 error, 3 fatal), their continuation lines, and absl's header."""
-    kept, dropping = [], False
-    for line in text.splitlines(keepends=True):
-        record = _LOG_RECORD.match(line)
-        if record:
-            dropping = _LOG_SEVERITIES.index(record.group(1)) < level
-        elif line.rstrip("\n") == _ABSL_HEADER:
-            dropping = True
-            continue
-        if not dropping:
-            kept.append(line)
-    return "".join(kept)
-
-
-class _QuietTensorFlowImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports `tensorflow` with file descriptor 2 captured, then writes back what its C++
-    libraries printed, less the records below `TF_CPP_MIN_LOG_LEVEL`: they print some (e.g.
-    "I0000 ... port.cc:153] oneDNN custom operations are on") while loading, before they read
-    that level."""
-
-    def __init__(self, level):
-        self.level = level
-        self.loader = None
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "tensorflow" or self.loader is not None:
-            return None
-        sys.meta_path.remove(self)  # the real finders answer from here on
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            return spec
-        self.loader, spec.loader = spec.loader, self
-        return spec
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module):
-        module.__spec__.loader = module.__loader__ = self.loader
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with tempfile.TemporaryFile() as captured:
-            os.dup2(captured.fileno(), 2)
-            try:
-                self.loader.exec_module(module)
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                captured.seek(0)
-                sys.stderr.write(_below_level(captured.read().decode(errors="replace"), self.level))
-                sys.stderr.flush()
-
-
-def quiet_tensorflow():
-    """TensorFlow's C++ logs at `TF_CPP_MIN_LOG_LEVEL` "2" (errors only) unless the user set
-    it, including what its libraries print while they load (`_QuietTensorFlowImport`). Imports
-    nothing: a command that never imports TensorFlow stays as fast."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        level = int(os.environ["TF_CPP_MIN_LOG_LEVEL"])
-    except ValueError:
-        return
-    if level > 0 and "tensorflow" not in sys.modules:
-        sys.meta_path.insert(0, _QuietTensorFlowImport(level))
-
-
 def usage():
     width = max(len(name) for name in COMMANDS)
     return USAGE.format(commands="\n".join(f"  {n:<{width}}  {s}" for n, (_, s) in COMMANDS.items()))
@@ -142,7 +64,9 @@ def main(argv=None):
         hint = f" Did you mean {near[0]!r}?" if near else ""
         print(f"error: unknown command {argv[0]!r}.{hint} Commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    quiet_tensorflow()
+    from portrait_keras.commands import _quiet
+
+    _quiet.quiet_tensorflow()
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return module.main(argv[1:])
 

@@ -2,7 +2,7 @@
 
 import json
 
-from portrait_keras.commands import _common
+from portrait_keras.commands import _common, _quiet
 from portrait_keras.serving.predictor import DEFAULT_THRESHOLD
 
 MODEL_HELP = "run folder, .keras file or SavedModel folder"
@@ -44,7 +44,8 @@ def run(args):
     skipped = []
     on_bad_image = skipped.append if args.skip_bad_images else None
     try:
-        results = interpret.interpret(loaded, paths, args.threshold, args.batch_size, on_bad_image=on_bad_image)
+        with _quiet.image_decoding():
+            results = interpret.interpret(loaded, paths, args.threshold, args.batch_size, on_bad_image=on_bad_image)
     except ImageFileError as e:
         raise _common.with_skip_hint(e) from None
     skipped = _common.report_skipped(skipped)

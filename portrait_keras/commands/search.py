@@ -2,7 +2,7 @@
 
 import json
 
-from portrait_keras.commands import _common
+from portrait_keras.commands import _common, _quiet
 from portrait_keras.commands.interpret import MODEL_HELP
 
 
@@ -47,15 +47,16 @@ def run(args):
     loaded = predictor.load_predictor(args.model)
     skipped = []
     try:
-        result = search.search(
-            loaded,
-            gallery,
-            query,
-            args.k,
-            batch_size=args.batch_size,
-            use_cache=not args.no_cache,
-            on_bad_image=skipped.append if args.skip_bad_images else None,
-        )
+        with _quiet.image_decoding():
+            result = search.search(
+                loaded,
+                gallery,
+                query,
+                args.k,
+                batch_size=args.batch_size,
+                use_cache=not args.no_cache,
+                on_bad_image=skipped.append if args.skip_bad_images else None,
+            )
     except ImageFileError as e:
         if e.path == query:  # never skipped: it is what is searched for
             raise InputError(f"{e} (the query; --skip-bad-images leaves out gallery images only)") from None
