@@ -1,7 +1,9 @@
 """`portrait-keras COMMAND ...` (also `python -m portrait_keras COMMAND ...`): the one command line.
 
 Each command is a module with `main(argv)`; `portrait-keras COMMAND --help` shows its options and
-examples. Nothing here imports TensorFlow, so `--help` is instant.
+examples. Nothing here imports TensorFlow, so `--help` is instant; when a command does, its C++
+log lines below `TF_CPP_MIN_LOG_LEVEL` (default "2": errors only) are left out
+(`commands._quiet.quiet_tensorflow`).
 """
 
 import importlib
@@ -63,6 +65,9 @@ def main(argv=None):
         hint = f" Did you mean {near[0]!r}?" if near else ""
         print(f"error: unknown command {argv[0]!r}.{hint} Commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from portrait_keras.commands import _quiet
+
+    _quiet.quiet_tensorflow()
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return module.main(argv[1:])
 

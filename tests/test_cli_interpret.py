@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from portrait_keras.cli import main
+from portrait_keras.data import read_annotations
 from portrait_keras.data.images import read_image
 from portrait_keras.errors import InputError
 from portrait_keras.schema import MULTI, Schema
@@ -57,6 +58,12 @@ def reference_probabilities(model, schema, path):
         logits = keras.ops.convert_to_numpy(outputs[task.name])[0]
         probs[task.name] = 1 / (1 + np.exp(-logits)) if task.kind == MULTI else np.exp(logits) / np.exp(logits).sum()
     return probs
+
+
+def flat(result):
+    """Every probability of an `interpret` result, in order."""
+    entries = [e for a in ("appearance", "posture", "emotion") for e in result[a].values()]
+    return np.array([p for e in entries for p in e["probabilities"].values()])
 
 
 def run_cli(args, capsys):
@@ -181,11 +188,6 @@ def test_any_size_and_format_reads_like_its_png(predictor, tmp_path, pixels):
     Image.fromarray(np.repeat(gray[..., None], 3, axis=-1)).save(tmp_path / "gray_rgb.png")
     names = ["rgb.png", "rgb.webp", "rgb.tiff", "rgba.png", "gray.png", "gray_rgb.png"]
     results = interpret(predictor, [str(tmp_path / n) for n in names])
-
-    def flat(result):
-        entries = [e for a in ("appearance", "posture", "emotion") for e in result[a].values()]
-        return np.array([p for e in entries for p in e["probabilities"].values()])
-
     rgb, webp, tiff, rgba_result, gray_result, gray_rgb = (flat(r) for r in results)
     for same in (webp, tiff, rgba_result):
         np.testing.assert_allclose(same, rgb, atol=1e-5)
@@ -362,3 +364,100 @@ def test_mixed_precision_probabilities_are_computed_in_float32(smoke_run_dir, tm
         z = np.asarray(logits[task.name], np.float64)
         expected = 1 / (1 + np.exp(-z)) if task.kind == MULTI else np.exp(z) / np.exp(z).sum(-1, keepdims=True)
         np.testing.assert_allclose(probs[task.name], expected, atol=1e-6, err_msg=task.name)
+
+
+@pytest.fixture
+def folder_with_bad_files(sample_images, tmp_path):
+    """A folder of two good images and three unreadable ones: `(folder, good, bad)`, bad as
+    `{path: reason}` in folder order."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good = [str(shutil.copy(p, folder / f"good{i}.jpg")) for i, p in enumerate(sample_images[:2])]
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.png").write_bytes(b"hello, no picture")
+    (folder / "truncated.jpg").write_bytes(open(sample_images[0], "rb").read()[:400])
+    bad = {
+        str(folder / "empty.jpg"): "zero bytes",
+        str(folder / "notes.png"): "not an image (starts with b'hello, n')",
+        str(folder / "truncated.jpg"): "corrupt or truncated JPEG data (",
+    }
+    return folder, good, bad
+
+
+def test_without_skip_bad_images_the_first_bad_file_is_one_error_naming_the_option(
+    smoke_run_dir, folder_with_bad_files, capsys
+):
+    folder, _, bad = folder_with_bad_files
+    rc, out, err = run_cli(["interpret", str(smoke_run_dir), str(folder)], capsys)
+    empty = next(iter(bad))
+    assert rc == 2 and out == ""
+    assert err == (
+        f"error: {empty}: cannot decode this file as an image: zero bytes. "
+        "Rerun with --skip-bad-images to leave unreadable images out.\n"
+    )
+
+
+def test_skip_bad_images_answers_every_good_image_and_lists_the_bad_ones_once(
+    smoke_run_dir, predictor, folder_with_bad_files, capsys
+):
+    folder, good, bad = folder_with_bad_files
+    rc, out, err = run_cli(["interpret", str(smoke_run_dir), str(folder), "--skip-bad-images", "--json"], capsys)
+    assert rc == 0
+    report = json.loads(out)
+    assert report["images"] == json.loads(json.dumps(interpret(predictor, good)))  # as without the bad files
+    assert [s["path"] for s in report["skipped"]] == list(bad)
+    for entry, reason in zip(report["skipped"], bad.values()):
+        assert entry["reason"].startswith(reason), entry
+    [line] = err.splitlines()
+    assert line.startswith("skipped 3 unreadable images: ")
+    assert f"{list(bad)[0]} (zero bytes), {list(bad)[1]} (not an image (starts with b'hello, n')), " in line
+
+    rc, out, err = run_cli(["interpret", str(smoke_run_dir), str(folder), "--skip-bad-images"], capsys)
+    assert rc == 0 and [block.splitlines()[0] for block in out.split("\n\n")] == good
+    assert err.startswith("skipped 3 unreadable images: ") and len(err.splitlines()) == 1
+
+    rc, out, err = run_cli(["interpret", str(smoke_run_dir), *bad, "--skip-bad-images"], capsys)
+    assert rc == 2 and out == "" and err.splitlines()[-1] == "error: none of the 3 images could be read"
+
+
+def test_a_photo_stored_sideways_is_predicted_as_its_upright_picture_everywhere(
+    smoke_run_dir, predictor, keras_model, pixels, tmp_path
+):
+    """EXIF Orientation=6 (turn right to show): interpret, search (gallery and query, folder and
+    CSV) and the evaluation's input pipeline all see the upright picture."""
+    import tensorflow as tf
+
+    from portrait_keras.evaluation.evaluator import predict_split
+    from portrait_keras.serving.search import load_gallery, search
+    from tests.test_data_annotations import GOOD_ROWS, write_dataset
+
+    folder = tmp_path / "data"
+    rows = [r.replace("e.jpg", "sideways.jpg").replace("f.jpg", "upright.png") for r in GOOD_ROWS]
+    csv_path = write_dataset(folder, rows)
+    stored = np.ascontiguousarray(np.rot90(pixels, 1))  # the camera's pixels: turned left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(folder / "sideways.jpg", quality=95, exif=exif)
+    Image.fromarray(stored).save(folder / "plain.jpg", quality=95)  # the same pixels, no EXIF
+    decoded = tf.io.decode_jpeg((folder / "sideways.jpg").read_bytes()).numpy()  # as stored
+    np.testing.assert_array_equal(decoded, tf.io.decode_jpeg((folder / "plain.jpg").read_bytes()).numpy())
+    Image.fromarray(np.rot90(decoded, -1)).save(folder / "upright.png")  # turned right: lossless
+    paths = [str(folder / n) for n in ("sideways.jpg", "upright.png", "plain.jpg")]
+
+    sideways, upright, plain = (flat(r) for r in interpret(predictor, paths))
+    np.testing.assert_allclose(sideways, upright, atol=1e-6)
+    assert not np.allclose(plain, upright, atol=1e-3)  # without the tag: another picture
+
+    annotations = read_annotations(csv_path)
+    assert list(annotations.paths("gallery")) == paths[:2]
+    outputs, _ = predict_split(keras_model, annotations, "gallery")
+    for name, value in outputs.items():
+        np.testing.assert_allclose(value[0], value[1], rtol=1e-5, atol=1e-5, err_msg=name)
+    served = predictor.predict(np.stack([read_image(paths[1], predictor.image_size)]))["embedding"][0]
+    np.testing.assert_allclose(outputs["embedding"][0], served, rtol=1e-5, atol=1e-5)
+
+    for gallery in (load_gallery(csv_path), load_gallery(folder)):
+        for query in paths[:2]:
+            result = search(predictor, gallery, query, k=3, use_cache=False)
+            near = {p: d for p, d in zip(result.paths, result.distances)}
+            assert near[paths[0]] == pytest.approx(0, abs=1e-5) and near[paths[1]] == pytest.approx(0, abs=1e-5)

@@ -3,7 +3,8 @@
 This process (the TensorFlow backend, as usual) builds the tiny FSS model, saves it and
 computes every loss; a subprocess with the JAX backend rebuilds the model, loads the weights
 (and the `.keras` file), runs the forward pass and the losses on the same inputs and one
-training step. Outputs and losses must agree.
+training step. Outputs and losses must agree. A SavedModel exported under JAX (jax2tf) serves,
+under TensorFlow, what the JAX model computes.
 """
 
 import importlib.util
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from portrait_keras import losses as L
-from portrait_keras.models import build_portrait_model
+from portrait_keras.models import build_portrait_model, probabilities
 from portrait_keras.schema import default_schema
 from portrait_keras.training.trainer import PortraitTrainer
 
@@ -166,3 +167,50 @@ def test_model_and_losses_agree_under_jax(tmp_path):
     assert np.isfinite(result["fit_loss"]).all() and result["fit_loss"][1] < result["fit_loss"][0]
     assert np.isfinite(result["trainer_loss"]).all() and result["hfe_step"] == 4.0
     assert any(v != 0.0 for v in result["s"].values())  # the s_i of eq. 6 trained under JAX
+
+
+def jax_export_side(workdir):
+    """Runs in the JAX subprocess: exports the model with the saved weights as a SavedModel and
+    writes what the JAX model computes for the served images (probabilities, embedding)."""
+    from portrait_keras.data.images import resize
+    from portrait_keras.serving.export import export_saved_model
+
+    assert keras.backend.backend() == "jax"
+    model = make_model()
+    model.load_weights(os.path.join(workdir, "model.weights.h5"))
+    export_saved_model(model, default_schema(), os.path.join(workdir, "saved_model"))
+    rng = np.random.default_rng(0)
+    same = rng.integers(0, 256, (4, *SHAPE), dtype=np.uint8)
+    odd = rng.integers(0, 256, (2, 101, 47, 3), dtype=np.uint8)  # resized by the pipeline's resize
+    reference = {"same": same, "odd": odd}
+    for name, images in (("same", same), ("odd", resize(odd, SHAPE[:2]).numpy())):
+        outputs = model.predict(images.astype("float32"), verbose=0)
+        schema = default_schema()
+        served = probabilities({t.name: outputs[t.name] for t in schema.classification_tasks}, schema)
+        for key, value in {**served, "embedding": outputs["embedding"]}.items():
+            reference[f"{name}/{key}"] = keras.ops.convert_to_numpy(value)
+    np.savez(os.path.join(workdir, "jax_served.npz"), **reference)
+
+
+@needs_jax
+def test_a_saved_model_exported_under_jax_serves_the_jax_model_under_tensorflow(tmp_path):
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(1)
+    make_model().save_weights(tmp_path / "model.weights.h5")
+    code = f"from tests import test_jax_backend as t; t.jax_export_side({str(tmp_path)!r})"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    loaded = tf.saved_model.load(str(tmp_path / "saved_model"))
+    reference = np.load(tmp_path / "jax_served.npz")
+    for name in ("same", "odd"):
+        out = loaded.serve(reference[name])
+        assert {f"{name}/{key}" for key in out} == {k for k in reference.files if k.startswith(f"{name}/")}
+        assert {"gender", "expression", "embedding"} <= set(out)
+        for key, value in out.items():
+            np.testing.assert_allclose(value.numpy(), reference[f"{name}/{key}"], atol=1e-4, err_msg=f"{name}/{key}")
+    assert json.loads((tmp_path / "saved_model" / "assets" / "signature.json").read_text())["input"] == list(SHAPE)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="serve takes uint8 images"):
+        loaded.serve(reference["same"] / 255)

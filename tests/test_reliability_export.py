@@ -159,18 +159,62 @@ def test_serving_any_image_size_resizes_as_the_input_pipeline(served, tmp_path):
 @pytest.mark.parametrize(
     "images",
     [
-        np.zeros((2, 64, 32, 3), np.float32),  # float pixels
+        np.zeros((2, 64, 32, 3), np.int64),  # integer pixels of another type
         np.zeros((2, 64, 32, 1), np.uint8),  # grayscale
         np.zeros((2, 64, 32, 4), np.uint8),  # RGBA
         np.zeros((64, 32, 3), np.uint8),  # no batch axis
     ],
-    ids=["float32", "one-channel", "four-channel", "unbatched"],
+    ids=["int64", "one-channel", "four-channel", "unbatched"],
 )
 def test_serving_refuses_other_dtypes_and_shapes_quoting_the_signature(served, images):
     loaded, _ = served
     with pytest.raises((TypeError, ValueError)) as info:
         loaded.serve(tf.constant(images))
     assert "TensorSpec(shape=(None, None, None, 3), dtype=tf.uint8, name='images')" in str(info.value)
+
+
+def float_images():
+    """Float images as a caller holds them: pixels in [0, 1], NumPy or TensorFlow, any float type."""
+    pixels = np.random.default_rng(1).random((2, 64, 32, 3))
+    return [
+        pixels.astype(np.float32),
+        pixels,  # float64
+        pixels.astype(np.float16),
+        tf.constant(pixels, tf.float32),
+        tf.constant(pixels, tf.bfloat16),
+        tf.constant(pixels * 255, tf.float32),
+        pixels.astype(np.float32).tolist(),
+    ]
+
+
+@pytest.mark.parametrize("images", float_images(), ids=["np32", "np64", "np16", "tf32", "tfbf16", "tf32x255", "list"])
+def test_serving_refuses_float_images_instead_of_casting_them(served, images):
+    loaded, _ = served
+    dtype = getattr(images, "dtype", "float16")  # a list of floats converts to the first float trace
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        loaded.serve(images)
+    message = str(info.value)
+    received = tf.as_dtype(dtype).name
+    assert f"serve takes uint8 images [B, h, w, 3] (pixel values 0-255). Received: {received}." in message
+    assert "multiply by 255 and cast to uint8" in message and "call serve_float" in message
+
+
+def test_serving_takes_uint8_from_numpy_and_tensorflow_and_float_0_255_at_serve_float(served):
+    loaded, model = served
+    images = np.random.default_rng(2).integers(0, 256, (3, 64, 32, 3), dtype=np.uint8)
+    expected = {k: keras.ops.convert_to_numpy(v) for k, v in model(images.astype("float32"), training=False).items()}
+    gender = keras.ops.convert_to_numpy(keras.ops.softmax(expected["gender"]))
+    for given in (images, tf.constant(images)):
+        out = loaded.serve(given)
+        np.testing.assert_allclose(out["embedding"].numpy(), expected["embedding"], atol=1e-5)
+        np.testing.assert_allclose(out["gender"].numpy(), gender, atol=1e-6)
+    as_float = loaded.serve_float(images.astype(np.float32))
+    for key, value in loaded.serve(images).items():
+        np.testing.assert_allclose(as_float[key].numpy(), value.numpy(), atol=1e-6, err_msg=key)
+    # TF-Serving's default signature is the uint8 one.
+    for name in ("serve", "serving_default"):
+        [spec] = loaded.signatures[name].structured_input_signature[1].values()
+        assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, None, None, 3]
 
 
 def test_model_with_other_class_lists_than_the_data_is_refused(small_model, tmp_path):

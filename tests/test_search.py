@@ -288,3 +288,41 @@ def test_a_model_rewritten_while_it_loads_never_caches_stale_embeddings(
     assert gallery_embeddings(unstable, gallery).cache_file is None
     assert "no embedding cache used" in capsys.readouterr().err
     assert len([n for n in os.listdir(folder_gallery) if n.endswith(".npz")]) == 1
+
+
+def test_skip_bad_images_leaves_unreadable_gallery_images_out(smoke_run_dir, predictor, folder_gallery, capsys):
+    good = load_gallery(folder_gallery).paths
+    empty, text = folder_gallery / "part0" / "empty.jpg", folder_gallery / "part1" / "text.jpg"
+    empty.write_bytes(b"")
+    text.write_bytes(b"no picture in here")
+    query = good[3]
+    args = ["search", str(smoke_run_dir), "--gallery", str(folder_gallery), "--query", query, "-k", "20", "--json"]
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (
+        f"error: {empty}: cannot decode this file as an image: zero bytes. "
+        "Rerun with --skip-bad-images to leave unreadable images out.\n"
+    )
+
+    assert main([*args, "--skip-bad-images"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    reasons = {str(empty): "zero bytes", str(text): "not an image (starts with b'no pictu')"}
+    assert report["skipped"] == [{"path": p, "reason": r} for p, r in reasons.items()]
+    assert err == f"skipped 2 unreadable images: {empty} (zero bytes), {text} ({reasons[str(text)]})\n"
+    # Every good image is ranked, as in a gallery without the bad files.
+    left_out = []
+    gallery = load_gallery(folder_gallery)
+    expected = search(predictor, gallery, query, k=20, use_cache=False, on_bad_image=left_out.append)
+    assert [(b.path, b.reason) for b in left_out] == list(reasons.items())
+    assert [r["path"] for r in report["results"]] == expected.paths and sorted(expected.paths) == sorted(good)
+    np.testing.assert_allclose([r["distance"] for r in report["results"]], expected.distances, atol=1e-6)
+    with np.load(cache_path(load_gallery(folder_gallery), predictor), allow_pickle=False) as cache:
+        assert sorted(cache["paths"]) == sorted(os.path.relpath(p, folder_gallery) for p in good)  # bad ones not cached
+
+    # A bad query is never skipped: it is what is searched for.
+    assert main([*args[:4], "--query", str(empty), "--skip-bad-images"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {empty}: cannot decode this file as an image: zero bytes "
+        "(the query; --skip-bad-images leaves out gallery images only)\n"
+    )

@@ -61,3 +61,31 @@ def positive(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer. Received: {text!r}")
     return value
+
+
+SKIP_HINT = "Rerun with --skip-bad-images to leave unreadable images out."
+
+
+def add_skip_bad_images(p, what="image"):
+    """The `--skip-bad-images` option of the commands that read image files."""
+    p.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help=f"leave out {what} files that cannot be read or decoded (empty, truncated, corrupt, not an "
+        f"image), listed once on stderr, instead of stopping at the first",
+    )
+
+
+def with_skip_hint(error):
+    """An `InputError` of a bad image's `error` that says `--skip-bad-images` exists."""
+    return InputError(f"{str(error).rstrip('.')}. {SKIP_HINT}")
+
+
+def report_skipped(skipped):
+    """Prints the one line naming the images left out (`--skip-bad-images`), if any; returns
+    them as the `"skipped"` list of `--json` output."""
+    from portrait_keras.data.images import skipped_images_line
+
+    if skipped:
+        print(skipped_images_line(skipped), file=sys.stderr, flush=True)
+    return [{"path": b.path, "reason": b.reason} for b in skipped]

@@ -2,7 +2,7 @@
 
 import json
 
-from portrait_keras.commands import _common
+from portrait_keras.commands import _common, _quiet
 from portrait_keras.serving.predictor import DEFAULT_THRESHOLD
 
 MODEL_HELP = "run folder, .keras file or SavedModel folder"
@@ -16,6 +16,7 @@ def build_parser():
         [
             "portrait-keras interpret runs/smoke photo.jpg",
             "portrait-keras interpret runs/smoke/model.keras 'photos/*.png' --json",
+            "portrait-keras interpret runs/smoke phone_photos/ --skip-bad-images",
         ],
     )
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
@@ -28,18 +29,31 @@ def build_parser():
         help="name an expression when its probability is above this (default: %(default)s)",
     )
     p.add_argument("--batch-size", type=_common.positive, default=32)
+    _common.add_skip_bad_images(p)
     return p
 
 
 def run(args):
+    from portrait_keras.data.images import ImageFileError
+    from portrait_keras.errors import InputError
     from portrait_keras.serving import interpret, predictor
 
     predictor.model_kind(args.model)  # a wrong model path fails before any image is read
     paths = predictor.expand_image_paths(args.images)
     loaded = predictor.load_predictor(args.model)
-    results = interpret.interpret(loaded, paths, args.threshold, args.batch_size)
+    skipped = []
+    on_bad_image = skipped.append if args.skip_bad_images else None
+    try:
+        with _quiet.image_decoding():
+            results = interpret.interpret(loaded, paths, args.threshold, args.batch_size, on_bad_image=on_bad_image)
+    except ImageFileError as e:
+        raise _common.with_skip_hint(e) from None
+    skipped = _common.report_skipped(skipped)
+    if not results:
+        raise InputError(f"none of the {len(paths)} images could be read")
     if args.json:
-        print(json.dumps({"model": args.model, "threshold": args.threshold, "images": results}, indent=2))
+        report = {"model": args.model, "threshold": args.threshold, "images": results, "skipped": skipped}
+        print(json.dumps(report, indent=2))
     else:
         print("\n\n".join(interpret.format_description(r, args.threshold) for r in results))
     return 0

@@ -2,7 +2,7 @@
 
 import json
 
-from portrait_keras.commands import _common
+from portrait_keras.commands import _common, _quiet
 from portrait_keras.commands.interpret import MODEL_HELP
 
 
@@ -29,10 +29,12 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the gallery embedding cache")
     p.add_argument("--batch-size", type=_common.positive, default=64)
+    _common.add_skip_bad_images(p, "gallery image")
     return p
 
 
 def run(args):
+    from portrait_keras.data.images import ImageFileError
     from portrait_keras.errors import InputError
     from portrait_keras.serving import predictor, search
 
@@ -43,7 +45,24 @@ def run(args):
     query = queries[0]
     gallery = search.load_gallery(args.gallery)
     loaded = predictor.load_predictor(args.model)
-    result = search.search(loaded, gallery, query, args.k, batch_size=args.batch_size, use_cache=not args.no_cache)
+    skipped = []
+    try:
+        with _quiet.image_decoding():
+            result = search.search(
+                loaded,
+                gallery,
+                query,
+                args.k,
+                batch_size=args.batch_size,
+                use_cache=not args.no_cache,
+                on_bad_image=skipped.append if args.skip_bad_images else None,
+            )
+    except ImageFileError as e:
+        if e.path == query:  # never skipped: it is what is searched for
+            raise InputError(f"{e} (the query; --skip-bad-images leaves out gallery images only)") from None
+        raise _common.with_skip_hint(e) from None
+    finally:
+        skipped = _common.report_skipped(skipped)
     if args.plot:
         from portrait_keras.reporting import plots
 
@@ -52,7 +71,8 @@ def run(args):
         )
         plots.save(figure, args.plot)
     if args.json:
-        print(json.dumps({"model": args.model, "gallery": args.gallery, **result.to_dict()}, indent=2))
+        report = {"model": args.model, "gallery": args.gallery, **result.to_dict(), "skipped": skipped}
+        print(json.dumps(report, indent=2))
     else:
         print(result.format())
         if args.plot:

@@ -2,7 +2,9 @@
 
 `decode_image_file` decodes any image file to uint8 RGB at its own size (JPEG, PNG, BMP, GIF by
 TensorFlow as the tf.data pipeline does; TIFF, PGM, WebP... by Pillow; 16- and 32-bit pixels
-scaled to 8 bits); `read_image` also resizes it to a model's input size as training does.
+scaled to 8 bits; upright by its EXIF orientation); `read_image` also resizes it to a model's
+input size as training does. A file that cannot be read or decoded raises `ImageFileError`;
+`read_images(..., on_bad_image=...)` leaves such files out instead.
 """
 
 import io
@@ -13,6 +15,21 @@ from typing import NamedTuple
 import numpy as np
 
 from portrait_keras.errors import InputError
+
+
+class ImageFileError(InputError):
+    """An image file that cannot be read or decoded; the message names it and says why.
+
+    Attributes:
+        path: str. The file.
+        reason: str. Why, in a few words: `"zero bytes"`, `"cannot read the file (Permission
+            denied)"`, `"corrupt or truncated JPEG data (...)"`...
+    """
+
+    def __init__(self, path, reason, message=None):
+        super().__init__(message or f"{path}: cannot decode this file as an image: {reason}")
+        self.path, self.reason = path, reason
+
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -35,10 +52,10 @@ def _to_uint8(values, mode, path):
     values = values.astype(np.float64)
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 65535:
-        raise InputError(
-            f"{path}: cannot decode this file as an image: {'float' if mode == 'F' else '32-bit integer'} "
-            f"pixel values in [{low:g}, {high:g}] are in no range to scale to 8 bits (0-1, 0-255 or "
-            f"0-65535 are). Convert it to an 8-bit image."
+        raise ImageFileError(
+            path,
+            f"{'float' if mode == 'F' else '32-bit integer'} pixel values in [{low:g}, {high:g}] are in "
+            f"no range to scale to 8 bits (0-1, 0-255 or 0-65535 are). Convert it to an 8-bit image.",
         )
     if mode == "F" and high <= 1.0:
         return np.round(values * 255).astype(np.uint8)
@@ -57,7 +74,7 @@ def _decode_with_pillow(path, data):
                 return np.asarray(image.convert("RGB"))
             values = np.asarray(image)  # convert("RGB") would clip these to 255: white
     except Image.DecompressionBombError as e:  # not an OSError
-        raise InputError(f"{path}: cannot decode this file as an image: too large ({e})") from None
+        raise ImageFileError(path, f"too large ({e})") from None
     except Exception as e:  # Pillow's decoders fail in many ways (OSError, SyntaxError, ...) on a bad file
         # The training pipeline's words (zero bytes, not an image, truncated JPEG) when it
         # knows the format; Pillow's for the formats only Pillow reads.
@@ -65,7 +82,7 @@ def _decode_with_pillow(path, data):
         if reason is None:
             unknown = isinstance(e, UnidentifiedImageError)
             reason = "no format TensorFlow or Pillow reads" if unknown else str(e) or type(e).__name__
-        raise InputError(f"{path}: cannot decode this file as an image: {reason}") from None
+        raise ImageFileError(path, reason) from None
     return np.repeat(_to_uint8(values, mode, path)[..., None], 3, axis=-1)
 
 
@@ -76,19 +93,20 @@ def decode_image_file(path):
     of `plots`, the pixel baseline of `baselines`). JPEG, PNG, BMP and GIF (first frame) are
     decoded by TensorFlow exactly as the training pipeline does (`portrait_keras.data.pipeline.
     decode`); other formats (TIFF, PGM, ...) by Pillow. Grayscale and RGBA become RGB. An EXIF
-    orientation (a phone photo stored sideways) is applied, so the person stands upright; the
-    training pipeline does not read EXIF (dataset crops carry none).
+    orientation (a phone photo stored sideways) is applied, so the person stands upright. The
+    input pipeline (training, evaluation) applies it too, for the JPEG files cameras write
+    (`upright`); an EXIF orientation in a PNG, WebP or TIFF file is applied here only.
 
     Deeper pixels become 8-bit as TensorFlow makes a 16-bit PNG 8-bit: a 16-bit value keeps
     its high byte (`v >> 8`). Pillow's 32-bit modes (`I` integer, `F` float) are scaled from
     the range their values lie in: a float image in [0, 1] is multiplied by 255; values in
     [0, 255] are kept; values in [0, 65535] are taken as 16-bit. Negative, non-finite or larger
-    values have no such range: the image is refused (`InputError`).
+    values have no such range: the image is refused (`ImageFileError`).
 
     Args:
         path: str or path-like.
 
-    Raises: `InputError` naming `path` when it cannot be read or decoded (or is larger than
+    Raises: `ImageFileError` naming `path` when it cannot be read or decoded (or is larger than
         Pillow decodes, `PIL.Image.MAX_IMAGE_PIXELS`).
     """
     import tensorflow as tf
@@ -98,7 +116,8 @@ def decode_image_file(path):
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise InputError(f"{path}: cannot read the file ({e.strerror or e})") from None
+        reason = f"cannot read the file ({e.strerror or e})"
+        raise ImageFileError(path, reason, f"{path}: {reason}") from None
     try:
         image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
@@ -132,6 +151,117 @@ def exif_orientation(data):
     return value if value in _ORIENTATIONS else 1
 
 
+# The EXIF orientation of a JPEG read in the TensorFlow graph (`decode`, the input pipeline):
+# the APP1 "Exif" segment right after the start marker (as cameras write it) or after a JFIF
+# APP0 segment (as editors do), its TIFF header ("II" little-endian, "MM" big-endian), the
+# first image directory and its Orientation entry (tag 0x0112, type SHORT). A file without
+# such a segment (dataset crops) costs a few string comparisons: the parse sits in a `tf.cond`.
+_EXIF_APP1 = (b"\xff\xe1", b"Exif\x00\x00")
+_MAX_IFD_ENTRIES = 64
+
+
+def _bytes_at(data, size, position, n):
+    """int64 `[n]`: the bytes `data[position:position + n]`, zeros past either end."""
+    import tensorflow as tf
+
+    inside = (position >= 0) & (position < size)
+    raw = tf.io.decode_raw(tf.strings.substr(data, tf.where(inside, position, size), n), tf.uint8)
+    return tf.reshape(tf.pad(tf.cast(raw, tf.int64), [[0, n - tf.shape(raw, out_type=tf.int64)[0]]]), [n])
+
+
+def _tiff_number(values, little_endian):
+    """Unsigned integers of TIFF bytes `[..., k]` in the file's byte order."""
+    import tensorflow as tf
+
+    k = values.shape[-1]
+    weights = tf.constant([256**i for i in range(k)], tf.int64)
+    return tf.where(
+        little_endian, tf.reduce_sum(values * weights, -1), tf.reduce_sum(values * tf.reverse(weights, [0]), -1)
+    )
+
+
+def _tiff_orientation(data, tiff):
+    """The Orientation entry (1-8) of the first image directory of the TIFF header at byte
+    `tiff` of `data`; 1 when it has none or the header is not one."""
+    import tensorflow as tf
+
+    size = tf.cast(tf.strings.length(data), tf.int64)
+    header = _bytes_at(data, size, tiff, 8)
+    little = (header[0] == 0x49) & (header[1] == 0x49)
+    big = (header[0] == 0x4D) & (header[1] == 0x4D)
+    directory = tiff + _tiff_number(header[4:8], little)
+    count = _tiff_number(_bytes_at(data, size, directory, 2), little)
+    entries = tf.reshape(_bytes_at(data, size, directory + 2, 12 * _MAX_IFD_ENTRIES), [_MAX_IFD_ENTRIES, 12])
+    hit = (
+        (tf.range(_MAX_IFD_ENTRIES, dtype=tf.int64) < count)
+        & (_tiff_number(entries[:, 0:2], little) == 0x0112)
+        & (_tiff_number(entries[:, 2:4], little) == 3)
+    )
+    value = tf.reduce_max(tf.where(hit, _tiff_number(entries[:, 8:10], little), 0))
+    return tf.where((little | big) & (value >= 2) & (value <= 8), value, tf.constant(1, tf.int64))
+
+
+def upright(image, data):
+    """`image` turned upright by the EXIF orientation of its JPEG file, in the TensorFlow graph.
+
+    What `decode_image_file` does with Pillow's reading of the orientation (`exif_orientation`,
+    `apply_orientation`), for the JPEG files the input pipeline decodes, where they carry it: an
+    APP1 "Exif" segment right after the start marker or after a JFIF segment. Other files (PNG,
+    WebP, ...) are left as they are.
+
+    Args:
+        image: uint8 `[H, W, C]`, decoded from `data`.
+        data: scalar tf.string. The file's bytes.
+
+    Returns: uint8 `[H, W, C]`, or `[W, H, C]` for the orientations 5-8.
+    """
+    import tensorflow as tf
+
+    marker, magic = _EXIF_APP1
+    size = tf.cast(tf.strings.length(data), tf.int64)
+
+    def substr(position, n):
+        return tf.strings.substr(data, tf.minimum(tf.cast(position, tf.int64), size), n)
+
+    def exif_at(position):
+        return (substr(position, 2) == marker) & (substr(position + 4, 6) == magic)
+
+    length = _bytes_at(data, size, tf.constant(4, tf.int64), 2)  # of the segment after the start marker
+    after_jfif = 4 + length[0] * 256 + length[1]
+    first = exif_at(2)
+    second = (substr(2, 2) == b"\xff\xe0") & exif_at(after_jfif)
+    segment = tf.where(first, tf.constant(2, tf.int64), after_jfif)
+    return tf.cond(
+        (substr(0, 3) == b"\xff\xd8\xff") & (first | second),
+        lambda: orient(image, _tiff_orientation(data, segment + 10)),
+        lambda: image,
+    )
+
+
+def orient(image, orientation):
+    """`apply_orientation` in the TensorFlow graph: `[H, W, C]` turned upright for a scalar
+    int `orientation` (1-8; 1 leaves it as it is)."""
+    import tensorflow as tf
+
+    def transpose(a):
+        # An einsum in float32: TensorFlow's oneDNN Transpose logs an E0000 line for uint8, and
+        # Grappler moves a float Transpose between casts back onto the uint8 values.
+        return tf.cast(tf.einsum("hwc->whc", tf.cast(a, tf.float32)), a.dtype)
+
+    branches = [
+        lambda: image,
+        lambda: tf.reverse(image, [1]),
+        lambda: tf.reverse(image, [0, 1]),
+        lambda: tf.reverse(image, [0]),
+        lambda: transpose(image),
+        lambda: tf.reverse(transpose(image), [1]),
+        lambda: transpose(tf.reverse(image, [0, 1])),
+        lambda: tf.reverse(transpose(image), [0]),
+    ]
+    index = tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7)
+    return tf.switch_case(index, branches)
+
+
 def apply_orientation(image, orientation):
     """uint8 `[H, W, 3]` turned upright for an EXIF `orientation` (1 leaves it as it is).
 
@@ -145,10 +275,11 @@ def apply_orientation(image, orientation):
 
 
 def resize(image, image_size):
-    """uint8 `[H, W, 3]` → uint8 `[*image_size, 3]`: bilinear, antialiased, rounded (a TF tensor).
+    """uint8 `[H, W, 3]` (or a batch `[B, H, W, 3]`) → uint8 `[*image_size, 3]`: bilinear,
+    antialiased, rounded (a TF tensor).
 
-    The one resize of training (`decode`) and serving (`read_image`; the SavedModel's
-    `serving.export.serving_fn` does the same in keras.ops, inside its graph).
+    The one resize of training (`decode`) and serving (`read_image`, and the SavedModel's
+    `serve` endpoint inside its graph, `serving.export.uint8_endpoint`).
     """
     import tensorflow as tf
 
@@ -166,7 +297,7 @@ def read_image(path, image_size):
         path: str or path-like.
         image_size: (int, int). `(height, width)`.
 
-    Raises: `InputError` naming `path` when it cannot be read or decoded.
+    Raises: `ImageFileError` naming `path` when it cannot be read or decoded.
     """
 
     image = decode_image_file(path)
@@ -175,9 +306,25 @@ def read_image(path, image_size):
     return image
 
 
-def read_images(paths, image_size):
-    """`read_image` for each path, stacked: uint8 `[N, H, W, 3]`."""
-    images = [read_image(p, image_size) for p in paths]
+def read_images(paths, image_size, on_bad_image=None):
+    """`read_image` for each path, stacked: uint8 `[N, H, W, 3]`.
+
+    Args:
+        paths: sequence of str or path-like.
+        image_size: (int, int). `(height, width)`.
+        on_bad_image: callable or None. Called with an `UnreadableImage` (its index in `paths`,
+            path and reason) for each file that cannot be read or decoded, which is then left
+            out: `N` counts the readable files. None raises the `ImageFileError` of the first.
+            Defaults to `None`.
+    """
+    images = []
+    for index, path in enumerate(paths):
+        try:
+            images.append(read_image(path, image_size))
+        except ImageFileError as e:
+            if on_bad_image is None:
+                raise
+            on_bad_image(UnreadableImage(index, os.fspath(path), e.reason))
     if not images:
         return np.zeros((0, *image_size, 3), np.uint8)
     return np.stack(images)
@@ -219,15 +366,17 @@ def _check_header(data, path):
 def decode(path, image_size):
     """Reads and decodes a JPEG/PNG/BMP/GIF/WebP file to uint8 `[H, W, 3]`.
 
-    Grayscale, CMYK and RGBA images become RGB; images of another size are resized
-    (bilinear, antialiased). An empty file or one without an image header raises
-    `InvalidArgumentError` naming `path`; a corrupt body raises the decoder's error,
-    which `naming_bad_images` turns into one that names the file.
+    Grayscale, CMYK and RGBA images become RGB; a JPEG's EXIF orientation is applied
+    (`upright`); images of another size are resized (bilinear, antialiased). An empty file
+    or one without an image header raises `InvalidArgumentError` naming `path`; a corrupt
+    body raises the decoder's error, which `naming_bad_images` turns into one that names
+    the file.
     """
     import tensorflow as tf
 
     data = _check_header(tf.io.read_file(path), path)
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image = upright(image, data)
     same = tf.reduce_all(tf.shape(image)[:2] == tf.constant(image_size))
     image = tf.cond(
         same,
@@ -249,6 +398,21 @@ class UnreadableImage(NamedTuple):
     index: int
     path: str
     reason: str
+
+
+def skipped_images_line(skipped, shown=10):
+    """One line naming unreadable images, as `SkippedImagesLogger` does during training.
+
+    Example:
+    >>> skipped_images_line([UnreadableImage(0, "a.jpg", "zero bytes")] * 3, shown=2)
+    'skipped 3 unreadable images: a.jpg (zero bytes), a.jpg (zero bytes), and 1 more'
+    """
+    names = ", ".join(f"{b.path} ({b.reason})" for b in skipped[:shown])
+    more = len(skipped) - shown
+    count = len(skipped)
+    return f"skipped {count} unreadable image{'s' if count != 1 else ''}: {names}" + (
+        f", and {more} more" if more > 0 else ""
+    )
 
 
 def describe_image_file(path):

@@ -1,14 +1,27 @@
-"""Export: `.keras` file and a SavedModel with an explicit inference endpoint; safe loading.
+"""Export: `.keras` file and a SavedModel with explicit inference endpoints; safe loading.
 
-The SavedModel's `serve` signature takes uint8 RGB images `[B, h, w, 3]` of any size and
-returns, per classification task, class probabilities (softmax; sigmoid for multi-label
-tasks) and the re-id `embedding`. Images of another size than the model's input `(H, W)`
-are resized in the graph as the input pipeline resizes them (bilinear, antialiased,
-rounded to whole pixel values), so a served image gives what evaluation gives. It calls
-the model with `training=False`, so no training-only layer fires. Any other dtype or
-channel count is refused by TensorFlow when the signature is called, with a message
-quoting the expected `TensorSpec(shape=(None, None, None, 3), dtype=tf.uint8,
-name='images')`. TensorFlow backend only (SavedModel is a TensorFlow format).
+The SavedModel's `serve` endpoint (also `serving_default`, what TF-Serving calls) takes uint8
+RGB images `[B, h, w, 3]` of any size and returns, per classification task, class
+probabilities (softmax; sigmoid for multi-label tasks) and the re-id `embedding`. Images of
+another size than the model's input `(H, W)` are resized in the graph by the input pipeline's
+own resize (`data.images.resize`: bilinear, antialiased, rounded to whole pixel values), so a
+served image gives what evaluation gives. The model is called with `training=False`, so no
+training-only layer fires.
+
+Float images are refused, not cast: `loaded.serve(x)` with a float array or tensor (NumPy or
+TensorFlow, any float dtype) raises `InvalidArgumentError` "serve takes uint8 images ...",
+since TensorFlow would otherwise convert a NumPy array to the signature's uint8, turning
+pixels in [0, 1] into zeros (the endpoint holds a refusing trace per float dtype; the call
+picks the trace of its input's dtype). Any other dtype or channel count finds no trace:
+TensorFlow's error lists the `TensorSpec(shape=(None, None, None, 3), dtype=tf.uint8,
+name='images')` expected. `serve_float` takes float32 pixel values in 0..255 at the model's
+own size `[B, H, W, 3]` (no resize) and returns the same. Calling the typed signature
+`loaded.signatures["serve"](images=...)` instead converts a NumPy argument to uint8 before
+the graph sees it (TensorFlow's conversion, out of the model's reach): pass it uint8 arrays.
+
+Written under `KERAS_BACKEND=tensorflow` or `jax`: under JAX the model's part (`serve_float`)
+is converted by jax2tf (`keras.export.ExportArchive`), for CPU and CUDA, and the resize
+around it is TensorFlow's, so the SavedModel serves the same under TensorFlow.
 
 `load_keras_model` loads a `.keras` file in safe mode (no Lambda layer, no pickled code:
 the files this package writes never need either) and says so clearly when a file is refused;
@@ -101,24 +114,14 @@ def load_model(path):
 
 
 def serving_fn(model, schema):
-    """A function uint8 images `[B, h, w, 3]` → dict of probabilities and embedding, in keras.ops.
-
-    Images whose `(h, w)` differ from the model's input size are resized as in the input pipeline.
-    """
+    """The model's part of serving: float32 images `[B, H, W, 3]` (pixel values 0..255, the
+    model's input size) → dict of probabilities and the embedding, in keras.ops (jax2tf
+    converts it under JAX)."""
     from keras import ops
 
     tasks = [t for t in schema.tasks if t.name in model.output_names and t.kind != IDENTITY]
-    height, width = model.input_shape[1:3]
 
-    def resize(images):
-        resized = ops.image.resize(images, (height, width), interpolation="bilinear", antialias=True)
-        return ops.clip(ops.round(resized), 0.0, 255.0)
-
-    def serve(images):
-        images = ops.cast(images, "float32")
-        shape = ops.shape(images)
-        same = ops.logical_and(ops.equal(shape[1], height), ops.equal(shape[2], width))
-        images = ops.reshape(ops.cond(same, lambda: images, lambda: resize(images)), (-1, height, width, 3))
+    def serve_float(images):
         outputs = model(images, training=False)
         # float32 before softmax/sigmoid: a mixed-precision model gives bfloat16 logits.
         result = probabilities({t.name: ops.cast(outputs[t.name], "float32") for t in tasks}, schema)
@@ -126,28 +129,82 @@ def serving_fn(model, schema):
             result["embedding"] = ops.cast(outputs["embedding"], "float32")
         return result
 
+    return serve_float
+
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def uint8_endpoint(serve_float, image_size, channels=3):
+    """The `serve` endpoint: a `tf.function` traced for uint8 images `[B, h, w, channels]` of
+    any size, resized to `image_size` and given to `serve_float`, and for each float dtype, where
+    it raises `InvalidArgumentError` saying what it takes (module docstring)."""
+    import tensorflow as tf
+
+    from portrait_keras.data.images import resize
+
+    height, width = image_size
+
+    @tf.function(autograph=False)
+    def serve(images):
+        if images.dtype != tf.uint8:
+            tf.debugging.Assert(
+                False,
+                [
+                    f"serve takes uint8 images [B, h, w, {channels}] (pixel values 0-255). Received: "
+                    f"{images.dtype.name}. Float pixels in [0, 1]: multiply by 255 and cast to uint8; float "
+                    f"pixel values 0-255 at the model's size {height}x{width}: call serve_float."
+                ],
+            )
+            return {}
+        same = tf.reduce_all(tf.shape(images)[1:3] == tf.constant([height, width]))
+        images = tf.cond(same, lambda: images, lambda: resize(images, (height, width)))
+        return serve_float(tf.cast(tf.ensure_shape(images, [None, height, width, channels]), tf.float32))
+
+    for dtype in ("uint8", *FLOAT_DTYPES):  # uint8 first: the `serve` signature
+        serve.get_concrete_function(tf.TensorSpec([None, None, None, channels], dtype, name="images"))
     return serve
 
 
+class SavedModelExportError(RuntimeError):
+    """A SavedModel this Keras backend cannot write; the message says why."""
+
+
 def export_saved_model(model, schema, path):
-    """Writes a SavedModel at `path` with the `serve` endpoint (module docstring).
+    """Writes a SavedModel at `path` with the `serve` and `serve_float` endpoints (module docstring).
 
     The schema goes beside it as `path/assets/schema.json` so the class names travel with it.
+
+    Raises: `SavedModelExportError` under a backend other than TensorFlow and JAX, or when
+        jax2tf cannot convert the model.
     """
     import tensorflow as tf
 
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            f"SavedModel export needs KERAS_BACKEND=tensorflow. Received backend: {keras.backend.backend()!r}"
-        )
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
+        raise SavedModelExportError(f"a SavedModel needs KERAS_BACKEND=tensorflow or jax. Received: {backend!r}")
     height, width, channels = model.input_shape[1:]
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        name="serve",
-        fn=serving_fn(model, schema),
-        input_signature=[tf.TensorSpec([None, None, None, channels], tf.uint8, name="images")],
-    )
+    jax_options = {}
+    if backend == "jax":
+        # Lowered for CPU and CUDA: it serves on either, whichever device exported it. No
+        # gradient (serving asks none; its custom-gradient functions warn on every load).
+        jax_options = {"jax2tf_kwargs": {"native_serialization_platforms": ("cpu", "cuda"), "with_gradient": False}}
+    try:
+        serve_float = archive.add_endpoint(
+            name="serve_float",
+            fn=serving_fn(model, schema),
+            input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="images")],
+            **jax_options,
+        )
+    except Exception as e:  # jax2tf fails in many ways on an op it cannot convert
+        if backend != "jax":
+            raise
+        raise SavedModelExportError(f"jax2tf could not convert the model ({type(e).__name__}: {e})") from e
+    serve = uint8_endpoint(serve_float, (height, width), channels)
+    archive.add_endpoint("serve", serve)
+    archive.add_endpoint("serving_default", serve)  # else ExportArchive names the first endpoint, serve_float
     archive.write_out(os.fspath(path), verbose=False)
     os.makedirs(os.path.join(path, "assets"), exist_ok=True)
     schema.save(os.path.join(path, "assets", "schema.json"))

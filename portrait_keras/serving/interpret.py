@@ -69,7 +69,7 @@ def describe(probabilities, schema, threshold=DEFAULT_THRESHOLD):
     return result
 
 
-def interpret(predictor, paths, threshold=DEFAULT_THRESHOLD, batch_size=32):
+def interpret(predictor, paths, threshold=DEFAULT_THRESHOLD, batch_size=32, on_bad_image=None):
     """Describes each image file: `[{"path": ..., "appearance": ..., "posture": ..., "emotion": ...}]`.
 
     Args:
@@ -77,12 +77,25 @@ def interpret(predictor, paths, threshold=DEFAULT_THRESHOLD, batch_size=32):
         paths: list of image file paths (`expand_image_paths`).
         threshold: float. Multi-label threshold of `describe`. Defaults to `0.5`.
         batch_size: int. Images decoded and predicted together. Defaults to `32`.
+        on_bad_image: callable or None. Called with an `UnreadableImage` (index in `paths`,
+            path, reason) for each file that cannot be read or decoded, which then has no
+            description. None raises the `ImageFileError` of the first. Defaults to `None`.
+
+    Raises: `ImageFileError` naming the first unreadable file (without `on_bad_image`).
     """
     results = []
     for start in range(0, len(paths), batch_size):
         chunk = [os.fspath(p) for p in paths[start : start + batch_size]]
-        probs = predictor.predict(read_images(chunk, predictor.image_size), batch_size=batch_size)
-        for i, path in enumerate(chunk):
+        bad = []
+        images = read_images(chunk, predictor.image_size, on_bad_image=None if on_bad_image is None else bad.append)
+        for item in bad:
+            on_bad_image(item._replace(index=start + item.index))
+        left_out = {item.index for item in bad}
+        readable = [path for i, path in enumerate(chunk) if i not in left_out]
+        if not readable:
+            continue
+        probs = predictor.predict(images, batch_size=batch_size)
+        for i, path in enumerate(readable):
             one = {t.name: probs[t.name][i] for t in predictor.tasks}
             results.append({"path": path, **describe(one, predictor.schema, threshold)})
     return results

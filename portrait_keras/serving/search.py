@@ -27,7 +27,7 @@ import zipfile
 
 import numpy as np
 
-from portrait_keras.data.images import image_files_below, read_images
+from portrait_keras.data.images import ImageFileError, UnreadableImage, image_files_below, read_images
 from portrait_keras.errors import InputError
 from portrait_keras.metrics.distance import cosine_distances
 from portrait_keras.serving.predictor import file_identity
@@ -107,7 +107,9 @@ def _file_key(path):
     try:
         return file_identity(path)
     except OSError as e:
-        raise InputError(f"{path}: gallery image cannot be read ({e.strerror or e})") from None
+        why = e.strerror or e
+        message = f"{path}: gallery image cannot be read ({why})"
+        raise ImageFileError(path, f"cannot read the file ({why})", message) from None
 
 
 def _still_valid(folder, rel, key):
@@ -163,15 +165,18 @@ class GalleryEmbeddings:
     """Re-id embeddings of a gallery.
 
     Attributes:
-        embeddings: float32 `[n, D]`, rows in `Gallery.paths` order.
+        embeddings: float32 `[n, D]`, one row per readable image, in `Gallery.paths` order.
         embedded: int. How many images went through the model for this call (the rest came
             from the cache).
         cache_file: str or None. The cache file read and written (None without cache).
+        positions: int64 `[n]`. The index in `Gallery.paths` of each row: every index, unless
+            unreadable images were left out (`on_bad_image`).
     """
 
     embeddings: np.ndarray
     embedded: int
     cache_file: str = None
+    positions: np.ndarray = None
 
 
 def _require_embedding(predictor):
@@ -179,17 +184,46 @@ def _require_embedding(predictor):
         raise InputError(f"{predictor.path}: the model has no re-id embedding (it was trained without the id task)")
 
 
-def embed(predictor, paths, batch_size=64):
-    """Re-id embeddings `[n, D]` float32 of image files, read `batch_size` at a time."""
+def embed(predictor, paths, batch_size=64, on_bad_image=None):
+    """Re-id embeddings `[n, D]` float32 of image files, read `batch_size` at a time.
+
+    `on_bad_image` as in `read_images`: called with each unreadable file (its index in
+    `paths`), which then has no row; None raises the `ImageFileError` of the first.
+    """
     _require_embedding(predictor)
     parts = []
     for start in range(0, len(paths), batch_size):
-        images = read_images(paths[start : start + batch_size], predictor.image_size)
-        parts.append(predictor.predict(images, batch_size=batch_size)["embedding"])
+        bad = []
+        images = read_images(
+            paths[start : start + batch_size],
+            predictor.image_size,
+            on_bad_image=None if on_bad_image is None else bad.append,
+        )
+        for item in bad:
+            on_bad_image(item._replace(index=start + item.index))
+        if len(images):
+            parts.append(predictor.predict(images, batch_size=batch_size)["embedding"])
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def gallery_embeddings(predictor, gallery, *, batch_size=64, use_cache=True):
+def _embed_positions(predictor, gallery, positions, batch_size, on_bad_image):
+    """`{position: embedding}` of the gallery images at `positions` that can be read."""
+    failed = set()
+
+    def left_out(item):
+        failed.add(positions[item.index])
+        on_bad_image(item._replace(index=positions[item.index]))
+
+    rows = embed(
+        predictor,
+        [gallery.paths[i] for i in positions],
+        batch_size,
+        on_bad_image=None if on_bad_image is None else left_out,
+    )
+    return dict(zip([i for i in positions if i not in failed], rows))
+
+
+def gallery_embeddings(predictor, gallery, *, batch_size=64, use_cache=True, on_bad_image=None):
     """Embeddings of every gallery image, from the cache where the file is unchanged.
 
     Args:
@@ -198,12 +232,23 @@ def gallery_embeddings(predictor, gallery, *, batch_size=64, use_cache=True):
         batch_size: int. Images per forward pass. Defaults to `64`.
         use_cache: bool. Read and update the cache file (module docstring). Defaults to `True`;
             a predictor without fingerprint (its model changed while loading) uses none.
+        on_bad_image: callable or None. Called with an `UnreadableImage` (index in
+            `gallery.paths`, path, reason) for each image that cannot be read or decoded,
+            which is then left out (and not cached). None raises the `ImageFileError` of the
+            first. Defaults to `None`.
 
     Returns: `GalleryEmbeddings`.
     """
     _require_embedding(predictor)
     rels = [os.path.relpath(p, gallery.folder).replace(os.sep, "/") for p in gallery.paths]
-    keys = [_file_key(p) for p in gallery.paths]
+    keys = {}
+    for i, path in enumerate(gallery.paths):
+        try:
+            keys[i] = _file_key(path)
+        except ImageFileError as e:
+            if on_bad_image is None:
+                raise
+            on_bad_image(UnreadableImage(i, path, e.reason))
     if use_cache and predictor.fingerprint is None:
         print(
             f"warning: {predictor.path}: the model files changed while it loaded; no embedding cache used",
@@ -211,19 +256,26 @@ def gallery_embeddings(predictor, gallery, *, batch_size=64, use_cache=True):
         )
         use_cache = False
     if not use_cache:
-        return GalleryEmbeddings(embed(predictor, gallery.paths, batch_size), len(keys))
+        fresh = _embed_positions(predictor, gallery, list(keys), batch_size, on_bad_image)
+        return GalleryEmbeddings(_stacked(fresh.values()), len(fresh), None, np.array(list(fresh), np.int64))
     path = cache_path(gallery, predictor)
     cached = _read_cache(path, predictor.fingerprint)
-    stale = [i for i, (rel, key) in enumerate(zip(rels, keys)) if cached.get(rel, (None,))[0] != key]
-    fresh = dict(zip(stale, embed(predictor, [gallery.paths[i] for i in stale], batch_size)))
-    rows = {rel: (key, fresh[i] if i in fresh else cached[rel][1]) for i, (rel, key) in enumerate(zip(rels, keys))}
-    embeddings = np.stack([rows[rel][1] for rel in rels]).astype(np.float32)
+    stale = [i for i, key in keys.items() if cached.get(rels[i], (None,))[0] != key]
+    fresh = _embed_positions(predictor, gallery, stale, batch_size, on_bad_image)
+    kept = [i for i in keys if i in fresh or i not in stale]
+    rows = {rels[i]: (keys[i], fresh[i] if i in fresh else cached[rels[i]][1]) for i in kept}
+    embeddings = _stacked(rows[rels[i]][1] for i in kept)
     # Rows of other galleries in this folder stay while their files are unchanged.
     others = {rel: row for rel, row in cached.items() if rel not in rows}
     rows.update({rel: row for rel, row in others.items() if _still_valid(gallery.folder, rel, row[0])})
-    if stale or set(rows) != set(cached):
+    if fresh or set(rows) != set(cached):
         _write_cache(path, predictor.fingerprint, rows)
-    return GalleryEmbeddings(embeddings, len(stale), path)
+    return GalleryEmbeddings(embeddings, len(fresh), path, np.array(kept, np.int64))
+
+
+def _stacked(rows):
+    rows = list(rows)
+    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
 
 
 @dataclasses.dataclass
@@ -273,7 +325,7 @@ class SearchResult:
         return "\n".join(lines)
 
 
-def search(predictor, gallery, query, k=10, *, batch_size=64, use_cache=True):
+def search(predictor, gallery, query, k=10, *, batch_size=64, use_cache=True, on_bad_image=None):
     """The `k` gallery images nearest to the image file `query` (cosine distance of embeddings).
 
     Args:
@@ -283,23 +335,32 @@ def search(predictor, gallery, query, k=10, *, batch_size=64, use_cache=True):
         k: int. Number of hits (at most the gallery size). Defaults to `10`.
         batch_size: int. Images per forward pass. Defaults to `64`.
         use_cache: bool. Use the gallery's embedding cache. Defaults to `True`.
+        on_bad_image: callable or None. Leaves unreadable gallery images out, calling it with
+            each (`gallery_embeddings`). The query is always read: a bad one raises. Defaults
+            to `None`.
 
     Returns: `SearchResult`. Ties keep gallery order.
+    Raises: `ImageFileError` naming an unreadable query (first, before any gallery image is
+        read) or gallery image (without `on_bad_image`); `InputError` when no gallery image
+        could be read.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1. Received: k={k}")
     query = os.fspath(query)
     query_embedding = embed(predictor, [query])  # first: a bad query fails before the gallery's work
-    emb = gallery_embeddings(predictor, gallery, batch_size=batch_size, use_cache=use_cache)
+    emb = gallery_embeddings(predictor, gallery, batch_size=batch_size, use_cache=use_cache, on_bad_image=on_bad_image)
+    if not len(emb.positions):
+        raise InputError(f"{gallery.folder}: none of the {len(gallery.paths)} gallery images could be read")
     distances = cosine_distances(query_embedding, emb.embeddings)[0]
     order = np.argsort(distances, kind="stable")[:k]
+    positions = emb.positions[order]
     ids = None
     if gallery.ids is not None:
-        ids = [None if gallery.ids[i] == UNKNOWN else int(gallery.ids[i]) for i in order]
+        ids = [None if gallery.ids[i] == UNKNOWN else int(gallery.ids[i]) for i in positions]
     return SearchResult(
         query,
         gallery.id_of(query),
-        [gallery.paths[i] for i in order],
+        [gallery.paths[i] for i in positions],
         distances[order],
         ids,
         emb.embedded,

@@ -39,7 +39,7 @@ from portrait_keras.data import default_dataset, make_dataset, read_annotations
 from portrait_keras.data.pipeline import naming_bad_images
 from portrait_keras.evaluation.evaluator import evaluate
 from portrait_keras.schema import APPEARANCE, SINGLE
-from portrait_keras.serving.export import export_saved_model, load_keras_model
+from portrait_keras.serving.export import SavedModelExportError, export_saved_model, load_keras_model
 from portrait_keras.training import distribute
 from portrait_keras.training.callbacks import (
     BackupAndResume,
@@ -435,8 +435,15 @@ def _finish(state, out, piq, backup, report):
     final_model = state.inference_model()
     final_model.save(out.model_file)
     schema, d = state.annotations.schema, state.config.data
-    if keras.backend.backend() == "tensorflow":
+    try:
         export_saved_model(final_model, schema, out.saved_model_dir)
+    except SavedModelExportError as e:  # the run is complete without it
+        print(
+            f"note: {out.saved_model_dir} not written: {e}. model.keras serves every command; for a "
+            f"SavedModel run portrait_keras.serving.export.export_saved_model on it under KERAS_BACKEND=tensorflow.",
+            file=sys.stderr,
+            flush=True,
+        )
     final = {}
     if state.has_eval:
         final = piq.last or evaluate(
