@@ -215,6 +215,27 @@ def test_every_path_absolute_is_reported_line_by_line(tmp_path):
     assert [line for line, column, _, _ in problems if column == "path"] == list(range(2, 2 + len(rows)))
 
 
+def test_path_with_a_nul_character(tmp_path):
+    # Found by benchmarks/fuzz_annotations.py: os.path.realpath raised ValueError.
+    rows = list(GOOD_ROWS)
+    rows[0] = rows[0].replace("a.jpg", "su\x00b/a.jpg")
+    csv_path = write_dataset(tmp_path, rows, images=["b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"])
+    error = problems_of(csv_path)
+    assert_problem(error, csv_path, 2, "path", "su\x00b/a.jpg", ["expected a path without NUL characters"])
+    assert len(error.problems) == 1
+
+
+@pytest.mark.parametrize("path", ["x" * 300 + "/a.jpg", "a/" * 3000 + "a.jpg"], ids=["long name", "long path"])
+def test_path_whose_folder_cannot_be_listed(tmp_path, path):
+    # Found by benchmarks/fuzz_annotations.py: os.scandir raised OSError (file name too long).
+    rows = list(GOOD_ROWS)
+    rows[0] = rows[0].replace("a.jpg", path)
+    csv_path = write_dataset(tmp_path, rows, images=["b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"])
+    error = problems_of(csv_path)
+    assert_problem(error, csv_path, 2, "path", path, ["cannot look for the image file: File name too long"])
+    assert len(error.problems) == 1
+
+
 def test_path_escaping_root(tmp_path):
     root = tmp_path / "data"
     write_dataset(tmp_path, [], images=["outside.jpg"])

@@ -484,7 +484,10 @@ def _check_paths(paths, root, problems):
     norm[messy] = [posixpath.normpath(p) for p in raw[messy]]
     escapes = ~empty & ~absolute & ((norm == "..") | pd.Series(norm).str.startswith("../").to_numpy())
     _report(table, "path", escapes, f"escapes the dataset root {root}", problems)
-    usable = ~(empty | absolute | escapes)
+    # The system takes no file name with a NUL in it (os functions raise ValueError).
+    nul = paths.str.contains("\x00", regex=False).to_numpy() & ~absolute & ~escapes
+    _report(table, "path", nul, "expected a path without NUL characters ('\\x00')", problems)
+    usable = ~(empty | absolute | escapes | nul)
 
     duplicate = usable & pd.Series(norm).where(usable).duplicated().to_numpy()
     if duplicate.any():
@@ -506,13 +509,18 @@ def _check_files(table, norm, usable, root, problems):
     positions = np.flatnonzero(usable)
     missing = np.zeros(len(norm), bool)
     outside = np.zeros(len(norm), bool)
+    unlisted = {}  # position: why its folder cannot be listed
     for directory, index in pd.Series(range(len(dirs))).groupby(dirs).indices.items():
         folder = os.path.join(root, directory)
         real = os.path.realpath(folder)
         if not _inside(real, real_root):
             outside[positions[index]] = True
             continue
-        files, links = _list_folder(folder)
+        try:
+            files, links = _list_folder(folder)
+        except OSError as e:  # there, but not to be listed: a name too long, no permission
+            unlisted.update((p, e.strerror) for p in positions[index])
+            continue
         found = pd.Series(names[index]).isin(files).to_numpy()
         missing[positions[index[~found]]] = True
         for i in index[pd.Series(names[index]).isin(links).to_numpy()]:
@@ -520,17 +528,32 @@ def _check_files(table, norm, usable, root, problems):
                 outside[positions[i]] = True
     _report(table, "path", missing & ~outside, f"missing image file (under {root})", problems)
     _report(table, "path", outside, f"resolves outside the dataset root {root} (symlink)", problems)
+    if unlisted:
+        where = np.zeros(len(norm), bool)
+        where[list(unlisted)] = True
+        messages = [f"cannot look for the image file: {unlisted[p]} (under {root})" for p in sorted(unlisted)]
+        _report(table, "path", where, messages, problems)
 
 
 def _list_folder(folder):
-    """(files, symlinks) in `folder`; files follow symlinks; empty when absent."""
+    """(files, symlinks) in `folder`; files follow symlinks; empty when absent.
+
+    Raises `OSError` when the folder is there but cannot be listed.
+    """
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return [], []
-    files = [e.name for e in entries if e.is_file()]
+    files = [e.name for e in entries if _is_file(e)]
     links = [e.name for e in entries if e.is_symlink()]
     return files, links
+
+
+def _is_file(entry):
+    try:
+        return entry.is_file()
+    except OSError:  # a symlink loop, a file without permission to look at
+        return False
 
 
 def _inside(path, real_root):
