@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from portrait_keras.data.annotations import AnnotationError, read_annotations, read_table
-from portrait_keras.schema import Schema, Task
+from portrait_keras.schema import Schema, SchemaError, Task
 
 HEADER = "path,split,id,gender,age,physique,height,body,arm,expression,source,frame,camera,group"
 GOOD_ROWS = [
@@ -101,6 +101,15 @@ def test_schema_json_beside_csv_and_root(tmp_path):
     ann = read_annotations(csv_path, root=images)
     np.testing.assert_array_equal(ann.labels("train")["mood"], [[1, 1]])
     assert ann.paths("gallery")[0] == os.path.join(str(images), "z.jpg")
+
+
+def test_invalid_schema_json_beside_the_csv(tmp_path):
+    csv_path = write_dataset(tmp_path, GOOD_ROWS)
+    (tmp_path / "schema.json").write_text('{"tasks": [{"name": "age", "aspect": "appearance", "kind": "single"}]}')
+    with pytest.raises(SchemaError) as info:
+        read_annotations(csv_path)
+    assert str(info.value).startswith(f"{tmp_path / 'schema.json'}: invalid schema: ")
+    assert "needs at least 2 classes" in str(info.value)
 
 
 def test_missing_required_column(tmp_path):

@@ -179,6 +179,8 @@ def read_annotations(csv_path, root=None, schema=None, *, required_splits=()):
     Raises:
         AnnotationError: listing every problem found, each as
             `FILE:LINE: column 'x': value 'v': what was expected`.
+        SchemaError: the `schema.json` beside the CSV (read when `schema` is None) is not a
+            valid schema; the message names it.
     """
     csv_path = os.fspath(csv_path)
     if schema is None:
