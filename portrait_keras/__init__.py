@@ -18,7 +18,7 @@ import sys
 __version__ = "0.1.0"
 
 from portrait_keras.evaluation.evaluator import evaluate  # noqa: E402
-from portrait_keras.schema import Schema, Task, default_schema  # noqa: E402
+from portrait_keras.schema import Schema, SchemaError, Task, default_schema  # noqa: E402
 
 # The rest load Keras/TensorFlow, so they are imported on first use.
 _LAZY = {
@@ -33,7 +33,7 @@ _LAZY = {
     "load_predictor": "portrait_keras.serving.predictor",
 }
 
-__all__ = ["Schema", "Task", "__version__", "default_schema", "evaluate", *_LAZY]
+__all__ = ["Schema", "SchemaError", "Task", "__version__", "default_schema", "evaluate", *_LAZY]
 
 # Modules whose import registers a serializable class (keras.saving.register_keras_serializable).
 SERIALIZABLE_MODULES = ("portrait_keras.models", "portrait_keras.losses", "portrait_keras.training.schedules")

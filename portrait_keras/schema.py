@@ -40,6 +40,14 @@ MULTI = "multi"  # a set of class names per image, empty = unknown.
 KINDS = (IDENTITY, SINGLE, MULTI)
 
 BASIC_EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+TASK_KEYS = ("name", "aspect", "kind", "classes")
+
+
+class SchemaError(ValueError):
+    """A schema file that cannot be read: not UTF-8, not JSON, or not a valid schema.
+
+    The message is `PATH: invalid schema: what is wrong`.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,14 +85,14 @@ class Task:
             return
         if len(self.classes) < 2:
             raise ValueError(f"Task {self.name!r}: needs at least 2 classes. Received: classes={self.classes!r}")
-        if len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"Task {self.name!r}: duplicate class names. Received: classes={self.classes!r}")
         for c in self.classes:
             if not isinstance(c, str) or not c or c != c.strip() or ";" in c:
                 raise ValueError(
                     f"Task {self.name!r}: class names must be non-empty strings without "
                     f"';' or surrounding spaces. Received: {c!r}"
                 )
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"Task {self.name!r}: duplicate class names. Received: classes={self.classes!r}")
 
     @property
     def num_classes(self):
@@ -194,14 +202,26 @@ class Schema:
 
     @classmethod
     def from_dict(cls, data):
+        """The schema of `to_dict()`'s form; `ValueError` naming the task and key otherwise."""
         if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
             raise ValueError(f"A schema is a dict with a 'tasks' list. Received: {data!r:.200}")
         tasks = []
         for i, t in enumerate(data["tasks"]):
-            unknown = set(t) - {"name", "aspect", "kind", "classes"}
+            if not isinstance(t, dict):
+                raise ValueError(
+                    f"Schema task #{i}: a task is a dict with keys {list(TASK_KEYS)}. Received: {t!r:.200}"
+                )
+            unknown = set(t) - set(TASK_KEYS)
             if unknown:
                 raise ValueError(f"Schema task #{i}: unknown keys {sorted(unknown)}")
-            tasks.append(Task(t["name"], t["aspect"], t["kind"], tuple(t.get("classes", ()))))
+            missing = [key for key in TASK_KEYS[:3] if key not in t]
+            if missing:
+                raise ValueError(f"Schema task #{i}: missing keys {missing}")
+            classes = t.get("classes", [])
+            # A string is a sequence too: "abc" must not become the classes a, b, c.
+            if not isinstance(classes, list):
+                raise ValueError(f"Schema task #{i}: 'classes' must be a list. Received: {classes!r:.200}")
+            tasks.append(Task(t["name"], t["aspect"], t["kind"], tuple(classes)))
         return cls(tuple(tasks))
 
     def to_json(self):
@@ -217,12 +237,20 @@ class Schema:
 
     @classmethod
     def load(cls, path):
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        """The schema saved in the JSON file `path` (by `save`).
+
+        Raises:
+            SchemaError: the file is not UTF-8, not JSON or not a valid schema; the message
+                is `PATH: invalid schema: what is wrong`.
+        """
         try:
-            return cls.from_json(text)
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{os.fspath(path)}: invalid schema: {e}") from e
+            with open(path, encoding="utf-8") as f:
+                return cls.from_json(f.read())
+        # ValueError covers UnicodeDecodeError and json.JSONDecodeError; RecursionError is
+        # json's answer to brackets nested too deep. KeyError and TypeError are a safety net:
+        # from_dict checks the keys and types itself.
+        except (ValueError, RecursionError, KeyError, TypeError) as e:
+            raise SchemaError(f"{os.fspath(path)}: invalid schema: {e}") from e
 
 
 def default_schema():

@@ -1,13 +1,14 @@
 """read_annotations: encoding of a good table, and one test per class of bad row."""
 
+import csv
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from portrait_keras.data.annotations import AnnotationError, read_annotations
-from portrait_keras.schema import Schema, Task
+from portrait_keras.data.annotations import AnnotationError, read_annotations, read_table
+from portrait_keras.schema import Schema, SchemaError, Task
 
 HEADER = "path,split,id,gender,age,physique,height,body,arm,expression,source,frame,camera,group"
 GOOD_ROWS = [
@@ -100,6 +101,15 @@ def test_schema_json_beside_csv_and_root(tmp_path):
     ann = read_annotations(csv_path, root=images)
     np.testing.assert_array_equal(ann.labels("train")["mood"], [[1, 1]])
     assert ann.paths("gallery")[0] == os.path.join(str(images), "z.jpg")
+
+
+def test_invalid_schema_json_beside_the_csv(tmp_path):
+    csv_path = write_dataset(tmp_path, GOOD_ROWS)
+    (tmp_path / "schema.json").write_text('{"tasks": [{"name": "age", "aspect": "appearance", "kind": "single"}]}')
+    with pytest.raises(SchemaError) as info:
+        read_annotations(csv_path)
+    assert str(info.value).startswith(f"{tmp_path / 'schema.json'}: invalid schema: ")
+    assert "needs at least 2 classes" in str(info.value)
 
 
 def test_missing_required_column(tmp_path):
@@ -212,6 +222,27 @@ def test_every_path_absolute_is_reported_line_by_line(tmp_path):
     csv_path = write_dataset(tmp_path, rows, images=names)
     problems = problems_of(csv_path).problems
     assert [line for line, column, _, _ in problems if column == "path"] == list(range(2, 2 + len(rows)))
+
+
+def test_path_with_a_nul_character(tmp_path):
+    # Found by benchmarks/fuzz_annotations.py: os.path.realpath raised ValueError.
+    rows = list(GOOD_ROWS)
+    rows[0] = rows[0].replace("a.jpg", "su\x00b/a.jpg")
+    csv_path = write_dataset(tmp_path, rows, images=["b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"])
+    error = problems_of(csv_path)
+    assert_problem(error, csv_path, 2, "path", "su\x00b/a.jpg", ["expected a path without NUL characters"])
+    assert len(error.problems) == 1
+
+
+@pytest.mark.parametrize("path", ["x" * 300 + "/a.jpg", "a/" * 3000 + "a.jpg"], ids=["long name", "long path"])
+def test_path_whose_folder_cannot_be_listed(tmp_path, path):
+    # Found by benchmarks/fuzz_annotations.py: os.scandir raised OSError (file name too long).
+    rows = list(GOOD_ROWS)
+    rows[0] = rows[0].replace("a.jpg", path)
+    csv_path = write_dataset(tmp_path, rows, images=["b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"])
+    error = problems_of(csv_path)
+    assert_problem(error, csv_path, 2, "path", path, ["cannot look for the image file: File name too long"])
+    assert len(error.problems) == 1
 
 
 def test_path_escaping_root(tmp_path):
@@ -331,6 +362,111 @@ def test_file_not_utf8_names_every_bad_line_and_its_bytes(tmp_path):
 def test_utf8_byte_order_mark_is_fine(tmp_path):
     csv_path = write_dataset(tmp_path, GOOD_ROWS, header="\ufeff" + HEADER)
     assert read_annotations(csv_path).table.columns[0] == "path"
+
+
+def write_bytes(folder, data):
+    """Writes `annotations.csv` as the bytes `data`, beside the images of `GOOD_ROWS`."""
+    csv_path = write_dataset(folder, GOOD_ROWS)
+    with open(csv_path, "wb") as f:
+        f.write(data)
+    return csv_path
+
+
+def table_problems(csv_path):
+    with pytest.raises(AnnotationError) as info:
+        read_table(csv_path)
+    return info.value.problems
+
+
+def test_cells_follow_the_csv_quoting_rules(tmp_path):
+    rows = list(GOOD_ROWS)
+    rows[0] = rows[0].replace(",m1,", ',"m1, ""the"" film",')
+    table = read_annotations(write_dataset(tmp_path, rows)).table
+    assert table["source"].tolist()[:2] == ['m1, "the" film', "m1"]
+    assert table.index.tolist() == [2, 3, 4, 5, 6, 7]
+    assert all(str(dtype) == "str" for dtype in table.dtypes)
+
+
+@pytest.mark.parametrize("end", ["\r\n", "\r"])
+def test_crlf_and_cr_line_ends_count_lines_like_newlines(tmp_path, end):
+    rows = list(GOOD_ROWS)
+    rows[1] = rows[1].replace(",m1,", f',"m1{end}second line",')  # a line end inside quotes
+    text = end.join([HEADER] + rows[:2] + [""] + rows[2:]) + end
+    ann = read_annotations(write_bytes(tmp_path / "good", text.encode()))
+    assert ann.table.index.tolist() == [2, 3, 6, 7, 8, 9]
+    assert ann.table["source"].iloc[1] == f"m1{end}second line"
+    rows[3] = rows[3].replace(",male,", ",robot,")
+    text = end.join([HEADER] + rows[:2] + [""] + rows[2:]) + end
+    error = problems_of(write_bytes(tmp_path / "bad", text.encode()))
+    assert [p[:3] for p in error.problems] == [(7, "gender", "robot")]
+
+
+@pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf"])
+def test_empty_file(tmp_path, data):
+    csv_path = write_bytes(tmp_path, data)
+    assert problems_of(csv_path).problems == [(1, "", "", "empty file; expected a header line")]
+
+
+def test_a_file_of_only_a_header_is_a_table_without_rows(tmp_path):
+    csv_path = write_bytes(tmp_path, (HEADER + "\n\n").encode())
+    table = read_table(csv_path)
+    assert table.columns.tolist() == HEADER.split(",") and len(table) == 0 and table.index.name == "line"
+    assert len(read_annotations(csv_path)) == 0
+    assert_problem(problems_of(csv_path, required_splits=["train"]), csv_path, 1, "split", "train", ["no rows"])
+
+
+def test_blank_column_names_are_numbered(tmp_path):
+    # Each is a column of its own: two blank names do not make a duplicate.
+    csv_path = write_dataset(tmp_path, [row + ",x, y" for row in GOOD_ROWS], header=HEADER + ', ," "')
+    table = read_annotations(csv_path).table
+    assert table.columns.tolist()[-3:] == ["group", "Unnamed: 14", "Unnamed: 15"]
+    assert table["Unnamed: 15"].tolist() == ["y"] * 6
+
+
+def test_one_column_file(tmp_path):
+    assert read_table(write_bytes(tmp_path, b"path\na.jpg\n\nb.jpg")).to_dict() == {"path": {2: "a.jpg", 4: "b.jpg"}}
+    problems = table_problems(write_bytes(tmp_path, b'path\na.jpg\n"b.jpg\n'))
+    assert problems == [(3, "", "", "CSV Error: EOF inside string starting at line 3 (a quote left open?)")]
+
+
+@pytest.mark.parametrize(
+    "row, end, hint",
+    [
+        (5, "\n", "(a quote left open?)"),
+        (5, "", "(a quote left open?)"),
+        (4, "\n", "(the record runs over lines 6-7: a quote left open?)"),
+    ],
+)
+def test_a_quote_open_at_the_end_of_the_file_is_reported_where_it_opens(tmp_path, row, end, hint):
+    # The record has the right number of fields: its last one runs to the end of the file.
+    rows = list(GOOD_ROWS)
+    cells = rows[row].split(",")
+    cells[-1] = '"' + cells[-1]
+    rows[row] = ",".join(cells)
+    csv_path = write_bytes(tmp_path, ("\n".join([HEADER] + rows) + end).encode())
+    line = row + 2
+    message = f"CSV Error: EOF inside string starting at line {line} {hint}"
+    assert problems_of(csv_path).problems == [(line, "", "", message)]
+
+
+def test_a_quote_open_in_the_header(tmp_path):
+    csv_path = write_bytes(tmp_path, ('"' + "\n".join([HEADER] + GOOD_ROWS) + "\n").encode())
+    message = "CSV Error: EOF inside string starting at line 1 (the record runs over lines 1-7: a quote left open?)"
+    assert problems_of(csv_path).problems == [(1, "", "", message)]
+
+
+def test_a_field_over_the_csv_field_size_limit(tmp_path):
+    rows = list(GOOD_ROWS)
+    rows[1] = rows[1].replace(",m1,", ',"m1,')  # the quote runs on over the limit
+    rows += [f"x{i}.jpg,train,-1,,,,,,,,{'m' * 100},1,1,1" for i in range(2000)]
+    csv_path = write_dataset(tmp_path, rows, images=[])
+    message = f"CSV Error: field larger than field limit ({csv.field_size_limit()}) (a quote left open?)"
+    assert problems_of(csv_path).problems == [(3, "", "", message)]
+
+
+def test_a_utf16_file_is_not_utf8(tmp_path):
+    error = problems_of(write_bytes(tmp_path, "\n".join([HEADER] + GOOD_ROWS).encode("utf-16")))
+    assert error.problems[0][0] == 1 and "save the file as UTF-8" in error.problems[0][3]
 
 
 @pytest.mark.parametrize("repeated", ["gender", "gender ", " gender"])

@@ -236,6 +236,18 @@ def test_validate_reports_every_problem_by_kind(broken_dataset, capsys):
         assert table[kind].split()[len(kind.split())] == "1"  # the count column
 
 
+def test_validate_names_paths_the_system_cannot_look_up(tmp_path, capsys):
+    rows = list(GOOD_ROWS)
+    rows[0] = rows[0].replace("a.jpg", "su\x00b/a.jpg")
+    rows[1] = rows[1].replace("b.jpg", "x" * 300 + "/b.jpg")
+    csv_path = write_dataset(tmp_path, rows, images=["c.jpg", "d.jpg", "e.jpg", "f.jpg"])
+    assert validate.main([csv_path]) == 1
+    out = capsys.readouterr().out
+    assert "6 rows, 2 problems" in out
+    line = next(line for line in out.splitlines() if line.startswith("unusable path"))
+    assert line.split()[2] == "2" and ":2: column 'path': value 'su\\x00b/a.jpg'" in line, out
+
+
 def test_validate_passes_a_clean_dataset_and_checks_required_splits(tmp_path, capsys):
     csv_path = write_dataset(tmp_path, GOOD_ROWS)
     assert validate.main([csv_path]) == 0

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from portrait_keras.schema import BASIC_EXPRESSIONS, Schema, Task, default_schema
+from portrait_keras.schema import BASIC_EXPRESSIONS, Schema, SchemaError, Task, default_schema
 
 
 def test_default_schema_groups_tasks_by_aspect():
@@ -61,6 +61,44 @@ def test_invalid_schemas(tmp_path):
     bad.write_text(json.dumps({"tasks": [{"name": "x", "aspect": "posture", "kind": "single", "colors": []}]}))
     with pytest.raises(ValueError, match="schema.json: invalid schema: .*unknown keys"):
         Schema.load(bad)
+
+
+def task_json(**changes):
+    task = {"name": "x", "aspect": "posture", "kind": "single", "classes": ["a", "b"]}
+    task.update(changes)
+    return json.dumps({"tasks": [task]}).encode()
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        # Found by benchmarks/fuzz_annotations.py: each was a RecursionError, a
+        # UnicodeDecodeError without the file name, a KeyError or TypeError message, or,
+        # for a string of classes, no error at all.
+        (b"[" * 100_000, "recursion"),
+        (b'{"tasks": [\xff]}', "can't decode byte 0xff"),
+        ('{"tasks": []}'.encode("utf-16"), "can't decode byte 0xff"),
+        (json.dumps({"tasks": ["gender"]}).encode(), "Schema task #0: a task is a dict"),
+        (json.dumps({"tasks": [{"name": "x", "aspect": "posture"}]}).encode(), "Schema task #0: missing keys ['kind']"),
+        (task_json(classes="abc"), "'classes' must be a list. Received: 'abc'"),
+        (task_json(classes=None), "'classes' must be a list"),
+        (task_json(classes=[["a"], "b"]), "class names must be non-empty strings"),
+        (task_json(classes=["a", "a"]), "duplicate class names"),
+        (task_json(classes=[]), "at least 2 classes"),
+        (task_json(kind="ordinal"), "kind must be one of"),
+        (task_json(name=3), "name must be a non-empty string"),
+        (b'{"tasks": [', "Expecting value"),
+        (b"", "Expecting value"),
+    ],
+    ids=lambda value: repr(value)[:40] if isinstance(value, bytes) else None,
+)
+def test_load_raises_one_schema_error_naming_the_file(tmp_path, data, words):
+    path = tmp_path / "schema.json"
+    path.write_bytes(data)
+    with pytest.raises(SchemaError) as info:
+        Schema.load(path)
+    assert str(info.value).startswith(f"{path}: invalid schema: ") and words in str(info.value)
+    assert isinstance(info.value, ValueError)
 
 
 def test_subset_keeps_schema_order():

@@ -20,6 +20,7 @@ beside the CSV). Every row is checked, and one `AnnotationError` lists every pro
 """
 
 import csv
+import itertools
 import os
 import posixpath
 
@@ -39,6 +40,9 @@ MAX_LISTED = 50
 _INT_PATTERN = r"-?[0-9]{1,18}"
 # Characters of an undecodable line quoted back in a problem, around the bad bytes.
 _SHOWN_CHARS = 80
+# The last line `csv.reader` sees, after the file: a record of its own, or the end of the last
+# field when a quote is still open. Private-use characters that no annotation holds.
+_END = "\ue000end of file\ue000\n"
 
 
 class AnnotationError(ValueError):
@@ -175,6 +179,8 @@ def read_annotations(csv_path, root=None, schema=None, *, required_splits=()):
     Raises:
         AnnotationError: listing every problem found, each as
             `FILE:LINE: column 'x': value 'v': what was expected`.
+        SchemaError: the `schema.json` beside the CSV (read when `schema` is None) is not a
+            valid schema; the message names it.
     """
     csv_path = os.fspath(csv_path)
     if schema is None:
@@ -223,8 +229,9 @@ def read_annotations(csv_path, root=None, schema=None, *, required_splits=()):
 def read_table(csv_path):
     """The CSV as a string DataFrame indexed by the line each record starts on.
 
-    Blank records are dropped. Column names are stripped; cells are kept as written (spaces
-    after commas dropped).
+    The file is parsed once, by `csv.reader`. Blank records are dropped. Column names are
+    stripped (a blank one is named `Unnamed: N`, N counted from 0); cells are kept as written
+    (spaces after commas dropped).
 
     Args:
         csv_path: path-like. The annotation file.
@@ -233,76 +240,94 @@ def read_table(csv_path):
         `pandas.DataFrame` of str, `index.name == "line"` (the header is line 1).
 
     Raises:
-        AnnotationError: when the file is not UTF-8, the header is blank or names a column
-            twice, or records have more or fewer fields than the header (every such record).
+        AnnotationError: when the file is empty or not UTF-8, the header is blank or names a
+            column twice, records have more or fewer fields than the header (every such
+            record), a field is over `csv.field_size_limit()` or a quote is still open at the
+            end of the file.
     """
     csv_path = os.fspath(csv_path)
-    starts = _scan_records(csv_path)
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skip_blank_lines=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise AnnotationError(csv_path, [(1, "", "", "empty file; expected a header line")]) from None
-    except pd.errors.ParserError as e:
-        # pandas words it "Expected N fields in line L, saw M".
-        message = str(e).replace("Error tokenizing data. C error: ", "").strip()
-        raise AnnotationError(csv_path, [(_parser_line(message), "", "", message)]) from None
-    if len(table) != len(starts):
-        # The lines below come from csv.reader, the cells from pandas: they must agree.
-        message = f"pandas read {len(table)} records and csv.reader {len(starts)}; cannot tell their lines"
-        raise AnnotationError(csv_path, [(1, "", "", f"CSV Error: {message}")])
-    table.columns = [str(c).strip() for c in table.columns]
-    table.index = pd.Index(np.asarray(starts, np.int64), name="line")
-    blank = (table == "").all(axis=1)
-    return table[~blank]
+    names, lines, records = _parse_records(csv_path)
+    return pd.DataFrame(records, index=pd.Index(np.asarray(lines, np.int64), name="line"), columns=names, dtype=str)
 
 
-def _scan_records(csv_path):
-    """Start line of every data record (blank ones too), from one `csv.reader` pass.
+def _parse_records(csv_path):
+    """`(column names, start line of each record, records)` from one `csv.reader` pass.
 
-    pandas pads short records with "" (which reads as "unknown"), renames repeated column
-    names and counts a record as one line even when a quoted field holds a newline; this pass
-    reports the first two and gives the lines. Raises `AnnotationError` listing every
-    undecodable line, or the header and field-count problems.
+    Blank records (no field filled in, at most as many fields as the header) are left out.
+    Raises `AnnotationError` listing every undecodable line, or every header, field-count and
+    quoting problem.
     """
-    problems, starts = [], []
+    problems, lines, records = [], [], []
     line = 0
+    # One str object per distinct value, as pandas' parser makes them: the checks hash and
+    # compare every cell, which is 2-5x faster on shared objects (their hash is kept) than on
+    # a fresh str per cell spread over memory.
+    shared = {}
     try:
-        # utf-8-sig: pandas drops a byte order mark too. newline="": csv.reader sees the
-        # line ends, so `line_num` counts physical lines.
+        # utf-8-sig: a byte order mark is not part of the first column name. newline="":
+        # csv.reader sees the line ends, so `line_num` counts physical lines (CRLF and CR too).
         with open(csv_path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, skipinitialspace=True)
-            header = next(reader, None)
-            if header is None:
+            reader = csv.reader(itertools.chain(f, [_END]), skipinitialspace=True)
+            header = next(reader)
+            if _is_end(header):
                 raise AnnotationError(csv_path, [(1, "", "", "empty file; expected a header line")])
             if not any(header):
                 message = "blank header line; expected the column names on line 1"
                 raise AnnotationError(csv_path, [(1, "", "", message)])
-            _check_header(header, problems)
+            if _quote_open(header):
+                raise AnnotationError(csv_path, [_open_quote_problem(1, reader.line_num - 1)])
+            names = [name.strip() or f"Unnamed: {i}" for i, name in enumerate(header)]
+            _check_header(names, problems)
             fields = len(header)
             line = reader.line_num
             for record in reader:
-                starts.append(line + 1)
-                # Blank records (no field filled in) are dropped later, short or not.
-                if len(record) != fields and (len(record) > fields or any(record)):
-                    problems.append(_field_count_problem(fields, record, line + 1, reader.line_num))
+                if len(record) == fields:
+                    if any(record):
+                        # A tuple of str leaves the cyclic garbage collector's lists at its
+                        # first pass; 250k lists would have it walk them again and again.
+                        records.append(tuple(map(shared.setdefault, record, record)))
+                        lines.append(line + 1)
+                # Blank records (no field filled in) are dropped, short or not.
+                elif (len(record) > fields or any(record)) and not _is_end(record):
+                    end = reader.line_num - _quote_open(record)
+                    problems.append(_field_count_problem(fields, record, line + 1, end))
                 line = reader.line_num
     except UnicodeDecodeError:
         raise AnnotationError(csv_path, _undecodable_lines(csv_path)) from None
     except csv.Error as e:
         # In practice a field over csv.field_size_limit(): a quote opened and never closed.
         problems.append((line + 1, "", "", f"CSV Error: {e} (a quote left open?)"))
+    else:
+        if records and _is_end(records[-1]):  # one column: the sentinel line reads as a record
+            records.pop()
+            lines.pop()
+        if records and _quote_open(records[-1]):
+            problems.append(_open_quote_problem(lines[-1], line - 1))
     if problems:
         raise AnnotationError(csv_path, problems)
-    return starts
+    return names, lines, records
 
 
-def _check_header(header, problems):
-    """Reports column names given more than once (pandas would rename `x` to `x.1`)."""
-    names = [name.strip() for name in header]
+def _is_end(record):
+    """Whether `record` is the sentinel line, read as a record of its own."""
+    return len(record) == 1 and record[0] == _END[:-1]
+
+
+def _quote_open(record):
+    """Whether `record` ran into the sentinel line: a quote is open at the end of the file."""
+    return record[-1].endswith(_END)
+
+
+def _open_quote_problem(start, end):
+    # pandas' words for it, with the line the record starts on.
+    return (start, "", "", f"CSV Error: EOF inside string starting at line {start}{_quote_hint(start, end)}")
+
+
+def _check_header(names, problems):
+    """Reports column names given more than once (each column is read by its name)."""
     positions = {}
     for position, name in enumerate(names, 1):
-        if name:  # pandas names empty ones "Unnamed: N", which cannot collide
-            positions.setdefault(name, []).append(position)
+        positions.setdefault(name, []).append(position)
     for name, where in positions.items():
         if len(where) > 1:
             places = ", ".join(map(str, where))
@@ -311,11 +336,17 @@ def _check_header(header, problems):
 
 
 def _field_count_problem(fields, record, start, end):
-    # Same wording as pandas' error for a long record, so both read alike.
+    # pandas' wording for a long record, which users of the earlier reader know.
     message = f"Expected {fields} fields in line {start}, saw {len(record)}"
-    if end > start:
-        message += f" (the record runs over lines {start}-{end}: a quote left open?)"
+    if end > start or _quote_open(record):
+        message += _quote_hint(start, end)
     return (start, "", "", message)
+
+
+def _quote_hint(start, end):
+    if end > start:
+        return f" (the record runs over lines {start}-{end}: a quote left open?)"
+    return " (a quote left open?)"
 
 
 def _undecodable_lines(csv_path):
@@ -346,14 +377,6 @@ def _undecodable_lines(csv_path):
             )
     # Every bad byte sits inside one line, so this is a safety net, not a case seen.
     return problems or [(1, "", "", "not UTF-8 (UnicodeDecodeError); save the file as UTF-8")]
-
-
-def _parser_line(message):
-    words = message.replace(",", " ").split()
-    for before, word in zip(words, words[1:]):
-        if before == "line" and word.isdigit():
-            return int(word)
-    return 1
 
 
 def _report(table, column, mask, message, problems):
@@ -463,7 +486,10 @@ def _check_paths(paths, root, problems):
     norm[messy] = [posixpath.normpath(p) for p in raw[messy]]
     escapes = ~empty & ~absolute & ((norm == "..") | pd.Series(norm).str.startswith("../").to_numpy())
     _report(table, "path", escapes, f"escapes the dataset root {root}", problems)
-    usable = ~(empty | absolute | escapes)
+    # The system takes no file name with a NUL in it (os functions raise ValueError).
+    nul = paths.str.contains("\x00", regex=False).to_numpy() & ~absolute & ~escapes
+    _report(table, "path", nul, "expected a path without NUL characters ('\\x00')", problems)
+    usable = ~(empty | absolute | escapes | nul)
 
     duplicate = usable & pd.Series(norm).where(usable).duplicated().to_numpy()
     if duplicate.any():
@@ -485,13 +511,18 @@ def _check_files(table, norm, usable, root, problems):
     positions = np.flatnonzero(usable)
     missing = np.zeros(len(norm), bool)
     outside = np.zeros(len(norm), bool)
+    unlisted = {}  # position: why its folder cannot be listed
     for directory, index in pd.Series(range(len(dirs))).groupby(dirs).indices.items():
         folder = os.path.join(root, directory)
         real = os.path.realpath(folder)
         if not _inside(real, real_root):
             outside[positions[index]] = True
             continue
-        files, links = _list_folder(folder)
+        try:
+            files, links = _list_folder(folder)
+        except OSError as e:  # there, but not to be listed: a name too long, no permission
+            unlisted.update((p, e.strerror) for p in positions[index])
+            continue
         found = pd.Series(names[index]).isin(files).to_numpy()
         missing[positions[index[~found]]] = True
         for i in index[pd.Series(names[index]).isin(links).to_numpy()]:
@@ -499,17 +530,32 @@ def _check_files(table, norm, usable, root, problems):
                 outside[positions[i]] = True
     _report(table, "path", missing & ~outside, f"missing image file (under {root})", problems)
     _report(table, "path", outside, f"resolves outside the dataset root {root} (symlink)", problems)
+    if unlisted:
+        where = np.zeros(len(norm), bool)
+        where[list(unlisted)] = True
+        messages = [f"cannot look for the image file: {unlisted[p]} (under {root})" for p in sorted(unlisted)]
+        _report(table, "path", where, messages, problems)
 
 
 def _list_folder(folder):
-    """(files, symlinks) in `folder`; files follow symlinks; empty when absent."""
+    """(files, symlinks) in `folder`; files follow symlinks; empty when absent.
+
+    Raises `OSError` when the folder is there but cannot be listed.
+    """
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return [], []
-    files = [e.name for e in entries if e.is_file()]
+    files = [e.name for e in entries if _is_file(e)]
     links = [e.name for e in entries if e.is_symlink()]
     return files, links
+
+
+def _is_file(entry):
+    try:
+        return entry.is_file()
+    except OSError:  # a symlink loop, a file without permission to look at
+        return False
 
 
 def _inside(path, real_root):

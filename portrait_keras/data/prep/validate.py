@@ -30,6 +30,7 @@ KINDS = (
     ("empty split", r"no rows in split", "split"),
     ("missing image file", r"missing image file", "path"),
     ("path outside the dataset root", r"escapes the dataset root|resolves outside|relative to the dataset", "path"),
+    ("unusable path", r"without NUL characters|cannot look for the image file", "path"),
     ("duplicate path", r"duplicate path", "path"),
     ("empty path", r"expected an image path", "path"),
     ("zero-byte image", r"unreadable image: zero bytes", "path"),
