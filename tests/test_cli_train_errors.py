@@ -244,3 +244,40 @@ def test_keras_imagenet_weights_missing_is_one_line_saying_where_to_put_them(tmp
     assert train_command.main(argv) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert f"not found at {tmp_path / 'keras' / 'models'}" in line and "Nothing is downloaded" in line
+
+
+def _partial_dataset(folder, header, rows):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        Image.new("RGB", (4, 8), (10, 20, 30)).save(folder / row.split(",")[0])
+    (folder / "data.csv").write_text("\n".join([header, *rows]) + "\n")
+    return folder / "data.csv"
+
+
+def test_without_schema_json_the_csv_columns_decide_the_tasks(tmp_path, capsys):
+    from portrait_keras.data import read_annotations
+
+    csv = _partial_dataset(
+        tmp_path, "path,split,id,gender,expression", ["a.jpg,train,1,female,happy", "b.jpg,train,2,male,sad;angry"]
+    )
+    annotations = read_annotations(csv)
+    assert annotations.schema.names == ("id", "gender", "expression") and annotations.schema_source == "columns"
+    assert (
+        train_command.main(["smoke", "--data", str(csv), "--tasks", "id,gendr", "--run-dir", str(tmp_path / "r")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "note: no schema.json beside" in err and "the tasks are its task columns, id, gender, expression" in err
+    assert "error: model.tasks: unknown value 'gendr'" in err and "did you mean 'gender'?" in err
+
+
+def test_a_class_name_in_another_case_says_so(tmp_path):
+    from portrait_keras.data import AnnotationError, read_annotations
+
+    csv = _partial_dataset(tmp_path, "path,split,id,gender", ["a.jpg,train,1,Female", "b.jpg,train,2,mail"])
+    with pytest.raises(AnnotationError) as e:
+        read_annotations(csv)
+    lines = str(e.value).splitlines()
+    assert any(":2: column 'gender': value 'Female'" in x and "only the case differs" in x for x in lines)
+    assert any(":3: column 'gender': value 'mail'" in x and "case" not in x for x in lines)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from portrait_keras.data.annotations import AnnotationError, read_annotations, read_table
-from portrait_keras.schema import Schema, SchemaError, Task
+from portrait_keras.schema import Schema, SchemaError, Task, default_schema
 
 HEADER = "path,split,id,gender,age,physique,height,body,arm,expression,source,frame,camera,group"
 GOOD_ROWS = [
@@ -116,6 +116,10 @@ def test_missing_required_column(tmp_path):
     header = HEADER.replace(",gender", "")
     rows = [",".join(p for i, p in enumerate(r.split(",")) if i != 3) for r in GOOD_ROWS]
     csv_path = write_dataset(tmp_path, rows, header=header)
+    # Without a schema.json the CSV's columns decide the tasks: gender is simply absent.
+    assert "gender" not in read_annotations(csv_path).schema.names
+    # A schema.json (or a schema passed in) that names the task requires its column.
+    default_schema().save(os.path.join(tmp_path, "schema.json"))
     assert_problem(problems_of(csv_path), csv_path, 1, "gender", "", ["missing required column"])
 
 

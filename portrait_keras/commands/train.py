@@ -66,6 +66,11 @@ def parse_args(argv):
         metavar="N",
         help="replicas of the global batch; without GPUs the CPU is split into N devices (MirroredStrategy anywhere)",
     )
+    parser.add_argument(
+        "--tasks",
+        metavar="T1,T2",
+        help="the tasks to learn, e.g. id,gender (default: every task the data labels; = --set model.tasks=[...])",
+    )
     loud = parser.add_mutually_exclusive_group()
     loud.add_argument("--quiet", action="store_true", help="one line per epoch")
     loud.add_argument("--verbose", action="store_true", help="every logged value after each epoch too")
@@ -107,6 +112,8 @@ def build_config(args):
             config = configs.synthetic_default(config)
     if args.init_from:
         config = override(config, "model.init_from", os.path.abspath(args.init_from))
+    if args.tasks:
+        config = override(config, "model.tasks", [t.strip() for t in args.tasks.split(",") if t.strip()])
     if args.epochs is not None:
         config = dataclasses.replace(config, train=rescale_epochs(config.train, args.epochs))
     for item in args.set:
@@ -195,6 +202,12 @@ def main(argv=None):
         check_run_dir(run_dir, config, args.overwrite)
         annotations = check_data(config.data.csv) if config.data.csv else None
         if annotations is not None:
+            if annotations.schema_source == "columns":
+                print(
+                    f"note: no schema.json beside {config.data.csv}: the tasks are its task columns, "
+                    f"{', '.join(annotations.schema.names)}",
+                    file=sys.stderr,
+                )
             check_tasks(config, annotations.schema)
             from portrait_keras.training.tasks import trained_tasks
 

@@ -93,8 +93,11 @@ class Annotations:
     array([2, -1, 4], dtype=int32)
     """
 
-    def __init__(self, schema, root, csv_path, table, encoded):
+    def __init__(self, schema, root, csv_path, table, encoded, schema_source="given"):
         self.schema = schema
+        # Where the schema came from: "given", "schema.json", "default" (every default task
+        # column present) or "columns" (the default tasks whose columns the CSV has).
+        self.schema_source = schema_source
         self.root = root
         self.csv_path = csv_path
         self.table = table
@@ -170,7 +173,9 @@ def read_annotations(csv_path, root=None, schema=None, *, required_splits=()):
         root: path-like. Folder the `path` column is relative to. Defaults to the
             CSV's folder.
         schema: `Schema`. The tasks and class lists. Defaults to the `schema.json`
-            beside the CSV when there is one, else `default_schema()`.
+            beside the CSV when there is one, else the tasks of `default_schema()` whose
+            columns the CSV has (a re-id CSV of `path,split,id` has the identity task alone;
+            `Annotations.schema_source` says which).
         required_splits: iterable of str. Splits that must have at least one row.
 
     Returns:
@@ -183,15 +188,22 @@ def read_annotations(csv_path, root=None, schema=None, *, required_splits=()):
             valid schema; the message names it.
     """
     csv_path = os.fspath(csv_path)
+    source = "given"
     if schema is None:
         beside = os.path.join(os.path.dirname(os.path.abspath(csv_path)), "schema.json")
-        schema = schema_lib.Schema.load(beside) if os.path.exists(beside) else schema_lib.default_schema()
+        source = "schema.json" if os.path.exists(beside) else "default"
+        schema = schema_lib.Schema.load(beside) if source == "schema.json" else schema_lib.default_schema()
     root = os.path.abspath(os.path.dirname(os.path.abspath(csv_path)) if root is None else os.fspath(root))
     for split in required_splits:
         if split not in SPLITS:
             raise ValueError(f"Unknown split {split!r}. Allowed: {', '.join(SPLITS)}")
 
     table = read_table(csv_path)
+    if source == "default":
+        # No schema.json: the CSV's task columns decide the tasks (none at all is still an error).
+        present = [name for name in schema.names if name in table.columns]
+        if present and len(present) < len(schema.names):
+            schema, source = schema.subset(present), "columns"
     problems = []
     _check_columns(table, schema, problems)
     encoded = {}
@@ -223,7 +235,7 @@ def read_annotations(csv_path, root=None, schema=None, *, required_splits=()):
             encoded[task.name] = _check_multi(table, task.name, task.classes, problems)
     if problems:
         raise AnnotationError(csv_path, problems)
-    return Annotations(schema, root, csv_path, table, encoded)
+    return Annotations(schema, root, csv_path, table, encoded, schema_source=source)
 
 
 def read_table(csv_path):
@@ -403,7 +415,11 @@ def _check_choice(table, column, allowed, allow_empty, problems):
     values = table[column]
     bad = ~values.isin(allowed) & ~(allow_empty & (values == ""))
     empty_note = ", or empty for unknown" if allow_empty else ""
-    _report(table, column, bad, f"expected one of {', '.join(allowed)}{empty_note}", problems)
+    # 'Female' for 'female': say so, rather than only listing the classes.
+    case_only = bad & values.str.lower().isin([a.lower() for a in allowed])
+    message = f"expected one of {', '.join(allowed)}{empty_note}"
+    _report(table, column, bad & ~case_only, message, problems)
+    _report(table, column, case_only, f"{message} (class names are case-sensitive: only the case differs)", problems)
     # Unknown values (reported above, and "") map to -1.
     return pd.Index(list(allowed)).get_indexer(values).astype(np.int32)
 
