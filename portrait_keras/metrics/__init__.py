@@ -1,8 +1,8 @@
 """Metrics of portrait interpretation: functions of numpy arrays (paper §4.3)."""
 
-from portrait_keras.metrics.classification import macro_f1, par_metrics
+from portrait_keras.metrics.classification import balanced_accuracy, macro_f1, par_metrics
 from portrait_keras.metrics.long_tail import lts
 from portrait_keras.metrics.quotient import piq
 from portrait_keras.metrics.reid import evaluate_reid, evaluate_reid_reference
 
-__all__ = ["evaluate_reid", "evaluate_reid_reference", "lts", "macro_f1", "par_metrics", "piq"]
+__all__ = ["balanced_accuracy", "evaluate_reid", "evaluate_reid_reference", "lts", "macro_f1", "par_metrics", "piq"]
