@@ -310,3 +310,37 @@ def test_gpu_session_script_runs_the_benchmark_and_keeps_its_output(tmp_path):
     assert "keras" in (tmp_path / "machine.txt").read_text()
     usage = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], capture_output=True, text=True)
     assert usage.returncode == 2 and "prepare|run|breakdown" in usage.stderr
+
+
+def test_propagation_benchmark_data_hide_the_share_asked_for_and_keep_the_truth():
+    import propagation_knn
+
+    x, truth, labels, kernels = propagation_knn.make_data(2000, 16, hidden=0.7)
+    assert x.shape == (2000, 16) and x.dtype == np.float32
+    for task, y in truth.items():
+        hidden = labels[task] == -1 if y.ndim == 1 else (labels[task] == -1).all(axis=1)
+        assert abs(hidden.mean() - 0.7) < 0.05
+        np.testing.assert_array_equal(labels[task][~hidden], y[~hidden])
+        assert kernels[task].shape == (16, propagation_knn.TASKS[task])
+
+
+def test_propagation_benchmark_prints_each_figure_and_its_ratio():
+    import subprocess
+
+    script = str(BENCHMARKS / "propagation_knn.py")
+    done = subprocess.run(
+        [sys.executable, script, "--n", "300", "--dim", "8"], capture_output=True, text=True, check=True
+    )
+    lines = done.stdout.splitlines()
+    assert lines[1].startswith("baseline, blocked X @ X.T:")
+    assert [line.split(":")[0].strip() for line in lines[2:4]] == ["nearest_neighbors(k=10)", "propagate_labels"]
+    assert all("x baseline" in line and "peak RSS" in line for line in lines[2:4])
+    assert "filled-label accuracy (kNN start): body" in lines[4]
+    done = subprocess.run(
+        [sys.executable, script, "--covariance-study", "--n", "200", "--dim", "8", "--seeds", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = [line for line in done.stdout.splitlines() if line.startswith("  ")]
+    assert len(rows) == 2 * 8 and "PCA 64 + Ledoit-Wolf" in rows[3]

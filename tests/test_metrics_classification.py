@@ -1,7 +1,9 @@
+import warnings
+
 import numpy as np
 import pytest
 
-from portrait_keras.metrics import macro_f1, par_metrics
+from portrait_keras.metrics import balanced_accuracy, macro_f1, par_metrics
 
 
 def test_macro_f1_single_label_hand_case():
@@ -102,3 +104,70 @@ def test_par_metrics_zero_division_is_zero_and_undefined_attributes_leave_ma():
     assert par_metrics(y_true, [[1, 1, 0], [0, 1, 0], [0, 0, 1]])["mA"] == pytest.approx((1 + 1 / 2) / 2)
     with pytest.raises(ValueError, match=r"matrices \[N, L\]"):
         par_metrics([0, 1], [0, 1])
+
+
+def test_balanced_accuracy_single_label_hand_case():
+    # Known rows: class 0 (4 rows) 3 hits, class 1 (1 row) 1 hit, class 2 (1 row) 0 hits;
+    # class 3 is only predicted: it has no recall of its own.
+    y_true = [0, 0, 0, 0, 1, 2, -1]
+    y_pred = [0, 0, 0, 3, 1, 0, 2]
+    assert balanced_accuracy(y_true, y_pred) == pytest.approx((3 / 4 + 1 + 0) / 3)
+    # Plain accuracy would reward always predicting the majority class; balanced accuracy does not.
+    assert balanced_accuracy([0, 0, 0, 0, 1, 2], [0] * 6) == pytest.approx(1 / 3)
+
+
+def test_balanced_accuracy_multi_label_hand_case():
+    y_true = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 1], [0, 0, 1], [-1, -1, -1]])
+    y_pred = np.array([[1, 1, 0], [0, 0, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0]])
+    # Columns over the 4 known rows, (TPR + TNR) / 2: (1/2 + 1/2) / 2, (1 + 2/3) / 2;
+    # the third has no negative, so only its TPR (3/4) counts.
+    assert balanced_accuracy(y_true, y_pred) == pytest.approx((0.5 + 5 / 6 + 3 / 4) / 3)
+    # Unlike par_metrics' mA, which counts the missing TNR as 0.
+    assert par_metrics(y_true, y_pred)["mA"] == pytest.approx((0.5 + 5 / 6 + 3 / 8) / 3)
+
+
+def test_balanced_accuracy_two_classes_is_eq_18_for_either_encoding():
+    rng = np.random.default_rng(2)
+    y_true = rng.integers(0, 2, 60)
+    y_pred = rng.integers(0, 2, 60)
+    tpr = np.mean(y_pred[y_true == 1] == 1)
+    tnr = np.mean(y_pred[y_true == 0] == 0)
+    assert balanced_accuracy(y_true, y_pred) == pytest.approx(0.5 * (tpr + tnr))
+    assert balanced_accuracy(y_true[:, None], y_pred[:, None]) == pytest.approx(0.5 * (tpr + tnr))
+
+
+def test_balanced_accuracy_equals_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(3)
+
+    def expected(y_true, y_pred):
+        with warnings.catch_warnings():  # sklearn warns of classes it leaves out, as we do
+            warnings.simplefilter("ignore")
+            return metrics.balanced_accuracy_score(y_true, y_pred)
+
+    for _ in range(10):
+        y_true = rng.integers(-1, 5, 120)
+        y_pred = rng.integers(0, 6, 120)  # class 5 is only predicted
+        known = y_true != -1
+        assert balanced_accuracy(y_true, y_pred) == pytest.approx(expected(y_true[known], y_pred[known]), abs=1e-12)
+        multi_true = (rng.random((120, 4)) < 0.3).astype(np.int64)
+        multi_true[:, 3] = 1  # a column without negatives
+        multi_true[rng.random(120) < 0.2] = -1
+        multi_pred = (rng.random((120, 4)) < 0.3).astype(np.int64)
+        keep = multi_true[:, 0] != -1
+        columns = [expected(multi_true[keep, c], multi_pred[keep, c]) for c in range(4)]
+        assert balanced_accuracy(multi_true, multi_pred) == pytest.approx(np.mean(columns), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "y_true, y_pred, message",
+    [
+        ([0, 1], [0, -1], "y_pred must hold class indices >= 0"),
+        ([-1, -1], [0, 1], "no known rows"),
+        ([[1, 0]], [[1, 2]], "must be 0/1"),
+        ([0, 1], [[0, 1]], "same shape"),
+    ],
+)
+def test_balanced_accuracy_errors(y_true, y_pred, message):
+    with pytest.raises(ValueError, match=message):
+        balanced_accuracy(y_true, y_pred)

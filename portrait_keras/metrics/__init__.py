@@ -1,12 +1,13 @@
 """Metrics of portrait interpretation: functions of numpy arrays (paper §4.3)."""
 
-from portrait_keras.metrics.classification import macro_f1, par_metrics
+from portrait_keras.metrics.classification import balanced_accuracy, macro_f1, par_metrics
 from portrait_keras.metrics.long_tail import lts
 from portrait_keras.metrics.quotient import piq
 from portrait_keras.metrics.reid import average_reid, evaluate_reid, evaluate_reid_reference, reid_query_scores
 
 __all__ = [
     "average_reid",
+    "balanced_accuracy",
     "evaluate_reid",
     "evaluate_reid_reference",
     "lts",

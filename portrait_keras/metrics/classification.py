@@ -1,4 +1,4 @@
-"""Classification metrics: Macro F1 (paper §4.3) and pedestrian-attribute metrics."""
+"""Classification metrics: Macro F1 (paper §4.3), balanced accuracy and pedestrian-attribute metrics."""
 
 import numpy as np
 
@@ -70,6 +70,55 @@ def macro_f1(y_true, y_pred, num_classes=None):
             return 0.0
         tp, true_count, pred_count = tp[present], true_count[present], pred_count[present]
     return float(np.mean(_divide(2 * tp, true_count + pred_count)))
+
+
+def balanced_accuracy(y_true, y_pred):
+    """Balanced accuracy of a single-label or multi-label task (paper 004, eq. 18).
+
+    Eq. 18 scores a binary attribute by `0.5 * (n_p / N_p + n_n / N_n)`, the mean of
+    the true-positive and true-negative rates, so that a rare attribute weighs as much
+    as a common one. Generalised as the mean over classes of the per-class recall:
+
+    - Single-label: the mean over the classes present in the known rows of `y_true`
+      of `hits / count` (a class nobody has has no recall; one only predicted lowers
+      the recall of the classes it was predicted for). Equals scikit-learn's
+      `balanced_accuracy_score` on the known rows; a 2-class task gives eq. 18.
+    - Multi-label: every column is a binary attribute scored by eq. 18,
+      `(TPR + TNR) / 2`, and the result is the mean over columns. A column whose
+      known rows are all positive (or all negative) scores its one defined rate,
+      as the single-label rule does; unlike `par_metrics`' `mA`, which counts the
+      undefined rate as 0.
+
+    Rows whose truth is unknown (`-1`, a whole row of `-1` for multi-label) are left out.
+
+    Args:
+        y_true: int array `[N]` or 0/1 array `[N, C]`. Ground truth, `-1` unknown.
+        y_pred: int array `[N]` (class indices `>= 0`) or 0/1 array `[N, C]`.
+
+    Returns:
+        float in [0, 1].
+
+    Example:
+    >>> balanced_accuracy([0, 0, 0, 1, -1], [0, 0, 1, 1, 0])  # recalls 2/3 and 1
+    0.8333333333333333
+    >>> balanced_accuracy([[1, 0], [0, 0], [0, 1], [-1, -1]], [[1, 0], [1, 0], [0, 0], [1, 1]])
+    0.625
+    """
+    y_true, y_pred = _known_rows(y_true, y_pred)
+    if y_true.ndim == 1:
+        if (y_pred < 0).any():
+            raise ValueError(f"y_pred must hold class indices >= 0. Received: {y_pred[y_pred < 0][:5]}")
+        classes, count = np.unique(y_true, return_counts=True)
+        hits = np.unique(y_true[y_true == y_pred], return_counts=True)
+        recall = np.zeros(len(classes))
+        recall[np.searchsorted(classes, hits[0])] = hits[1]
+        return float(np.mean(recall / count))
+    positives = y_true.sum(0)
+    negatives = len(y_true) - positives
+    tpr = _divide(np.sum(y_true & y_pred, axis=0), positives)
+    tnr = _divide(np.sum(~y_true & ~y_pred, axis=0), negatives)
+    defined = (positives > 0).astype(np.float64) + (negatives > 0)
+    return float(np.mean((tpr + tnr) / defined))
 
 
 def par_metrics(y_true, y_pred):
