@@ -47,7 +47,7 @@ rows). Measured by `python benchmarks/propagation_knn.py --covariance-study` (3,
 dims: kNN start 0.71 / 0.68; 64 components with Ledoit-Wolf 1.000 / 1.000, with the plain
 sample covariance 0.999 / 0.951; 256 components 0.998 / 0.991; Ledoit-Wolf on all dims
 0.31 / 0.16, a diagonal covariance on all dims 0.43 / 0.39 (the majority class is 0.41);
-16 components miss the classes (0.72). The PCA costs `N D^2` once; a round costs
+16 components miss the classes (0.72 / 0.63). The PCA costs `N D^2` once; a round costs
 `N pca_dim^2` per class. With only tens of annotated rows per class for 64 components
 (400 rows in all), the hard assignments drift towards the largest class over the rounds:
 keep `pca_dim` well below the annotated count of the rarest class.
