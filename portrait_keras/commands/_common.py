@@ -52,6 +52,17 @@ def threshold(text):
     return value
 
 
+def fraction(text):
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1]. Received: {text!r}")
+    return value
+
+
 def positive(text):
     """argparse type: an integer >= 1."""
     try:

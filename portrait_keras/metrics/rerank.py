@@ -71,7 +71,7 @@ def rerank_dense(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     >>> rerank_dense(dist[:1, 1:], dist[:1, :1], dist[1:, 1:], k1=1, k2=1).round(3)
     array([[0.009, 0.948, 1.   ]], dtype=float32)
     """
-    _check_parameters(k1, k2, lambda_value)
+    check_parameters(k1, k2, lambda_value)
     num_query = len(q_g_dist)
     dist = np.power(np.block([[q_q_dist, q_g_dist], [np.transpose(q_g_dist), g_g_dist]]), 2).astype(np.float32)
     # The authors divide each column by its largest value and transpose: for this
@@ -131,7 +131,7 @@ class KReciprocal:
     """
 
     def __init__(self, query_features, gallery_features, k1=20, k2=6, lambda_value=0.3):
-        _check_parameters(k1, k2, lambda_value)
+        check_parameters(k1, k2, lambda_value)
         self.lambda_value = lambda_value
         self.num_query, self.num_gallery = len(query_features), len(gallery_features)
         x = np.concatenate([query_features, gallery_features])
@@ -188,7 +188,8 @@ class KReciprocal:
         return pairs, 1 - shared / (2 - shared)
 
 
-def _check_parameters(k1, k2, lambda_value):
+def check_parameters(k1, k2, lambda_value):
+    """Raises ValueError unless k1 and k2 are positive ints and lambda_value is in [0, 1]."""
     for name, value in (("k1", k1), ("k2", k2)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
