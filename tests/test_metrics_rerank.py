@@ -78,12 +78,16 @@ def _dense(query, gallery, **params):
 PARAMS = [dict(k1=20, k2=6, lambda_value=0.3), dict(k1=5, k2=1, lambda_value=0.5), dict(k1=3, k2=2, lambda_value=0.9)]
 
 
-@pytest.fixture(params=[(4096, 1024), (7, 5), (64, 30)], ids=["one-tile", "tiles-7", "tiles-64"])
+@pytest.fixture(
+    params=[(4096, 1024, 1 / 8), (7, 5, 0.0), (64, 30, np.inf)], ids=["one-tile", "tiles-7-dense", "tiles-64-sorted"]
+)
 def small_tiles(request, monkeypatch):
-    """Tile and row-chunk sizes of the neighbour search: one tile, or many (with pruning)."""
-    tile, rows = request.param
+    """Tile and row-chunk sizes of the neighbour search (one tile, or many, with pruning), and
+    both ways of summing the Jaccard terms."""
+    tile, rows, dense_pairs = request.param
     monkeypatch.setattr(rerank, "_TILE", tile)
     monkeypatch.setattr(rerank, "_ROWS", rows)
+    monkeypatch.setattr(rerank, "_DENSE_PAIRS", dense_pairs)
 
 
 @pytest.mark.parametrize("params", PARAMS, ids=["paper", "no-expansion", "small"])

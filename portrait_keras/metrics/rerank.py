@@ -43,8 +43,11 @@ _SAMPLE = 1024
 # Similarity slack: items further than this below a row's k-th largest similarity cannot
 # tie with or pass it once distances are rounded, squared and scaled in float32.
 _MARGIN = np.float32(1e-5)
-# Rows of the reciprocal-neighbour step at a time (its largest array: rows x 21 x 11 x 21 bools).
+# Rows of the reciprocal-neighbour step at a time.
 _ROWS = 2048
+# A chunk's Jaccard terms are summed over its whole [rows, G] block when there are more than
+# this many per entry of it, else over their sorted distinct (query, item) pairs.
+_DENSE_PAIRS = 1 / 8
 
 
 def rerank_dense(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
@@ -183,8 +186,15 @@ class KReciprocal:
         g_indptr, g_rows, g_vals = self._by_column
         entry, g_pos = _ragged(g_indptr, cols)
         # Pairs ordered by query, then column ascending: the order rerank_dense adds them in.
-        pairs, inverse = np.unique(owner[entry] * self.num_gallery + g_rows[g_pos], return_inverse=True)
-        shared = np.bincount(inverse, weights=np.minimum(vals[entry], g_vals[g_pos]))
+        keys = owner[entry] * self.num_gallery + g_rows[g_pos]
+        terms = np.minimum(vals[entry], g_vals[g_pos])
+        if len(keys) > _DENSE_PAIRS * (stop - start) * self.num_gallery:  # adding over the block is cheaper
+            shared = np.bincount(keys, weights=terms, minlength=(stop - start) * self.num_gallery)
+            pairs = np.flatnonzero(shared)
+            shared = shared[pairs]
+        else:
+            pairs, inverse = np.unique(keys, return_inverse=True)
+            shared = np.bincount(inverse, weights=terms)
         return pairs, 1 - shared / (2 - shared)
 
 
