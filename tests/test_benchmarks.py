@@ -1,4 +1,4 @@
-"""benchmarks/ (train_throughput*.py, step_breakdown.py, gpu_session.sh): options, tables, exit statuses, tiny runs.
+"""benchmarks/ (train_throughput*.py, step_breakdown.py, gpu_session.sh, *_reid.py): options, tables, tiny runs.
 
 No timing is asserted: the figures depend on the machine.
 """
@@ -6,6 +6,7 @@ No timing is asserted: the figures depend on the machine.
 import importlib.util
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -310,3 +311,14 @@ def test_gpu_session_script_runs_the_benchmark_and_keeps_its_output(tmp_path):
     assert "keras" in (tmp_path / "machine.txt").read_text()
     usage = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], capture_output=True, text=True)
     assert usage.returncode == 2 and "prepare|run|breakdown" in usage.stderr
+
+
+def test_rerank_reid_quick_form_reports_the_ratio_and_equals_the_dense_reference(capsys):
+    import rerank_reid
+
+    rerank_reid.main(["--quick"])
+    out = capsys.readouterr().out
+    assert "300 queries x 2000 gallery, d=128" in out
+    assert re.search(r"re-ranked / plain: [\d.]+ x wall, [\d.]+ x CPU \(goal <= 10\); peak RSS [\d.]+ GB", out)
+    assert float(re.search(r"results differ by (\S+)", out).group(1)) <= 1e-4
+
