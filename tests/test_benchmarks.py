@@ -322,3 +322,16 @@ def test_rerank_reid_quick_form_reports_the_ratio_and_equals_the_dense_reference
     assert re.search(r"re-ranked / plain: [\d.]+ x wall, [\d.]+ x CPU \(goal <= 10\); peak RSS [\d.]+ GB", out)
     assert float(re.search(r"results differ by (\S+)", out).group(1)) <= 1e-4
 
+
+def test_eval_reid_small_form_times_a_baseline_source_tree_and_agrees_with_torchreid(capsys):
+    import eval_reid
+
+    root = str(BENCHMARKS.parent)
+    sizes = ["--queries", "300", "--gallery", "2000", "--dim", "64", "--subset", "100", "--repeat", "1"]
+    eval_reid.main([*sizes, "--baseline-src", root])
+    out = capsys.readouterr().out
+    assert re.search(r"evaluate_reid \(full, macro\): .* = [\d.]+ x floor", out)
+    # The baseline is this very tree: the same results.
+    assert re.search(rf"baseline evaluate_reid \({re.escape(root)}\): .* results differ by 0.0e\+00", out)
+    differences = [float(d) for d in re.findall(r"results differ by (\S+)", out)]
+    assert len(differences) == 3 and max(differences) <= 1e-12
