@@ -15,8 +15,13 @@ drawn from 5,000 distractor identities that look like known ones), identities wi
 several appearance modes, and near-duplicate groups joining a quarter of the queries to
 1-3 gallery images.
 
+With `--baseline-src DIR` the `evaluate_reid` of another source tree of the package (e.g. a
+`git worktree` of an earlier commit) is timed too, alternating with this one: a before/after
+of one run, under the same load.
+
     python benchmarks/eval_reid.py                       # full size
     python benchmarks/eval_reid.py --queries 2000 --gallery 10000 --subset 300 --repeat 1   # CI size
+    git worktree add /tmp/before COMMIT && python benchmarks/eval_reid.py --baseline-src /tmp/before
 """
 
 import argparse
@@ -163,7 +168,11 @@ def _worker(args):
     print(json.dumps(out))
 
 
-def _run(worker, args):
+def _run(worker, args, source=None):
+    """`worker`'s JSON, run in a subprocess; `source`: a source tree of the package to import instead."""
+    env = None
+    if source is not None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [source, os.environ.get("PYTHONPATH")] if p))
     command = [
         sys.executable,
         os.path.abspath(__file__),
@@ -178,10 +187,10 @@ def _run(worker, args):
         "--subset",
         str(args.subset),
     ]
-    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=12361)
     parser.add_argument("--gallery", type=int, default=86006)
@@ -189,11 +198,14 @@ def main():
     parser.add_argument("--subset", type=int, default=1000, help="queries for the straightforward comparison")
     parser.add_argument("--repeat", type=int, default=2, help="alternating floor / full runs; the fastest counts")
     parser.add_argument(
+        "--baseline-src", metavar="DIR", help="also time the evaluate_reid of this source tree of the package"
+    )
+    parser.add_argument(
         "--worker",
         choices=["floor", "full", "subset_floor", "subset_ours", "subset_numpy", "subset_torchreid"],
         help=argparse.SUPPRESS,
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         _worker(args)
         return
@@ -203,10 +215,12 @@ def main():
         f"load average {os.getloadavg()[0]:.1f} (other processes slow every figure alike)"
     )
     # Alternate the two and keep each one's fastest run: other processes come and go.
-    floors, fulls = [], []
+    floors, fulls, baselines = [], [], []
     for _ in range(args.repeat):
         floors.append(_run("floor", args))
         fulls.append(_run("full", args))
+        if args.baseline_src:
+            baselines.append(_run("full", args, args.baseline_src))
     floor = min(floors, key=lambda out: out["seconds"])
     full = min(fulls, key=lambda out: out["seconds"])
     result = full["result"]
@@ -220,6 +234,14 @@ def main():
         f"evaluate_reid (full, macro): {_times(full)}  = {full['seconds'] / floor['seconds']:.2f} x floor "
         f"({full['cpu_seconds'] / floor['cpu_seconds']:.2f} x in CPU time)"
     )
+    if baselines:
+        base = min(baselines, key=lambda out: out["seconds"])
+        print(
+            f"baseline evaluate_reid ({args.baseline_src}): {_times(base)}  = "
+            f"{base['seconds'] / floor['seconds']:.2f} x floor ({base['cpu_seconds'] / floor['cpu_seconds']:.2f} x "
+            f"in CPU time), peak RSS {base['peak_rss_mib']:.0f} MiB; results differ by "
+            f"{max(abs(base['result'][k] - result[k]) for k in result):.1e}"
+        )
     print(
         f"peak RSS: evaluate_reid process {full['peak_rss_mib']:.0f} MiB "
         f"(data alone {full['rss_data_mib']:.0f} MiB); floor process {floor['peak_rss_mib']:.0f} MiB"

@@ -1,4 +1,4 @@
-"""benchmarks/ (train_throughput*.py, step_breakdown.py, gpu_session.sh): options, tables, exit statuses, tiny runs.
+"""benchmarks/ (train_throughput*.py, step_breakdown.py, gpu_session.sh, *_reid.py): options, tables, tiny runs.
 
 No timing is asserted: the figures depend on the machine.
 """
@@ -6,6 +6,7 @@ No timing is asserted: the figures depend on the machine.
 import importlib.util
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -344,3 +345,27 @@ def test_propagation_benchmark_prints_each_figure_and_its_ratio():
     )
     rows = [line for line in done.stdout.splitlines() if line.startswith("  ")]
     assert len(rows) == 2 * 8 and "PCA 64 + Ledoit-Wolf" in rows[3]
+
+
+def test_rerank_reid_quick_form_reports_the_ratio_and_equals_the_dense_reference(capsys):
+    import rerank_reid
+
+    rerank_reid.main(["--quick"])
+    out = capsys.readouterr().out
+    assert "300 queries x 2000 gallery, d=128" in out
+    assert re.search(r"re-ranked / plain: [\d.]+ x wall, [\d.]+ x CPU \(goal <= 10\); peak RSS [\d.]+ GB", out)
+    assert float(re.search(r"results differ by (\S+)", out).group(1)) <= 1e-4
+
+
+def test_eval_reid_small_form_times_a_baseline_source_tree_and_agrees_with_torchreid(capsys):
+    import eval_reid
+
+    root = str(BENCHMARKS.parent)
+    sizes = ["--queries", "300", "--gallery", "2000", "--dim", "64", "--subset", "100", "--repeat", "1"]
+    eval_reid.main([*sizes, "--baseline-src", root])
+    out = capsys.readouterr().out
+    assert re.search(r"evaluate_reid \(full, macro\): .* = [\d.]+ x floor", out)
+    # The baseline is this very tree: the same results.
+    assert re.search(rf"baseline evaluate_reid \({re.escape(root)}\): .* results differ by 0.0e\+00", out)
+    differences = [float(d) for d in re.findall(r"results differ by (\S+)", out)]
+    assert len(differences) == 3 and max(differences) <= 1e-12

@@ -1,6 +1,7 @@
-"""`portrait-keras evaluate`: the grouped table, --flip, and data labelled with another schema."""
+"""`portrait-keras evaluate`: the grouped table, --flip, --rerank, and data labelled with another schema."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -80,3 +81,40 @@ def test_flip_reaches_the_evaluation_and_the_table_groups_the_metrics(smoke_run_
         "reid_micro_rank10",
         "reid_mINP",
     ]
+
+
+def test_rerank_and_its_parameters_reach_the_evaluation(smoke_run_dir, run_metrics, capsys, monkeypatch):
+    from portrait_keras.commands import evaluate as command
+
+    calls = []
+    real = command.evaluate
+
+    def spy(*args, **kwargs):
+        calls.append({k: v for k, v in kwargs.items() if k in ("rerank", "k1", "k2", "lambda_value")})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(command, "evaluate", spy)
+    assert main(["evaluate", str(smoke_run_dir), "--rerank", "--json"]) == 0
+    reranked = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(smoke_run_dir), "--rerank", "--k1", "4", "--k2", "2", "--lambda", "1", "--json"]) == 0
+    original = json.loads(capsys.readouterr().out)
+    assert calls == [{"rerank": True}, {"rerank": True, "k1": 4, "k2": 2, "lambda_value": 1.0}]
+    assert reranked["reid_mAP"] != pytest.approx(run_metrics["reid_mAP"], abs=1e-6)
+    assert reranked["f1_gender"] == pytest.approx(run_metrics["f1_gender"], abs=1e-6)
+    # λ = 1 ranks by the scaled squared original distance, in the original order.
+    assert original["reid_mAP"] == pytest.approx(run_metrics["reid_mAP"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--k1", "5"], "--k1, --k2 and --lambda only apply with --rerank"),
+        (["--rerank", "--lambda", "1.5"], r"argument --lambda: must be a number in \[0, 1\]. Received: '1.5'"),
+        (["--rerank", "--k2", "0"], "argument --k2: must be a positive integer"),
+    ],
+)
+def test_rerank_arguments_are_checked(smoke_run_dir, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(smoke_run_dir), *args])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)

@@ -118,6 +118,37 @@ def test_reid_gives_the_papers_macro_and_the_market1501_micro_metrics_with_the_s
     assert result["reid"] == pytest.approx((macro["mAP"] + macro["rank1"]) / 2)
 
 
+def test_rerank_gives_the_reranked_reid_metrics_and_leaves_the_rest():
+    from portrait_keras.metrics import evaluate_reid
+
+    outputs, labels = _data(query_ids=(0, 1, 2, 2, 1), gallery_ids=(0, 0, 1, 1, 2, 2, -1, 3, 1, 2, 1))
+    cameras = {"query": np.array([0, 1, 0, 1, 2]), "gallery": np.array([0, 1, 1, 0, 1, 1, 0, 2, 2, 0, 1])}
+    plain = evaluate_outputs(outputs, labels, SCHEMA, list(SCHEMA.tasks), cameras=cameras)
+    result = evaluate_outputs(
+        outputs, labels, SCHEMA, list(SCHEMA.tasks), cameras=cameras, rerank=True, k1=3, k2=2, lambda_value=0.5
+    )
+    args = (
+        outputs["query"]["embedding"],
+        outputs["gallery"]["embedding"],
+        labels["query"]["id"],
+        labels["gallery"]["id"],
+    )
+    kwargs = dict(
+        query_cams=cameras["query"], gallery_cams=cameras["gallery"], rerank=True, k1=3, k2=2, lambda_value=0.5
+    )
+    macro, micro = evaluate_reid(*args, **kwargs), evaluate_reid(*args, **kwargs, macro=False)
+    for key in ("mAP", "rank1", "rank5", "rank10"):
+        assert result[f"reid_{key}"] == macro[key], key
+        assert result[f"reid_micro_{key}"] == micro[key], key
+    assert result["reid_mINP"] == micro["mINP"]
+    assert result["reid_mAP"] != plain["reid_mAP"]
+    assert {k: v for k, v in result.items() if "reid" not in k and k != "piq"} == {
+        k: v for k, v in plain.items() if "reid" not in k and k != "piq"
+    }
+    with pytest.raises(ValueError, match="k1 must be a positive int"):  # not a warning and no re-id
+        evaluate_outputs(outputs, labels, SCHEMA, list(SCHEMA.tasks), rerank=True, k1=0)
+
+
 def test_par_metrics_of_a_single_label_task_count_each_class_as_an_attribute():
     outputs, labels = _data()
     labels["query"]["gender"] = np.array([0, 0, 1, -1])

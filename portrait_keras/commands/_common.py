@@ -6,8 +6,9 @@ import sys
 from portrait_keras.data.annotations import AnnotationError
 from portrait_keras.errors import InputError
 from portrait_keras.evaluation.evaluator import SchemaMismatchError
+from portrait_keras.schema import SchemaError
 
-USER_ERRORS = (InputError, AnnotationError, SchemaMismatchError)  # BadImageError is an AnnotationError
+USER_ERRORS = (InputError, AnnotationError, SchemaMismatchError, SchemaError)  # BadImageError is an AnnotationError
 
 
 def is_user_error(error):
@@ -49,6 +50,17 @@ def threshold(text):
         value = None
     if value is None or not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be a number in (0, 1). Received: {text!r}")
+    return value
+
+
+def fraction(text):
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1]. Received: {text!r}")
     return value
 
 

@@ -1,11 +1,13 @@
-"""`portrait-keras evaluate RUN_DIR [--data CSV] [--flip] [--json] [--skip-bad-images]`: the metrics of a saved run.
+"""`portrait-keras evaluate RUN_DIR [--data CSV] [--flip] [--rerank] [--json] ...`: the metrics of a saved run.
 
 Loads the run's `model.keras` (safe mode; it carries its schema) and evaluates on the run's own
 data or `--data` (`portrait_keras.evaluation.evaluator.evaluate`). RUN_DIR may also be a `.keras`
 file alone (then `--data` names the data). Data labelled with another schema than the model's
 (another dataset) is evaluated on what both share (`evaluator.shared_tasks`: re-id when both have
 an identity task, and the tasks with the same class list), with one `note:` line naming what is
-left out; without re-id in common it is refused, with the differences listed.
+left out; without re-id in common it is refused, with the differences listed. `--rerank` ranks
+the re-id gallery by the k-reciprocal re-ranked distance (Zhong et al. 2017, `metrics/rerank.py`;
+`--k1`, `--k2`, `--lambda` set its parameters).
 """
 
 import argparse
@@ -61,12 +63,22 @@ def build_parser():
         [
             "portrait-keras evaluate runs/fss_uncert",
             "portrait-keras evaluate runs/fss_uncert --flip --json",
+            "portrait-keras evaluate runs/fss_uncert --rerank             # k1=20, k2=6, lambda=0.3",
             "portrait-keras evaluate runs/fss_uncert --data market1501/annotations.csv   # another dataset",
         ],
     )
     p.add_argument("run_dir", metavar="RUN_DIR_OR_KERAS", help="run folder of `portrait-keras train`, or a .keras file")
     p.add_argument("--data", help="annotation CSV (default: the run's own data)")
     p.add_argument("--flip", action="store_true", help="average each image with its horizontal mirror")
+    p.add_argument("--rerank", action="store_true", help="rank re-id by k-reciprocal re-ranking (Zhong et al. 2017)")
+    p.add_argument("--k1", type=_common.positive, help="re-ranking: k-reciprocal neighbourhood size (default 20)")
+    p.add_argument("--k2", type=_common.positive, help="re-ranking: neighbours of the query expansion (default 6)")
+    p.add_argument(
+        "--lambda",
+        dest="lambda_value",
+        type=_common.fraction,
+        help="re-ranking: weight of the original distance, in [0, 1] (default 0.3)",
+    )
     p.add_argument("--batch-size", type=_common.positive, default=128)
     p.add_argument("--json", action="store_true", help="print JSON (the metrics.json keys) instead of tables")
     p.add_argument(
@@ -89,6 +101,12 @@ def _evaluate(parser, args):
     from portrait_keras.data import read_annotations
     from portrait_keras.serving.export import load_model
 
+    rerank_args = {
+        k: v for k, v in (("k1", args.k1), ("k2", args.k2), ("lambda_value", args.lambda_value)) if v is not None
+    }
+    if rerank_args and not args.rerank:
+        parser.error("--k1, --k2 and --lambda only apply with --rerank")
+
     if os.path.isfile(args.run_dir) and args.run_dir.endswith(".keras"):
         model_path, run_dir = args.run_dir, os.path.dirname(os.path.abspath(args.run_dir))
     else:
@@ -109,6 +127,15 @@ def _evaluate(parser, args):
     if skip is None:
         skip = bool(run_config.get("data", {}).get("skip_bad_images", False))
     annotations = read_annotations(csv, schema=schema)
-    result = evaluate(model, annotations, tasks=tasks, batch_size=args.batch_size, skip_bad_images=skip, flip=args.flip)
+    result = evaluate(
+        model,
+        annotations,
+        tasks=tasks,
+        batch_size=args.batch_size,
+        skip_bad_images=skip,
+        flip=args.flip,
+        rerank=args.rerank,
+        **rerank_args,
+    )
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0

@@ -8,7 +8,8 @@
 - `reid_micro_mAP`, `reid_micro_rank1`, `reid_micro_rank5`, `reid_micro_rank10`: the same
   averaged over queries (the Market-1501 protocol of torchreid and fast-reid), and `reid_mINP`,
   the mean inverse negative penalty over queries (Ye et al. 2021); every re-id metric leaves out
-  a query's near-duplicate group and its same-camera positives;
+  a query's near-duplicate group and its same-camera positives, and with `rerank=True` ranks the
+  gallery by the k-reciprocal re-ranked distance (Zhong et al. 2017) instead of the cosine one;
 - `f1_<task>`: Macro F1 over the query and gallery images (§4.3);
 - `par_mA_<task>` (label-based mean accuracy), `par_accuracy_<task>`, `par_precision_<task>`,
   `par_recall_<task>`, `par_f1_<task>` (instance-based): the pedestrian-attribute metrics of
@@ -253,7 +254,9 @@ def classification_predictions(task, logits):
     return pred
 
 
-def evaluate_outputs(outputs, labels, schema, tasks, groups=None, cameras=None):
+def evaluate_outputs(
+    outputs, labels, schema, tasks, groups=None, cameras=None, *, rerank=False, k1=20, k2=6, lambda_value=0.3
+):
     """Metrics from model outputs and labels of the query and gallery splits (module docstring).
 
     Args:
@@ -262,14 +265,20 @@ def evaluate_outputs(outputs, labels, schema, tasks, groups=None, cameras=None):
         schema: `Schema`.
         tasks: list of `Task` the model learns.
         groups, cameras: dict split → int array, or None.
+        rerank, k1, k2, lambda_value: k-reciprocal re-ranking of the re-id metrics, as
+            `metrics.evaluate_reid`. Defaults to no re-ranking.
     """
     from portrait_keras import metrics
+    from portrait_keras.metrics.rerank import check_parameters
 
+    if rerank:  # before re-id's ValueErrors become warnings
+        check_parameters(k1, k2, lambda_value)
     outputs = {s: {k: np.asarray(v, np.float32) for k, v in out.items()} for s, out in outputs.items()}
     result = {}
     ident = schema.identity_task
     if ident is not None and any(t.name == ident.name for t in tasks):
-        result.update(_reid_metrics(outputs, labels, ident, groups or {}, cameras or {}))
+        rerank_args = dict(rerank=rerank, k1=k1, k2=k2, lambda_value=lambda_value)
+        result.update(_reid_metrics(outputs, labels, ident, groups or {}, cameras or {}, rerank_args))
     splits = [s for s in EVAL_SPLITS if s in outputs]
     par = {}
     for task in tasks:
@@ -297,8 +306,9 @@ def evaluate_outputs(outputs, labels, schema, tasks, groups=None, cameras=None):
     return result
 
 
-def _reid_metrics(outputs, labels, ident, groups, cameras):
-    """`reid_*` metrics of the query/gallery embeddings; empty (with a warning) when undefined."""
+def _reid_metrics(outputs, labels, ident, groups, cameras, rerank_args):
+    """`reid_*` metrics of the query/gallery embeddings (`rerank_args`: `rerank`, `k1`, `k2`,
+    `lambda_value` of `reid_query_scores`); empty (with a warning) when undefined."""
     from portrait_keras import metrics
 
     try:
@@ -311,6 +321,7 @@ def _reid_metrics(outputs, labels, ident, groups, cameras):
             gallery_groups=groups.get("gallery"),
             query_cams=cameras.get("query"),
             gallery_cams=cameras.get("gallery"),
+            **rerank_args,
         )
     except ValueError as e:
         # E.g. near-duplicate groups or skipped images removed every positive: one
@@ -358,7 +369,19 @@ def missing_split_problems(annotations, needed, who):
     ]
 
 
-def evaluate(model, annotations, *, tasks=None, batch_size=128, skip_bad_images=False, flip=False):
+def evaluate(
+    model,
+    annotations,
+    *,
+    tasks=None,
+    batch_size=128,
+    skip_bad_images=False,
+    flip=False,
+    rerank=False,
+    k1=20,
+    k2=6,
+    lambda_value=0.3,
+):
     """Evaluates `model` on the query and gallery splits of `annotations`.
 
     Args:
@@ -373,6 +396,9 @@ def evaluate(model, annotations, *, tasks=None, batch_size=128, skip_bad_images=
         flip: bool. Test-time flip: average the outputs of each image and its horizontal
             mirror (`average_with_mirror`: the embeddings before L2 normalisation, the class
             probabilities). Defaults to `False`.
+        rerank: bool. Rank the gallery of the re-id metrics by the k-reciprocal re-ranked
+            distance (`metrics.evaluate_reid`). Defaults to `False`.
+        k1, k2, lambda_value: the re-ranking's parameters (the paper's defaults `20`, `6`, `0.3`).
 
     Returns: dict of float metrics (module docstring).
 
@@ -415,4 +441,6 @@ def evaluate(model, annotations, *, tasks=None, batch_size=128, skip_bad_images=
         labels[s] = {k: v[keep] for k, v in annotations.labels(s).items()}
         groups[s] = annotations.groups(s)[keep]
         cameras[s] = annotations.cameras(s)[keep]
-    return evaluate_outputs(outputs, labels, schema, tasks, groups, cameras)
+    return evaluate_outputs(
+        outputs, labels, schema, tasks, groups, cameras, rerank=rerank, k1=k1, k2=k2, lambda_value=lambda_value
+    )

@@ -18,6 +18,14 @@ def unit_rows(x, name="features"):
     return x * scale[:, None]
 
 
+def row_keys(rows, values):
+    """int64 keys ordering (row, float32 value) pairs: row first, then value (rows in
+    [0, 2^31)); one sort of the keys orders many rows at once."""
+    bits = (values.astype(np.float32) + np.float32(0)).view(np.int32)  # + 0 turns -0.0 into 0.0
+    monotone = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64) + (1 << 31)
+    return (rows.astype(np.int64) << 32) | monotone
+
+
 def cosine_distances(queries, gallery):
     """`1 - cos(q, g)` for every pair: float32 `[Q, N]` in [0, 2].
 

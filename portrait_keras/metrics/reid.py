@@ -10,7 +10,8 @@ evaluation runs in bounded memory at Portrait250K size (12,361 queries x
 86,006 gallery images): queries are processed in chunks, and for each query
 only the positions of its positives are computed (one sort of the gallery
 items that can outrank a positive, in parallel threads), never a full distance
-matrix or a full argsort.
+matrix or a full argsort. With `rerank=True` the gallery is ranked by the k-reciprocal
+re-ranked distance (Zhong et al. 2017, `metrics/rerank.py`), in bounded memory too.
 """
 
 import contextlib
@@ -21,12 +22,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from portrait_keras.metrics.distance import unit_rows
+from portrait_keras.metrics.distance import row_keys, unit_rows
+from portrait_keras.metrics.rerank import KReciprocal, rerank_dense
 
 # The similarity block of one chunk of queries stays under this many bytes.
 _BLOCK_BYTES = 64 << 20
-# Above this fraction of candidates a full sort is cheaper than selecting them first.
-_FULL_SORT_FRACTION = 0.7
 # Threads ranking the rows of a chunk (at most one per CPU).
 _MAX_THREADS = 8
 
@@ -61,6 +61,10 @@ def evaluate_reid(
     macro=True,
     max_rank=10,
     chunk_size=None,
+    rerank=False,
+    k1=20,
+    k2=6,
+    lambda_value=0.3,
 ):
     """Mean average precision, CMC and mINP of gallery retrieval.
 
@@ -88,6 +92,11 @@ def evaluate_reid(
     with equal similarity by increasing gallery index, i.e. the order of a
     stable argsort of the distance (`np.argsort(-sim, kind="stable")`).
 
+    With `rerank=True` the gallery is ranked by the k-reciprocal re-ranked distance
+    (Zhong et al., CVPR 2017; `rerank.rerank_dense` of the cosine distances, computed in
+    bounded memory by `rerank.KReciprocal`), ties again by gallery index; the exclusions
+    apply to that ranking as to the plain one (all items take part in the re-ranking).
+
     Args:
         query_features: float array `[Q, D]`. Query embeddings (cast to float32).
         gallery_features: float array `[G, D]`. Gallery embeddings.
@@ -107,6 +116,11 @@ def evaluate_reid(
             similarity block stays under 64 MiB. Results do not depend on it, up to
             float32 rounding: a one-row chunk takes another BLAS path than a block, so
             similarities within ~1e-7 of each other may swap ranks.
+        rerank: bool. Rank by the k-reciprocal re-ranked distance. Defaults to `False`.
+        k1: int. Re-ranking: neighbourhood size of the k-reciprocal features. Defaults to `20`.
+        k2: int. Re-ranking: neighbours of the local query expansion. Defaults to `6`.
+        lambda_value: float in [0, 1]. Re-ranking: weight of the original distance.
+            Defaults to `0.3`.
 
     Returns:
         dict with `mAP`, `rank1` ... `rank{max_rank}` and `mINP` as fractions in
@@ -131,6 +145,10 @@ def evaluate_reid(
         query_cams=query_cams,
         gallery_cams=gallery_cams,
         chunk_size=chunk_size,
+        rerank=rerank,
+        k1=k1,
+        k2=k2,
+        lambda_value=lambda_value,
     )
     return average_reid(scores, macro=macro, max_rank=max_rank)
 
@@ -146,6 +164,10 @@ def reid_query_scores(
     query_cams=None,
     gallery_cams=None,
     chunk_size=None,
+    rerank=False,
+    k1=20,
+    k2=6,
+    lambda_value=0.3,
 ):
     """Ranks the gallery for every query: AP, first-positive rank and INP per query.
 
@@ -179,6 +201,7 @@ def reid_query_scores(
         chunk_size = max(1, _BLOCK_BYTES // (4 * num_gallery))
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int or None. Received: chunk_size={chunk_size!r}")
+    reranked = KReciprocal(query_features, gallery_features, k1, k2, lambda_value) if rerank else None
 
     by_id = _Index(gallery_ids)
     by_group = _Index(gallery_groups) if gallery_groups is not None else None
@@ -193,6 +216,8 @@ def reid_query_scores(
             stop = min(start + chunk_size, num_query)
             sims = block[: stop - start]
             np.matmul(query_features[start:stop], gallery_features.T, out=sims)
+            if reranked is not None:  # rank by decreasing -distance: the same order
+                np.negative(reranked.distances(start, stop, sims, out=sims), out=sims)
             ap[start:stop], first[start:stop], inp[start:stop] = _rank_chunk(
                 sims,
                 query_ids[start:stop],
@@ -280,11 +305,16 @@ def evaluate_reid_reference(
     gallery_cams=None,
     macro=True,
     max_rank=10,
+    rerank=False,
+    k1=20,
+    k2=6,
+    lambda_value=0.3,
 ):
     """`evaluate_reid` written the straightforward way: the full similarity matrix, one stable
     argsort per query, the exclusions and the averages as their rules read. Kept beside the
     fast path as torchreid and fast-reid keep `eval_market1501` beside their Cython, to read
-    and to test against; `[Q, G]` memory, so for small sets only.
+    and to test against; `[Q, G]` memory (`[Q + G, Q + G]` with `rerank`: `rerank_dense`), so
+    for small sets only.
 
     Args and returns: as `evaluate_reid` (without `chunk_size`).
     """
@@ -293,7 +323,14 @@ def evaluate_reid_reference(
     q_ids, g_ids = _labels(query_ids, len(q), "query_ids"), _labels(gallery_ids, len(g), "gallery_ids")
     q_groups, g_groups = _pair(query_groups, gallery_groups, len(q), len(g), "groups")
     q_cams, g_cams = _pair(query_cams, gallery_cams, len(q), len(g), "cams")
-    order = np.argsort(-(q @ g.T), axis=1, kind="stable")
+    if rerank:
+        x = np.concatenate([q, g])
+        dist = np.clip(1 - x @ x.T, 0, 2)  # cosine distances, as `cosine_distances`
+        nq = len(q)
+        reranked = rerank_dense(dist[:nq, nq:], dist[:nq, :nq], dist[nq:, nq:], k1, k2, lambda_value)
+        order = np.argsort(reranked, axis=1, kind="stable")
+    else:
+        order = np.argsort(-(q @ g.T), axis=1, kind="stable")
     aps, cmcs, inps, ids = [], [], [], []
     for i, o in enumerate(order):
         removed = np.zeros(len(o), bool)
@@ -374,9 +411,9 @@ def _rank_chunk(
     list(executor.map(rank_rows, parts) if executor is not None else map(rank_rows, parts))
 
     # Remove ignored items that outrank a positive of the same query.
-    ignored_keys = np.sort(_row_keys(ignored_rows, sims[ignored_rows, ignored_cols]))
+    ignored_keys = np.sort(row_keys(ignored_rows, sims[ignored_rows, ignored_cols]))
     above -= np.searchsorted(ignored_keys, (rows + 1) << 32, side="left") - np.searchsorted(
-        ignored_keys, _row_keys(rows, sorted_target), side="right"
+        ignored_keys, row_keys(rows, sorted_target), side="right"
     )
 
     rank = np.sort(rows * (num_items + 1) + above + 1) - rows * (num_items + 1)
@@ -395,19 +432,14 @@ def _rank_rows(rows, sims, target, cols, bounds, ignored_rows, ignored_cols, sor
     """Fills `sorted_target` and `above` for the positives of the given rows of `sims`
     (each row's slice `bounds[r]:bounds[r + 1]`; rows write disjoint slices, so
     threads can share the arrays: numpy releases the GIL in the heavy calls)."""
-    num_items = sims.shape[1]
     for r in rows:
         lo, hi = bounds[r], bounds[r + 1]
         if lo == hi:
             continue
         row = sims[r]
         t = np.sort(target[lo:hi])
-        candidates = np.flatnonzero(row >= t[0])  # items below every positive outrank none
-        if len(candidates) > _FULL_SORT_FRACTION * num_items:
-            ranked = np.sort(row)
-        else:
-            ranked = row.take(candidates)
-            ranked.sort()
+        ranked = row[row >= t[0]]  # items below every positive outrank none
+        ranked.sort()
         n = len(ranked)
         left = np.searchsorted(ranked, t, side="left")
         above[lo:hi] = n - 1 - left  # exact unless another item has the same similarity
@@ -433,13 +465,6 @@ def _tied_above(row, value, num_higher, positive_cols, ignored_cols):
     equal = np.flatnonzero(row == value)
     equal = equal[~np.isin(equal, ignored_cols)]
     return num_higher + np.searchsorted(equal, np.sort(positive_cols))
-
-
-def _row_keys(rows, values):
-    """int64 keys ordering (row, float32 value) pairs: row first, then value."""
-    bits = (values.astype(np.float32) + np.float32(0)).view(np.int32)  # + 0 turns -0.0 into 0.0
-    monotone = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64) + (1 << 31)
-    return (rows.astype(np.int64) << 32) | monotone
 
 
 def _labels(x, n, name):
