@@ -5,6 +5,7 @@ folder) with the CPU-sized setting of `experiments.synthetic_default`.
 """
 
 import argparse
+import atexit
 import dataclasses
 import json
 import os
@@ -194,6 +195,11 @@ def check_run_dir(run_dir, config, overwrite):
             break
 
 
+def _silence_stderr():
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -254,7 +260,10 @@ def main(argv=None):
             if resumable
             else "\ninterrupted before the first backup: re-running the same command starts over.",
             file=sys.stderr,
+            flush=True,
         )
+        # tf.data's threads log their own interruption as the process ends: keep this line last.
+        atexit.register(_silence_stderr)
         return 130
     except (AnnotationError, DistributionError, RunDirError) as e:  # the message says it all
         print(f"error: {e}", file=sys.stderr)
