@@ -27,6 +27,8 @@ from portrait_keras.metrics.rerank import KReciprocal, rerank_dense
 
 # The similarity block of one chunk of queries stays under this many bytes.
 _BLOCK_BYTES = 64 << 20
+# Above this fraction of candidates a full sort is cheaper than selecting them first.
+_FULL_SORT_FRACTION = 0.7
 # Threads ranking the rows of a chunk (at most one per CPU).
 _MAX_THREADS = 8
 
@@ -432,14 +434,19 @@ def _rank_rows(rows, sims, target, cols, bounds, ignored_rows, ignored_cols, sor
     """Fills `sorted_target` and `above` for the positives of the given rows of `sims`
     (each row's slice `bounds[r]:bounds[r + 1]`; rows write disjoint slices, so
     threads can share the arrays: numpy releases the GIL in the heavy calls)."""
+    num_items = sims.shape[1]
     for r in rows:
         lo, hi = bounds[r], bounds[r + 1]
         if lo == hi:
             continue
         row = sims[r]
         t = np.sort(target[lo:hi])
-        ranked = row[row >= t[0]]  # items below every positive outrank none
-        ranked.sort()
+        candidates = np.flatnonzero(row >= t[0])  # items below every positive outrank none
+        if len(candidates) > _FULL_SORT_FRACTION * num_items:
+            ranked = np.sort(row)
+        else:
+            ranked = row.take(candidates)
+            ranked.sort()
         n = len(ranked)
         left = np.searchsorted(ranked, t, side="left")
         above[lo:hi] = n - 1 - left  # exact unless another item has the same similarity

@@ -38,8 +38,6 @@ from portrait_keras.metrics.distance import row_keys
 
 # Rows (and columns) of one similarity tile of the neighbour search: 64 MiB of float32.
 _TILE = 4096
-# Items whose similarities give each row a first bound on its k-th largest similarity.
-_SAMPLE = 1024
 # Similarity slack: items further than this below a row's k-th largest similarity cannot
 # tie with or pass it once distances are rounded, squared and scaled in float32.
 _MARGIN = np.float32(1e-5)
