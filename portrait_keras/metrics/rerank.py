@@ -32,6 +32,8 @@ depend on their order; these are added in one fixed order, so both implementatio
 to the bit), and the final distance is float32.
 """
 
+from concurrent import futures
+
 import numpy as np
 
 from portrait_keras.metrics.distance import row_keys
@@ -247,28 +249,39 @@ def _nearest(x, k):
     bound = np.full(n, -np.inf, np.float32)  # candidates must reach it
     lowest = np.full(n, np.inf, np.float32)  # each row's smallest similarity
     buckets = [_Candidates(k, min(_TILE, n - i)) for i in starts]  # of the rows of each tile row
-    buffer = np.empty(min(_TILE, n) ** 2, np.float32)
-    scratch = np.empty_like(buffer)  # reused: a fresh copy per tile costs page faults
-    above = np.empty(len(buffer), bool)
+    # Two tile buffers: the next tile's product runs in a thread while this one is scanned
+    # (OpenBLAS's threads would otherwise spin through the scan).
+    buffers = [np.empty(min(_TILE, n) ** 2, np.float32) for _ in range(2)]
+    scratch = np.empty_like(buffers[0])  # reused: a fresh copy per tile costs page faults
+    above = np.empty(len(scratch), bool)
     tiles = [(a, a) for a in range(len(starts))]
     tiles += [(a, b) for a in range(len(starts)) for b in range(a + 1, len(starts))]
-    for a, b in tiles:
-        rows = slice(starts[a], min(starts[a] + _TILE, n))
-        cols = slice(starts[b], min(starts[b] + _TILE, n))
+
+    def product(i):
+        a, b = tiles[i]
+        rows, cols = slice(starts[a], min(starts[a] + _TILE, n)), slice(starts[b], min(starts[b] + _TILE, n))
         shape = rows.stop - rows.start, cols.stop - cols.start
-        sims = buffer[: shape[0] * shape[1]].reshape(shape)  # contiguous, as matmul's out wants
+        sims = buffers[i % 2][: shape[0] * shape[1]].reshape(shape)  # contiguous, as matmul's out wants
         np.matmul(x[rows], x[cols].T, out=sims)
-        if a == b and shape[1] >= k:
-            kth = scratch[: sims.size].reshape(shape)
-            np.copyto(kth, sims)
-            kth.partition(shape[1] - k, axis=1)
-            bound[rows] = kth[:, shape[1] - k] - _MARGIN
-        np.minimum(lowest[rows], sims.min(axis=1), out=lowest[rows])
-        buckets[a].add(*_above(sims, bound[rows, None], above, rows.start, cols.start), bound)
-        if a != b:  # the tile's transpose: rows of `cols` against columns of `rows`
-            np.minimum(lowest[cols], sims.min(axis=0), out=lowest[cols])
-            r, c, values = _above(sims, bound[None, cols], above, rows.start, cols.start)
-            buckets[b].add(c, r, values, bound)
+        return rows, cols, sims
+
+    with futures.ThreadPoolExecutor(1) as ahead:
+        pending = ahead.submit(product, 0)
+        for i, (a, b) in enumerate(tiles):
+            rows, cols, sims = pending.result()
+            if i + 1 < len(tiles):
+                pending = ahead.submit(product, i + 1)
+            if a == b and sims.shape[1] >= k:
+                kth = scratch[: sims.size].reshape(sims.shape)
+                np.copyto(kth, sims)
+                kth.partition(sims.shape[1] - k, axis=1)
+                bound[rows] = kth[:, sims.shape[1] - k] - _MARGIN
+            np.minimum(lowest[rows], sims.min(axis=1), out=lowest[rows])
+            buckets[a].add(*_above(sims, bound[rows, None], above, rows.start, cols.start), bound)
+            if a != b:  # the tile's transpose: rows of `cols` against columns of `rows`
+                np.minimum(lowest[cols], sims.min(axis=0), out=lowest[cols])
+                r, c, values = _above(sims, bound[None, cols], above, rows.start, cols.start)
+                buckets[b].add(c, r, values, bound)
     max_dist = np.clip(1 - lowest, 0, 2)
     nearest = np.empty((n, k), np.int64)
     for bucket in buckets:
