@@ -262,22 +262,25 @@ def _tile(path, size):
     return np.asarray(image.resize((size[1], size[0]), Image.BILINEAR))
 
 
-def rank_list(query, paths, distances, same_id=None, query_id=None, ids=None, image_size=(256, 128)):
+def rank_list(query, paths, distances, same_id=None, query_id=None, ids=None, image_size=(256, 128), score="distance"):
     """The query and its ranked gallery hits side by side, as torchreid's `visualize_ranked_results`.
 
     Each hit has a green border when it shows the query's identity, red when another, grey when
     either identity is unknown; its title is the rank, the cosine distance and the id if known.
 
     Args:
-        query: str. Query image path.
+        query: str or None. Query image path; None draws the hits alone (an attribute or
+            text query).
         paths: list of str. Gallery hits, nearest first.
-        distances: float `[k]`.
+        distances: float `[k]`. The number in each title (`score` says which).
         same_id: list of True/False/None per hit, or None (all unknown).
         query_id: int or None. Shown under the query.
         ids: list of int/None per hit, or None.
         image_size: (int, int). Display size of every tile. Defaults to `(256, 128)`.
+        score: str. `"distance"`, or `"score"` for a ranking score (`search.ScoredResult`).
+            Defaults to `"distance"`.
 
-    Returns: `Figure` of `(k + 1) × RANK_TILE_SIZE` inches.
+    Returns: `Figure` of `(k + 1) × RANK_TILE_SIZE` inches (`k` without a query).
     Raises: `inference.InputError` naming an image file that cannot be decoded.
     """
     k = len(paths)
@@ -288,11 +291,12 @@ def rank_list(query, paths, distances, same_id=None, query_id=None, ids=None, im
             f"paths, distances, same_id and ids need one entry per hit. Received lengths: "
             f"{k}, {len(distances)}, {len(same_id)}, {len(ids)}"
         )
-    figure = _figure((RANK_TILE_SIZE[0] * (k + 1), RANK_TILE_SIZE[1]))
-    axes = figure.subplots(1, k + 1, squeeze=False)[0]
-    tiles = [(query, "query" + ("" if query_id is None else f"\nid {query_id}"), "black")]
+    tiles = [] if query is None else [(query, "query" + ("" if query_id is None else f"\nid {query_id}"), "black")]
+    figure = _figure((RANK_TILE_SIZE[0] * (k + len(tiles)), RANK_TILE_SIZE[1]))
+    axes = figure.subplots(1, k + len(tiles), squeeze=False)[0]
+    prefix = "" if score == "distance" else "score "
     for r, (p, d, s, i) in enumerate(zip(paths, distances, same_id, ids)):
-        tiles.append((p, f"#{r + 1}  {d:.3f}" + ("" if i is None else f"\nid {i}"), MATCH_COLORS[s]))
+        tiles.append((p, f"#{r + 1}  {prefix}{d:.3f}" + ("" if i is None else f"\nid {i}"), MATCH_COLORS[s]))
     for ax, (path, title, color) in zip(axes, tiles):
         ax.imshow(_tile(path, image_size), aspect="auto")
         ax.set_xticks([])

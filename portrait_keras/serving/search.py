@@ -4,8 +4,12 @@ A gallery is a folder (every image file below it) or an annotation CSV (`read_an
 rows of its `gallery` split when it has one, else every row. With a CSV the identities are known,
 so each hit is marked as the query's identity or not (when the query is a row of the CSV too).
 
-The gallery's embeddings are cached in the gallery folder (the CSV's folder for a CSV) as
-`.portrait_embeddings-<model fingerprint>.npz`: plain arrays (no pickle), one row per image keyed
+Attribute queries (`by_attributes`) rank the gallery by the joint probability of requested values
+(`gender=female`, `age=elderly`, ...), alone or re-weighting the re-id similarity to a query image.
+
+The gallery's embeddings and class probabilities are cached in the gallery folder (the CSV's folder
+for a CSV) as `.portrait_embeddings-<model fingerprint>.npz`: plain arrays (no pickle: `embeddings`,
+`prob_<task>` per task), one row per image keyed
 by its path relative to that folder, its size, modification and change times and inode (the change
 time cannot be set back, so an edit that restores the modification time is still seen). A later
 search with the same model embeds only new or changed images and drops removed ones; rows of other
@@ -17,6 +21,7 @@ Example:
 >>> predictor = load_predictor("runs/fss_uncert")  # doctest: +SKIP
 >>> result = search(predictor, load_gallery("data/annotations.csv"), "query.jpg", k=5)  # doctest: +SKIP
 >>> result.paths[0], result.distances[0]  # doctest: +SKIP
+>>> by_attributes(predictor, load_gallery("photos/"), ["age=elderly", "body=sitting"], k=5).paths  # doctest: +SKIP
 """
 
 import dataclasses
@@ -30,9 +35,11 @@ import numpy as np
 from portrait_keras.data.images import ImageFileError, UnreadableImage, image_files_below, read_images
 from portrait_keras.errors import InputError
 from portrait_keras.metrics.distance import cosine_distances
+from portrait_keras.schema import MULTI
 from portrait_keras.serving.predictor import file_identity
 
 CACHE_PREFIX = ".portrait_embeddings-"
+EMBEDDING = "embedding"  # the re-id output
 UNKNOWN = -1
 
 
@@ -120,23 +127,33 @@ def _still_valid(folder, rel, key):
         return False
 
 
-def _read_cache(path, fingerprint):
-    """`{relative path: (key, embedding)}` of a cache file; empty when there is none."""
+def _cache_array(name):
+    """The cache file's array of output `name`: `embeddings`, or `prob_<task>`."""
+    return "embeddings" if name == EMBEDDING else f"prob_{name}"
+
+
+def _read_cache(path, fingerprint, names):
+    """`{relative path: (key, {output: row})}` of a cache file; empty when there is none or it
+    lacks one of the outputs `names` (a cache written before probabilities were cached)."""
     if not os.path.exists(path):
         return {}
     try:
         with np.load(path, allow_pickle=False) as z:
-            if str(z["fingerprint"]) != fingerprint:
+            if str(z["fingerprint"]) != fingerprint or any(_cache_array(n) not in z.files for n in names):
                 return {}
             keys = zip(*(z[name].tolist() for name in KEY_FIELDS))
-            return {p: (tuple(k), e) for p, k, e in zip(z["paths"].tolist(), keys, z["embeddings"])}
+            columns = [z[_cache_array(n)] for n in names]
+            return {
+                p: (tuple(k), {n: c[i] for n, c in zip(names, columns)})
+                for i, (p, k) in enumerate(zip(z["paths"].tolist(), keys))
+            }
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         print(f"warning: {path}: unreadable embedding cache, rebuilding it ({e})", file=sys.stderr)
         return {}
 
 
-def _write_cache(path, fingerprint, rows):
-    """Writes `{relative path: (key, embedding)}` atomically; a failure only warns."""
+def _write_cache(path, fingerprint, rows, names):
+    """Writes `{relative path: (key, {output: row})}` atomically; a failure only warns."""
     tmp = None
     paths = list(rows)
     try:
@@ -147,7 +164,7 @@ def _write_cache(path, fingerprint, rows):
                 f,
                 fingerprint=np.array(fingerprint),
                 paths=np.array(paths, dtype=str),
-                embeddings=np.array([rows[p][1] for p in paths], dtype=np.float32),
+                **{_cache_array(n): np.array([rows[p][1][n] for p in paths], dtype=np.float32) for n in names},
                 **keys,
             )
         umask = os.umask(0)
@@ -162,21 +179,25 @@ def _write_cache(path, fingerprint, rows):
 
 @dataclasses.dataclass
 class GalleryEmbeddings:
-    """Re-id embeddings of a gallery.
+    """Re-id embeddings and class probabilities of a gallery.
 
     Attributes:
-        embeddings: float32 `[n, D]`, one row per readable image, in `Gallery.paths` order.
+        embeddings: float32 `[n, D]`, one row per readable image, in `Gallery.paths` order
+            (None when the model has no re-id embedding: `gallery_outputs`).
         embedded: int. How many images went through the model for this call (the rest came
             from the cache).
         cache_file: str or None. The cache file read and written (None without cache).
         positions: int64 `[n]`. The index in `Gallery.paths` of each row: every index, unless
             unreadable images were left out (`on_bad_image`).
+        probabilities: dict task name → float32 `[n, C]` class probabilities (softmax; sigmoid
+            for a multi-label task) of every task the model predicts.
     """
 
     embeddings: np.ndarray
     embedded: int
     cache_file: str = None
     positions: np.ndarray = None
+    probabilities: dict = dataclasses.field(default_factory=dict)
 
 
 def _require_embedding(predictor):
@@ -184,14 +205,21 @@ def _require_embedding(predictor):
         raise InputError(f"{predictor.path}: the model has no re-id embedding (it was trained without the id task)")
 
 
-def embed(predictor, paths, batch_size=64, on_bad_image=None):
-    """Re-id embeddings `[n, D]` float32 of image files, read `batch_size` at a time.
+def _output_names(predictor):
+    """What is predicted and cached per image: the embedding (if any), then every task."""
+    return ([EMBEDDING] if predictor.has_embedding else []) + [t.name for t in predictor.tasks]
 
+
+def predict_files(predictor, paths, batch_size=64, on_bad_image=None):
+    """`Predictor.predict` of image files, read `batch_size` at a time.
+
+    Returns: dict output → float32 `[n, ...]`: `"embedding"` (when the model has one) and every
+        task of `predictor.tasks`, one row per readable file.
     `on_bad_image` as in `read_images`: called with each unreadable file (its index in
     `paths`), which then has no row; None raises the `ImageFileError` of the first.
     """
-    _require_embedding(predictor)
-    parts = []
+    names = _output_names(predictor)
+    parts = {n: [] for n in names}
     for start in range(0, len(paths), batch_size):
         bad = []
         images = read_images(
@@ -202,29 +230,42 @@ def embed(predictor, paths, batch_size=64, on_bad_image=None):
         for item in bad:
             on_bad_image(item._replace(index=start + item.index))
         if len(images):
-            parts.append(predictor.predict(images, batch_size=batch_size)["embedding"])
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+            outputs = predictor.predict(images, batch_size=batch_size)
+            for n in names:
+                parts[n].append(outputs[n])
+    return {n: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for n, v in parts.items()}
 
 
-def _embed_positions(predictor, gallery, positions, batch_size, on_bad_image):
-    """`{position: embedding}` of the gallery images at `positions` that can be read."""
+def embed(predictor, paths, batch_size=64, on_bad_image=None):
+    """Re-id embeddings `[n, D]` float32 of image files, read `batch_size` at a time.
+
+    `on_bad_image` as in `read_images`: called with each unreadable file (its index in
+    `paths`), which then has no row; None raises the `ImageFileError` of the first.
+    """
+    _require_embedding(predictor)
+    return predict_files(predictor, paths, batch_size, on_bad_image)[EMBEDDING]
+
+
+def _predict_positions(predictor, gallery, positions, batch_size, on_bad_image):
+    """`{position: {output: row}}` of the gallery images at `positions` that can be read."""
     failed = set()
 
     def left_out(item):
         failed.add(positions[item.index])
         on_bad_image(item._replace(index=positions[item.index]))
 
-    rows = embed(
+    outputs = predict_files(
         predictor,
         [gallery.paths[i] for i in positions],
         batch_size,
         on_bad_image=None if on_bad_image is None else left_out,
     )
-    return dict(zip([i for i in positions if i not in failed], rows))
+    kept = [i for i in positions if i not in failed]
+    return {p: {n: v[row] for n, v in outputs.items()} for row, p in enumerate(kept)}
 
 
 def gallery_embeddings(predictor, gallery, *, batch_size=64, use_cache=True, on_bad_image=None):
-    """Embeddings of every gallery image, from the cache where the file is unchanged.
+    """Embeddings (and probabilities) of every gallery image, from the cache where the file is unchanged.
 
     Args:
         predictor: `inference.Predictor` with a re-id embedding.
@@ -240,6 +281,13 @@ def gallery_embeddings(predictor, gallery, *, batch_size=64, use_cache=True, on_
     Returns: `GalleryEmbeddings`.
     """
     _require_embedding(predictor)
+    return gallery_outputs(predictor, gallery, batch_size=batch_size, use_cache=use_cache, on_bad_image=on_bad_image)
+
+
+def gallery_outputs(predictor, gallery, *, batch_size=64, use_cache=True, on_bad_image=None):
+    """`gallery_embeddings` of any model, also one without re-id embedding (`embeddings` None):
+    the attribute queries need the probabilities only."""
+    names = _output_names(predictor)
     rels = [os.path.relpath(p, gallery.folder).replace(os.sep, "/") for p in gallery.paths]
     keys = {}
     for i, path in enumerate(gallery.paths):
@@ -256,21 +304,28 @@ def gallery_embeddings(predictor, gallery, *, batch_size=64, use_cache=True, on_
         )
         use_cache = False
     if not use_cache:
-        fresh = _embed_positions(predictor, gallery, list(keys), batch_size, on_bad_image)
-        return GalleryEmbeddings(_stacked(fresh.values()), len(fresh), None, np.array(list(fresh), np.int64))
+        fresh = _predict_positions(predictor, gallery, list(keys), batch_size, on_bad_image)
+        return _gallery_result(names, [fresh[i] for i in fresh], len(fresh), None, list(fresh))
     path = cache_path(gallery, predictor)
-    cached = _read_cache(path, predictor.fingerprint)
+    cached = _read_cache(path, predictor.fingerprint, names)
     stale = [i for i, key in keys.items() if cached.get(rels[i], (None,))[0] != key]
-    fresh = _embed_positions(predictor, gallery, stale, batch_size, on_bad_image)
+    fresh = _predict_positions(predictor, gallery, stale, batch_size, on_bad_image)
     kept = [i for i in keys if i in fresh or i not in stale]
     rows = {rels[i]: (keys[i], fresh[i] if i in fresh else cached[rels[i]][1]) for i in kept}
-    embeddings = _stacked(rows[rels[i]][1] for i in kept)
+    result = _gallery_result(names, [rows[rels[i]][1] for i in kept], len(fresh), path, kept)
     # Rows of other galleries in this folder stay while their files are unchanged.
     others = {rel: row for rel, row in cached.items() if rel not in rows}
     rows.update({rel: row for rel, row in others.items() if _still_valid(gallery.folder, rel, row[0])})
     if fresh or set(rows) != set(cached):
-        _write_cache(path, predictor.fingerprint, rows)
-    return GalleryEmbeddings(embeddings, len(fresh), path, np.array(kept, np.int64))
+        _write_cache(path, predictor.fingerprint, rows, names)
+    return result
+
+
+def _gallery_result(names, rows, embedded, cache_file, positions):
+    """`GalleryEmbeddings` of `rows` (`{output: row}` per kept image)."""
+    columns = {n: _stacked(r[n] for r in rows) for n in names}
+    embeddings = columns.pop(EMBEDDING, None)
+    return GalleryEmbeddings(embeddings, embedded, cache_file, np.array(positions, np.int64), columns)
 
 
 def _stacked(rows):
@@ -364,4 +419,294 @@ def search(predictor, gallery, query, k=10, *, batch_size=64, use_cache=True, on
         distances[order],
         ids,
         emb.embedded,
+    )
+
+
+# === Attribute queries ===
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition:
+    """One requested value: `task=value` (`parse_where`).
+
+    Attributes:
+        task: str. Task name, e.g. `"age"`.
+        value: str. One of its classes, e.g. `"elderly"`.
+        index: int. The class's index in the task's class list.
+        multi: bool. Whether the task is multi-label (its classes are not exclusive).
+    """
+
+    task: str
+    value: str
+    index: int
+    multi: bool
+
+    def __str__(self):
+        return f"{self.task}={self.value}"
+
+
+def _nearest(text, allowed):
+    import difflib
+
+    near = difflib.get_close_matches(text, allowed, n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def parse_where(where, tasks, label="where"):
+    """The conditions of an attribute query, checked against the tasks a model predicts.
+
+    Args:
+        where: `"task=value"` str, or a sequence of them, or a mapping task → value (or a list
+            of values), e.g. `{"gender": "female", "age": "elderly"}`.
+        tasks: sequence of `schema.Task`. The classification tasks that can be asked for
+            (`Predictor.tasks`).
+        label: str. What the error messages call the conditions, e.g. `"--where"`.
+            Defaults to `"where"`.
+
+    Returns: list of `Condition`, in the order given, without repeats.
+    Raises: `InputError` naming the condition for a text without `=`, an unknown task or an
+        unknown value, with the allowed ones and the nearest spelling.
+
+    Example:
+    >>> from portrait_keras.schema import default_schema
+    >>> [str(c) for c in parse_where(["age=elderly", "expression=happy"], default_schema().classification_tasks)]
+    ['age=elderly', 'expression=happy']
+    """
+    if isinstance(where, str):
+        where = [where]
+    if hasattr(where, "items"):
+        pairs = [(t, v) for t, values in where.items() for v in ([values] if isinstance(values, str) else values)]
+    else:
+        pairs = []
+        for text in where:
+            task, sep, value = str(text).partition("=")
+            if not sep:
+                raise InputError(f"{label} {text!r}: expected TASK=VALUE, e.g. gender=female")
+            pairs.append((task.strip(), value.strip()))
+    if not pairs:
+        raise InputError(f"{label}: no condition given. Expected TASK=VALUE, e.g. gender=female")
+    by_name = {t.name: t for t in tasks}
+    conditions = []
+    for task, value in pairs:
+        if task not in by_name:
+            allowed = ", ".join(by_name) or "none (the model predicts no attribute)"
+            raise InputError(
+                f"{label} {task}={value}: unknown task {task!r}. Allowed: {allowed}{_nearest(task, list(by_name))}"
+            )
+        classes = by_name[task].classes
+        if value not in classes:
+            raise InputError(
+                f"{label} {task}={value}: unknown value {value!r} for {task}. "
+                f"Allowed: {', '.join(classes)}{_nearest(value, classes)}"
+            )
+        condition = Condition(task, value, classes.index(value), by_name[task].kind == MULTI)
+        if condition not in conditions:
+            conditions.append(condition)
+    return conditions
+
+
+def attribute_match(probabilities, conditions):
+    """How well each image matches the conditions: their joint probability.
+
+    The tasks are taken as independent given the image, so the joint probability is the product
+    over the tasks asked for of the probability the model gives each:
+    `P(where) = Π_t P_t`. For a single-label task `P_t` is the softmax probability of the value;
+    several values of one such task are alternatives (`age=middle_aged --where age=elderly`:
+    `P_t` is their sum). For a multi-label task every value asked for must be present: `P_t` is
+    the product of their sigmoids.
+
+    Args:
+        probabilities: dict task → float `[n, C]` class probabilities (`Predictor.predict`).
+        conditions: list of `Condition` (`parse_where`).
+
+    Returns: `(joint, per_condition)`: float32 `[n]` `P(where)`, and float32 `[n, m]` the class
+        probability of each condition.
+
+    Example:
+    >>> from portrait_keras.schema import default_schema
+    >>> where = parse_where(["gender=female", "age=elderly"], default_schema().classification_tasks)
+    >>> probs = {"gender": np.array([[0.9, 0.1], [0.5, 0.5]]), "age": np.array([[0, 0, 0, 0.5, 0.5], [0, 0, 0, 0, 1]])}
+    >>> attribute_match(probs, where)[0].tolist()
+    [0.44999998807907104, 0.5]
+    """
+    per_condition = np.stack(
+        [np.asarray(probabilities[c.task], np.float32)[:, c.index] for c in conditions], axis=1
+    ).astype(np.float32)
+    joint = np.ones(len(per_condition), np.float32)
+    for task in dict.fromkeys(c.task for c in conditions):
+        columns = [i for i, c in enumerate(conditions) if c.task == task]
+        if conditions[columns[0]].multi:
+            joint *= np.prod(per_condition[:, columns], axis=1)
+        else:
+            joint *= np.minimum(per_condition[:, columns].sum(axis=1), 1.0)
+    return joint, per_condition
+
+
+def reweighted_similarity(distances, joint, attribute_weight=1.0):
+    """Re-id similarity re-weighted by the attribute match: `(1 - d/2) · P(where)^α`.
+
+    `1 - d/2 = (1 + cos)/2` maps the cosine distance `d` in [0, 2] to a similarity in [0, 1];
+    `α = attribute_weight` sets how much the attributes count (`0`: re-id alone; `1`: the
+    similarity times the joint probability). Float32 `[n]`, higher is better.
+    """
+    return ((1.0 - np.asarray(distances, np.float32) / 2.0) * np.power(joint, attribute_weight)).astype(np.float32)
+
+
+@dataclasses.dataclass
+class ScoredResult:
+    """The `k` best gallery images for an attribute query (optionally with a query image) or a
+    text, best first.
+
+    Attributes:
+        paths: list of str. Gallery paths, best first.
+        scores: float32 `[k]`. The ranking score: `P(where)`, `(1 - d/2) · P(where)^α` with a
+            query image (`reweighted_similarity`), or the text's cosine similarity.
+        conditions: list of str. The `task=value` conditions (empty for a text search).
+        matches: float32 `[k, m]`. Each hit's probability of each condition.
+        query: str or None. The query image.
+        query_id: int or None. Its identity, when the gallery CSV lists it.
+        distances: float32 `[k]` or None. Cosine distances to the query image.
+        ids: list of int or None. Gallery identities (None unknown), or None for a folder.
+        embedded: int. Gallery images that went through the model (not from the cache).
+        text: str or None. The text searched for.
+    """
+
+    paths: list
+    scores: np.ndarray
+    conditions: list = dataclasses.field(default_factory=list)
+    matches: np.ndarray = None
+    query: str = None
+    query_id: object = None
+    distances: np.ndarray = None
+    ids: list = None
+    embedded: int = 0
+    text: str = None
+
+    @property
+    def same_id(self):
+        """Per hit: True/False when both identities are known, else None."""
+        if self.query_id is None or self.ids is None:
+            return [None] * len(self.paths)
+        return [None if i is None else i == self.query_id for i in self.ids]
+
+    def to_dict(self):
+        """JSON-ready dict: what was asked and the ranked hits."""
+        ids = self.ids or [None] * len(self.paths)
+        hits = []
+        for r, (p, s, i, same) in enumerate(zip(self.paths, self.scores, ids, self.same_id)):
+            hit = {"rank": r + 1, "path": p, "score": float(s)}
+            if self.conditions:
+                hit["match"] = {c: float(m) for c, m in zip(self.conditions, self.matches[r])}
+            if self.distances is not None:
+                hit["distance"] = float(self.distances[r])
+            hits.append({**hit, "id": i, "same_id": same})
+        asked = {"where": list(self.conditions)} if self.conditions else {}
+        if self.query is not None:
+            asked.update(query=self.query, query_id=self.query_id)
+        if self.text is not None:
+            asked["text"] = self.text
+        return {**asked, "results": hits}
+
+    def format(self):
+        """A readable table: rank, score, distance and condition probabilities, identity, path."""
+        lines = []
+        if self.text is not None:
+            lines.append(f"text: {self.text}")
+        if self.conditions:
+            lines.append(f"where: {' '.join(self.conditions)}")
+        if self.query is not None:
+            lines.append(f"query: {self.query}" + ("" if self.query_id is None else f" (id {self.query_id})"))
+        ids = self.ids or [None] * len(self.paths)
+        for r, (p, s, i, same) in enumerate(zip(self.paths, self.scores, ids, self.same_id)):
+            cells = [f"{r + 1:>4}", f"{s:.4f}"]
+            if self.distances is not None:
+                cells.append(f"d={self.distances[r]:.4f}")
+            cells += [f"{c.partition('=')[2]}={m:.2f}" for c, m in zip(self.conditions, self.matches[r])]
+            mark = {True: "same id", False: "other id", None: ""}[same]
+            cells += [f"{'' if i is None else f'id {i}':<10}", f"{mark:<8}", p]
+            lines.append("  ".join(cells))
+        return "\n".join(lines)
+
+
+def top_k(gallery, positions, scores, k):
+    """`(order, positions, ids)` of the `k` highest `scores` (ties keep gallery order): `order`
+    indexes `scores`, `positions` `gallery.paths`, `ids` the hits' identities or None."""
+    order = np.argsort(-np.asarray(scores), kind="stable")[:k]
+    positions = np.asarray(positions)[order]
+    ids = None
+    if gallery.ids is not None:
+        ids = [None if gallery.ids[i] == UNKNOWN else int(gallery.ids[i]) for i in positions]
+    return order, positions, ids
+
+
+def by_attributes(
+    predictor,
+    gallery,
+    where,
+    k=10,
+    *,
+    query=None,
+    attribute_weight=1.0,
+    batch_size=64,
+    use_cache=True,
+    on_bad_image=None,
+):
+    """Gallery images ranked by the joint probability of the requested attribute values.
+
+    `P(where)` is the product over the tasks of the probability of their values
+    (`attribute_match`). With a `query` image the rank is the re-id similarity re-weighted by
+    it: `(1 - d/2) · P(where)^α` (`reweighted_similarity`), `d` the cosine distance of the
+    embeddings. Probabilities and embeddings come from the gallery's cache (`gallery_outputs`).
+
+    Args:
+        predictor: `inference.Predictor` (with a re-id embedding when `query` is given).
+        gallery: `Gallery` (`load_gallery`).
+        where: the conditions: `"task=value"` strings or a mapping task → value(s) (`parse_where`).
+        k: int. Number of hits (at most the gallery size). Defaults to `10`.
+        query: str or None. A query image file. Defaults to `None`.
+        attribute_weight: float ≥ 0. `α` above. Defaults to `1.0`.
+        batch_size: int. Images per forward pass. Defaults to `64`.
+        use_cache: bool. Use the gallery's cache. Defaults to `True`.
+        on_bad_image: callable or None. Leaves unreadable gallery images out, calling it with
+            each (`gallery_embeddings`). Defaults to `None`.
+
+    Returns: `ScoredResult`. Ties keep gallery order.
+    Raises: `InputError` for an unknown task or value (before any image is read), a model
+        without embedding given a query, or when no gallery image could be read;
+        `ImageFileError` naming an unreadable query or gallery image (without `on_bad_image`).
+
+    Example:
+    >>> predictor = load_predictor("runs/fss_uncert")  # doctest: +SKIP
+    >>> result = by_attributes(predictor, load_gallery("photos/"), ["gender=female", "body=sitting"])  # doctest: +SKIP
+    >>> result.paths[0], result.scores[0], result.matches[0]  # doctest: +SKIP
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1. Received: k={k}")
+    if not attribute_weight >= 0:
+        raise ValueError(f"attribute_weight must be >= 0. Received: attribute_weight={attribute_weight}")
+    conditions = parse_where(where, predictor.tasks)
+    query_embedding = None
+    if query is not None:
+        query = os.fspath(query)
+        query_embedding = embed(predictor, [query])  # first: a bad query fails before the gallery's work
+    out = gallery_outputs(predictor, gallery, batch_size=batch_size, use_cache=use_cache, on_bad_image=on_bad_image)
+    if not len(out.positions):
+        raise InputError(f"{gallery.folder}: none of the {len(gallery.paths)} gallery images could be read")
+    joint, per_condition = attribute_match(out.probabilities, conditions)
+    distances = None
+    scores = joint
+    if query_embedding is not None:
+        distances = cosine_distances(query_embedding, out.embeddings)[0]
+        scores = reweighted_similarity(distances, joint, attribute_weight)
+    order, positions, ids = top_k(gallery, out.positions, scores, k)
+    return ScoredResult(
+        paths=[gallery.paths[i] for i in positions],
+        scores=scores[order],
+        conditions=[str(c) for c in conditions],
+        matches=per_condition[order],
+        query=query,
+        query_id=None if query is None else gallery.id_of(query),
+        distances=None if distances is None else distances[order],
+        ids=ids,
+        embedded=out.embedded,
     )
