@@ -22,9 +22,10 @@ COMMANDS = {
     "baseline": ("portrait_keras.evaluation.baselines", "pixel / majority baseline of a dataset"),
     "report": ("portrait_keras.commands.report", "figures, report.md and report.html of a run"),
     "interpret": ("portrait_keras.commands.interpret", "describe images by appearance, posture and emotion"),
-    "search": ("portrait_keras.commands.search", "nearest gallery images to a query by the re-id embedding"),
+    "search": ("portrait_keras.commands.search", "gallery images by a query image (re-id), --where or --text"),
     "embed": ("portrait_keras.commands.embed", "embeddings and probabilities of a CSV or image folder -> .npz"),
     "convert-hrnet": ("portrait_keras.models.convert_hrnet", "timm hrnet_w32 weights -> backbone_weights file"),
+    "convert-clip": ("portrait_keras.commands.convert_clip", "open_clip / OpenAI CLIP weights -> .weights.h5"),
 }
 
 USAGE = """usage: portrait-keras COMMAND [ARGS...]

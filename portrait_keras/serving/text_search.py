@@ -5,7 +5,16 @@ between CLIP's text embedding and each image embedding, highest first. Works wit
 CLIP (`models.clip.clip_model(..., weights=...)` and `data.clip_tokenizer.ClipTokenizer` on
 CLIP's vocabulary) or the toy CLIP of `training.toy_clip`. Captions written from labels
 (`data.captions.caption`) make queries and training texts.
+
+Over a gallery folder or CSV: `search_by_text(*load_clip(WEIGHTS, VOCAB), load_gallery(...), text)`,
+with the gallery's CLIP image embeddings cached beside it as `serving.search` caches re-id ones
+(`portrait-keras search --text TEXT --clip WEIGHTS --vocab VOCAB --gallery DIR_OR_CSV`).
 """
+
+import hashlib
+import json
+import os
+import warnings
 
 import numpy as np
 
@@ -75,3 +84,142 @@ def rank_by_text(clip_model, tokenizer, texts, image_embeddings, top_k=None):
     scores = text @ images.T
     indices = np.argsort(-scores, axis=1, kind="stable")[:, :count]
     return indices.astype(np.int64), np.take_along_axis(scores, indices, axis=1)
+
+
+# === Text search over a gallery ===
+
+
+class ClipImagePredictor:
+    """CLIP's image tower as a gallery model of `serving.search`: its image embeddings are cached
+    beside the gallery like the re-id ones (`search.gallery_embeddings`).
+
+    Args:
+        clip_model: `ClipModel`.
+        weights: str or None. The `.weights.h5` file it was loaded from: its size, times and
+            inode (with the config and input size) make the cache's fingerprint. None: no cache.
+        config: str. The `CLIP_CONFIGS` name, part of the fingerprint. Defaults to `""`.
+
+    Attributes: `path`, `image_size`, `has_embedding` (True), `tasks` (none), `fingerprint` as
+        `serving.predictor.Predictor`.
+    """
+
+    def __init__(self, clip_model, weights=None, config=""):
+        from portrait_keras.serving.predictor import file_identity
+
+        self.clip_model = clip_model
+        self.path = "CLIP" if weights is None else os.fspath(weights)
+        self.image_size = tuple(int(s) for s in clip_model.image_shape[:2])
+        self.has_embedding = True
+        self.tasks = ()
+        self.fingerprint = None
+        if weights is not None:
+            text = json.dumps(
+                {
+                    "clip": config,
+                    "file": [os.path.abspath(self.path), *file_identity(self.path)],
+                    "size": self.image_size,
+                }
+            )
+            self.fingerprint = "clip-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def predict(self, images, batch_size=64):
+        """`{"embedding": unit image embeddings [N, D]}` of uint8 images `[N, H, W, 3]`."""
+        return {"embedding": embed_images(self.clip_model, np.asarray(images), batch_size)}
+
+
+def load_clip(weights, vocabulary, config="ViT-B-16-quickgelu"):
+    """A converted CLIP and its tokenizer, for `search_by_text`.
+
+    Args:
+        weights: str. A `.weights.h5` file of `models.convert_clip` (or `ClipModel.save_weights`).
+        vocabulary: str. CLIP's `bpe_simple_vocab_16e6.txt.gz` (or a file in its format); its
+            size sets the text tower's vocabulary.
+        config: str. A `CLIP_CONFIGS` name: the weights' sizes and activation. Defaults to
+            `"ViT-B-16-quickgelu"` (OpenAI's ViT-B/16, the paper's §6.3 model).
+
+    Returns: `(ClipImagePredictor, ClipTokenizer)`; images are read at the config's square size.
+    Raises: `InputError` naming the file for a missing or unreadable vocabulary or weights
+        file, or weights of other sizes than `config` and the vocabulary say.
+    """
+    from portrait_keras.data.clip_tokenizer import ClipTokenizer
+    from portrait_keras.errors import InputError
+    from portrait_keras.models.clip import CLIP_CONFIGS, clip_model
+
+    if config not in CLIP_CONFIGS:
+        raise InputError(f"unknown CLIP config {config!r}. Allowed: {', '.join(CLIP_CONFIGS)}")
+    weights, vocabulary = os.fspath(weights), os.fspath(vocabulary)
+    for path, what in ((weights, "CLIP weights file"), (vocabulary, "vocabulary file")):
+        if not os.path.isfile(path):
+            raise InputError(f"{path}: no such {what}")
+    if not weights.endswith(".weights.h5"):
+        raise InputError(f"{weights}: CLIP weights are a .weights.h5 file (portrait-keras convert-clip makes one)")
+    try:
+        tokenizer = ClipTokenizer(vocabulary, context_length=CLIP_CONFIGS[config]["context_length"])
+    except ValueError as e:
+        raise InputError(f"{vocabulary}: {e}") from None
+    model = clip_model(config, vocab_size=tokenizer.vocabulary_size)
+    problem = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(weights)
+        except (ValueError, OSError) as e:
+            problem = str(e).splitlines()[0]
+    # Keras warns (and keeps random weights) for layers the file has no group for: as wrong.
+    skipped = [
+        str(w.message) for w in caught if "Skipping" in str(w.message) or "could not be loaded" in str(w.message)
+    ]
+    if problem or skipped:
+        raise InputError(
+            f"{weights}: not CLIP {config} weights for a vocabulary of {tokenizer.vocabulary_size} tokens "
+            f"({vocabulary}) ({(problem or skipped[0]).rstrip(':')})"
+        )
+    return ClipImagePredictor(model, weights, config), tokenizer
+
+
+def search_by_text(clip, tokenizer, gallery, text, k=10, *, batch_size=64, use_cache=True, on_bad_image=None):
+    """The `k` gallery images whose CLIP image embedding fits `text` best (cosine, highest first).
+
+    The gallery's CLIP embeddings are cached beside it (`search.gallery_embeddings`), so a second
+    text over the same gallery only runs the text tower.
+
+    Args:
+        clip: `ClipImagePredictor` (`load_clip`).
+        tokenizer: `ClipTokenizer` of the CLIP's vocabulary.
+        gallery: `search.Gallery` (`search.load_gallery`).
+        text: str. E.g. `"an elderly man sitting with arms crossed"`.
+        k: int. Number of hits. Defaults to `10`.
+        batch_size, use_cache, on_bad_image: as `search.gallery_embeddings`.
+
+    Returns: `search.ScoredResult` with `scores` the cosine similarities and `text`.
+    Raises: `InputError` for an empty text or when no gallery image could be read.
+
+    Example:
+    >>> clip, tokenizer = load_clip("clip_vit_b_16.weights.h5", "bpe_simple_vocab_16e6.txt.gz")  # doctest: +SKIP
+    >>> search_by_text(clip, tokenizer, load_gallery("photos/"), "an elderly man sitting").paths  # doctest: +SKIP
+    """
+    from portrait_keras.errors import InputError
+    from portrait_keras.serving import search
+
+    if k < 1:
+        raise ValueError(f"k must be >= 1. Received: k={k}")
+    if not str(text).strip():
+        raise InputError("--text: the text is empty")
+    out = search.gallery_embeddings(
+        clip, gallery, batch_size=batch_size, use_cache=use_cache, on_bad_image=on_bad_image
+    )
+    if not len(out.positions):
+        raise InputError(f"{gallery.folder}: none of the {len(gallery.paths)} gallery images could be read")
+    indices, scores = rank_by_text(clip.clip_model, tokenizer, [text], out.embeddings, top_k=min(k, len(out.positions)))
+    positions = out.positions[indices[0]]
+    ids = None
+    if gallery.ids is not None:
+        ids = [None if gallery.ids[i] == search.UNKNOWN else int(gallery.ids[i]) for i in positions]
+    return search.ScoredResult(
+        paths=[gallery.paths[i] for i in positions],
+        scores=scores[0],
+        matches=np.zeros((len(positions), 0), np.float32),
+        ids=ids,
+        embedded=out.embedded,
+        text=text,
+    )
