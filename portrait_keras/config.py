@@ -26,6 +26,7 @@ Sampler = Literal["random", "pk", "shuffle"]
 Metric = Literal["none", "triplet", "batch_rank", "hfe"]
 Multitask = Literal["average", "uncertainty"]
 Preprocessing = Literal["auto", "imagenet", "caffe", "clip"]
+Background = Literal["keep", "mean", "blur"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,9 @@ class DataConfig:
         erasing_probability: float. Chance of random erasing per training image. Defaults
             to 0.5 (the re-id recipe the paper follows).
         padding: int. Padding before the random crop, in pixels. Defaults to 10.
+        background: str. Background removal (paper 002 §6.3) for rows with a person `mask`:
+            `"keep"`, `"mean"` (background → its mean colour) or `"blur"` (→ blurred), in
+            training and evaluation (`Annotations.with_background`). Defaults to `"keep"`.
     """
 
     csv: Optional[str] = None
@@ -55,6 +59,7 @@ class DataConfig:
     skip_bad_images: bool = False
     erasing_probability: float = 0.5
     padding: int = 10
+    background: Background = "keep"
 
     def __post_init__(self):
         _check_types(self, "data")

@@ -54,6 +54,12 @@ def fss_uncert():
     return _with(fss_br(), "fss_uncert", loss={"multitask": "uncertainty"})
 
 
+# Ablation: background removal (paper 002 §6.3), for annotations with a `mask` column.
+def fss_uncert_bgmean():
+    """`fss_uncert` on person pixels only: each image's background (its `mask`) → its mean colour (002 §6.3)."""
+    return _with(fss_uncert(), "fss_uncert_bgmean", data={"background": "mean"})
+
+
 # Table 4, fourth and fifth parts: sampling strategies and the ResNet-50 backbone.
 def sim_mtl_pk():
     return _with(sim_mtl(), "sim_mtl_pk", data={"sampler": "pk"})
@@ -96,6 +102,7 @@ EXPERIMENTS = {
     "fss_triplet": fss_triplet,
     "fss_br": fss_br,
     "fss_uncert": fss_uncert,
+    "fss_uncert_bgmean": fss_uncert_bgmean,
     "sim_mtl_pk": sim_mtl_pk,
     "sim_mtl_shuffle": sim_mtl_shuffle,
     "sim_mtl_r50": sim_mtl_r50,

@@ -127,6 +127,7 @@ def _evaluate(parser, args):
     if skip is None:
         skip = bool(run_config.get("data", {}).get("skip_bad_images", False))
     annotations = read_annotations(csv, schema=schema)
+    annotations = annotations.with_background(run_config.get("data", {}).get("background", "keep"))  # as trained
     result = evaluate(
         model,
         annotations,

@@ -13,12 +13,14 @@ Columns (header on line 1):
 | `frame`      | optional integer frame number, empty = none                          |
 | `camera`     | optional integer camera, `-1` or empty = none                        |
 | `group`      | optional integer near-duplicate group (paper §4.3), `-1` or empty = none |
+| `mask`       | optional person mask image (white = person), relative like `path`; empty = none |
 
 Task column names come from the schema (`default_schema()` unless a `schema.json` sits
 beside the CSV). Every row is checked, and one `AnnotationError` lists every problem as
 `FILE:LINE: column 'x': value 'v': what was expected`.
 """
 
+import copy
 import csv
 import itertools
 import os
@@ -32,6 +34,7 @@ from portrait_keras import schema as schema_lib
 SPLITS = ("train", "query", "gallery")
 TEST_SPLITS = ("query", "gallery")
 OPTIONAL_INT_COLUMNS = ("frame", "camera", "group")
+BACKGROUNDS = ("keep", "mean", "blur")  # how a masked image's background is shown (`with_background`)
 UNKNOWN = -1
 # The message shows this many problems; `AnnotationError.problems` keeps all of them.
 MAX_LISTED = 50
@@ -86,6 +89,8 @@ class Annotations:
         splits: tuple of str. The splits that have rows, in `train, query, gallery` order.
         train_ids: int64 `[num_ids]`. Sorted known identities of the train split: the
             re-id classes (a training label is the index into this array).
+        background: str. How `make_dataset` shows the background of images with a mask:
+            `"keep"` (default), `"mean"` or `"blur"` (`with_background`).
 
     Example:
     >>> ann = read_annotations("annotations.csv")  # doctest: +SKIP
@@ -102,6 +107,7 @@ class Annotations:
         self.csv_path = csv_path
         self.table = table
         self._encoded = encoded
+        self.background = "keep"  # `with_background`
         split = table["split"].to_numpy()
         self._rows = {s: np.flatnonzero(split == s) for s in SPLITS}
         self.splits = tuple(s for s in SPLITS if self._rows[s].size)
@@ -151,6 +157,28 @@ class Annotations:
     def paths(self, split):
         """Absolute image paths of `split` (object array of str `[n]`), in file order."""
         return self._encoded["path"][self.rows(split)]
+
+    def with_background(self, background):
+        """These annotations with the images' background (where the `mask` column says) shown as
+        `background`: `"keep"`, `"mean"` or `"blur"` (`pipeline.remove_background`, paper 002
+        §6.3). `make_dataset` reads it, so training and evaluation see the same images.
+
+        Returns: a shallow copy (the tables are shared) with `background` set.
+        """
+        if background not in BACKGROUNDS:
+            raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}. Received: background={background!r}")
+        other = copy.copy(self)
+        other.background = background
+        return other
+
+    def masks(self, split):
+        """Absolute person-mask paths (object array of str `[n]`, `""` none), in file order."""
+        return self._encoded["mask"][self.rows(split)]
+
+    @property
+    def has_masks(self):
+        """Whether any row has a person mask (the optional `mask` column)."""
+        return bool((self._encoded["mask"] != "").any())
 
     def groups(self, split):
         """Near-duplicate group per image (int64 `[n]`, `-1` none), paper §4.3."""
@@ -210,6 +238,7 @@ def read_annotations(csv_path, root=None, schema=None, *, required_splits=()):
     present = set(table.columns)
     if "path" in present:
         encoded["path"] = _check_paths(table["path"], root, problems)
+    encoded["mask"] = _check_masks(table, root, problems) if "mask" in present else np.full(len(table), "", object)
     if "split" in present:
         _check_choice(table, "split", SPLITS, False, problems)
         split_ok = table["split"].isin(SPLITS)
@@ -515,6 +544,24 @@ def _check_paths(paths, root, problems):
 
     _check_files(table, norm, usable, root, problems)
     return (root.rstrip("/") + "/") + norm
+
+
+def _check_masks(table, root, problems):
+    """Absolute mask paths (object `[n]`, `""` none); reports absolute, escaping and missing files."""
+    raw = table["mask"].to_numpy()
+    given = raw != ""
+    norm = np.array([posixpath.normpath(m) if g else "" for m, g in zip(raw, given)], object)
+    absolute = given & np.array([m.startswith(("/", "\\")) or m[1:2] == ":" for m in raw])
+    escapes = given & ~absolute & np.array([m == ".." or m.startswith("../") for m in norm])
+    _report(
+        table, "mask", absolute | escapes, f"expected a mask image path relative to the dataset root {root}", problems
+    )
+    checked = given & ~absolute & ~escapes
+    missing = checked & np.array([c and not os.path.isfile(os.path.join(root, m)) for m, c in zip(norm, checked)])
+    _report(table, "mask", missing, f"missing mask file (under {root})", problems)
+    out = np.full(len(raw), "", object)
+    out[checked] = [os.path.join(root, m) for m in norm[checked]]
+    return out
 
 
 def _check_files(table, norm, usable, root, problems):

@@ -126,6 +126,63 @@ def _batch(dataset, batch_size, drop_remainder):
     return dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+BLUR_SIGMA_FRACTION = 1 / 16  # blurred background: Gaussian sigma = min(H, W) / 16 (8 px at 256x128)
+
+
+def read_mask(path, image_size):
+    """A person mask file as float32 `[H, W, 1]` in {0, 1} (1 = person), resized like its image.
+
+    Any image file (PNG best); a pixel is the person where its first channel is above half
+    (white on black). An empty `path` is no mask: all ones.
+    """
+
+    def load():
+        data = tf.io.read_file(path)
+        mask = tf.cast(tf.io.decode_image(data, channels=1, expand_animations=False), tf.float32)
+        return tf.image.resize(mask, image_size, method="bilinear")
+
+    mask = tf.cond(tf.equal(path, ""), lambda: tf.fill([*image_size, 1], 255.0), load)
+    return tf.ensure_shape(tf.cast(mask > 127.5, tf.float32), [*image_size, 1])
+
+
+def _gaussian_blur(image, sigma):
+    """float32 `[H, W, 3]` blurred by a separable Gaussian (reflected edges, radius 3 sigma)."""
+    radius = max(1, int(round(3 * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float32)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel = tf.constant(np.tile((kernel / kernel.sum())[:, None, None], [1, 3, 1]))  # [k, 3, 1]
+    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    rows = tf.nn.depthwise_conv2d(padded, kernel[:, None], [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(rows, kernel[None], [1, 1, 1, 1], "VALID")[0]
+
+
+def remove_background(image, mask, background):
+    """The background of a person image replaced (paper 002 §6.3: only the person is classified).
+
+    Args:
+        image: uint8 `[H, W, 3]`.
+        mask: float32 `[H, W, 1]`, 1 on the person, 0 on the background (`read_mask`).
+        background: str. `"keep"` (image unchanged), `"mean"` (background pixels become their
+            mean colour: the clutter goes, the overall colour stays) or `"blur"` (background
+            pixels become those of the image blurred by a Gaussian of sigma
+            `min(H, W) * BLUR_SIGMA_FRACTION`).
+
+    Returns: uint8 `[H, W, 3]`, equal to `image` where `mask` is 1.
+    """
+    if background == "keep":
+        return image
+    pixels = tf.cast(image, tf.float32)
+    outside = 1.0 - mask
+    if background == "mean":
+        total = tf.reduce_sum(pixels * outside, axis=[0, 1])
+        fill = (total / tf.maximum(tf.reduce_sum(outside), 1.0))[None, None, :]
+    elif background == "blur":
+        fill = _gaussian_blur(pixels, min(image.shape[0], image.shape[1]) * BLUR_SIGMA_FRACTION)
+    else:
+        raise ValueError(f"background must be one of keep, mean, blur. Received: background={background!r}")
+    return tf.cast(tf.round(pixels * mask + fill * outside), tf.uint8)
+
+
 def make_dataset(
     annotations,
     split,
@@ -150,7 +207,9 @@ def make_dataset(
 
     Training (`training=True`): images are decoded, resized, flipped, padded by 10 px and
     randomly cropped back, and randomly erased (`augment.augment`, paper §6.1), in
-    batches drawn by `sampler`. Evaluation: decode and resize only, file order.
+    batches drawn by `sampler`. Evaluation: decode and resize only, file order. Both
+    replace the background of images with a person mask first when
+    `annotations.background` says so (`remove_background`; `Annotations.with_background`).
 
     Args:
         annotations: `Annotations`.
@@ -242,9 +301,18 @@ def make_dataset(
     def gather_labels(index):
         return {name: tf.gather(value, index) for name, value in labels.items()}
 
+    background = getattr(annotations, "background", "keep")
+    masks = tf.constant(annotations.masks(split)[keep].astype(str)) if background != "keep" else None
+
+    def read(index):
+        image = decode(tf.gather(paths, index), image_size)
+        if masks is None:
+            return image
+        return remove_background(image, read_mask(tf.gather(masks, index), image_size), background)
+
     if not training:
         dataset = tf.data.Dataset.range(len(keep)).map(
-            lambda i: (decode(tf.gather(paths, i), image_size), gather_labels(i)),
+            lambda i: (read(i), gather_labels(i)),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
@@ -264,7 +332,7 @@ def make_dataset(
         )
 
     def load(index, element_seed):
-        image = decode(tf.gather(paths, index), image_size)
+        image = read(index)
         image = augment_lib.augment(image, element_seed, padding=padding, erasing_probability=erasing_probability)
         return image, gather_labels(index)
 

@@ -278,6 +278,7 @@ def _build(config, strategy, distribution, annotations=None):
     csv_path = os.path.abspath(config.data.csv) if config.data.csv else os.fspath(default_dataset())
     if annotations is None or os.path.abspath(annotations.csv_path) != csv_path:
         annotations = read_annotations(csv_path)
+    annotations = annotations.with_background(config.data.background)  # training and evaluation alike
     replicas = distribution["replicas"]
     # SyncBN unless turned off (None = on), and only where there is more than one replica.
     sync_bn = replicas > 1 and config.train.sync_batch_norm is not False

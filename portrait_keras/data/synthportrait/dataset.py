@@ -34,6 +34,7 @@ import argparse
 import csv
 import multiprocessing
 import os
+import posixpath
 import shutil
 import sys
 import tempfile
@@ -59,15 +60,26 @@ JPEG_QUALITY = 90
 RUNS_PER_TASK = 16
 
 
+def mask_path(image_path):
+    """The `mask` column value of an image: `images/000/x.jpg` → `masks/000/x.png`."""
+    folder, name = posixpath.split(image_path)
+    return posixpath.join("masks", *folder.split("/")[1:], posixpath.splitext(name)[0] + ".png")
+
+
 def _write_runs(task):
-    """Worker: draws the runs of one task and saves their JPEGs. Returns the number of images."""
-    out_dir, seed, runs = task
+    """Worker: draws the runs of one task and saves their JPEGs (and PNG masks). Returns the number of images."""
+    out_dir, seed, runs, masks = task
     count = 0
     for run in runs:
-        for row, image in zip(run.rows, draw_run(run, seed)):
+        for row, frame in zip(run.rows, draw_run(run, seed, masks)):
+            image, mask = frame if masks else (frame, None)
             path = os.path.join(out_dir, row["path"])
             os.makedirs(os.path.dirname(path), exist_ok=True)
             image.save(path, "JPEG", quality=JPEG_QUALITY)
+            if mask is not None:
+                path = os.path.join(out_dir, mask_path(row["path"]))
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                mask.save(path, "PNG")
             count += 1
     return count
 
@@ -78,6 +90,7 @@ def generate(
     seed=DEFAULT_SEED,
     images_per_identity=DEFAULT_IMAGES_PER_IDENTITY,
     workers=None,
+    masks=False,
 ):
     """Writes a SynthPortrait dataset: JPEGs, `annotations.csv` and `schema.json`.
 
@@ -91,6 +104,9 @@ def generate(
             Defaults to `12` (about 7,200 images with 240 identities).
         workers: int. Processes drawing images; `1` draws in this process. Defaults
             to the number of CPUs.
+        masks: bool. Also write each image's person mask (white = person) as
+            `masks/.../NAME.png` and a `mask` column (background removal, paper 002 §6.3).
+            The images are the same either way. Defaults to `False`.
 
     Returns:
         `Path` of `annotations.csv`.
@@ -110,7 +126,10 @@ def generate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(int(identities), int(images_per_identity), int(seed))
-    tasks = [(os.fspath(out_dir), int(seed), runs[i : i + RUNS_PER_TASK]) for i in range(0, len(runs), RUNS_PER_TASK)]
+    tasks = [
+        (os.fspath(out_dir), int(seed), runs[i : i + RUNS_PER_TASK], bool(masks))
+        for i in range(0, len(runs), RUNS_PER_TASK)
+    ]
     if workers == 1 or len(tasks) == 1:
         for task in tasks:
             _write_runs(task)
@@ -122,10 +141,10 @@ def generate(
     schema_lib.default_schema().save(out_dir / "schema.json")
     csv_path = out_dir / "annotations.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=COLUMNS + (("mask",) if masks else ()), lineterminator="\n")
         writer.writeheader()
         for run in runs:
-            writer.writerows(run.rows)
+            writer.writerows([{**row, "mask": mask_path(row["path"])} if masks else row for row in run.rows])
     return csv_path
 
 
@@ -180,9 +199,12 @@ def main(argv=None):
     parser.add_argument("--images-per-identity", type=int, default=DEFAULT_IMAGES_PER_IDENTITY)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--masks", action="store_true", help="also write person masks (the `mask` column)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    csv_path = generate(args.out_dir, args.identities, args.seed, args.images_per_identity, args.workers)
+    csv_path = generate(
+        args.out_dir, args.identities, args.seed, args.images_per_identity, args.workers, masks=args.masks
+    )
     with open(csv_path, encoding="utf-8") as f:
         count = sum(1 for _ in f) - 1
     seconds = time.perf_counter() - start

@@ -614,8 +614,26 @@ def _scene(rng, app, run):
     )
 
 
-def _draw_frame(scene, rng):
-    """One frame of a run: the scene with a tiny camera and figure jitter."""
+def _figure_mask(scene, origin):
+    """The person's pixels in a frame: an "L" image, 255 where the figure (with what it holds or
+    sits on) covers the backdrop, 0 elsewhere and under the occluder.
+
+    The figure is drawn twice more, on black and on white: a pixel is the figure's where either
+    drawing differs from its plain backdrop (no drawing call blends with the backdrop).
+    """
+    person = np.zeros((HEIGHT, WIDTH), bool)
+    for fill in ((0, 0, 0), (255, 255, 255)):
+        plain = Image.new("RGB", (WIDTH, HEIGHT), fill)
+        _draw_figure(_Canvas(plain, origin, scene.turn), scene.app, scene.skeleton, scene.expression, scene.props)
+        person |= (np.asarray(plain) != np.asarray(fill, np.uint8)).any(axis=-1)
+    mask = Image.fromarray(person.astype(np.uint8) * 255, "L")
+    if scene.occluder:
+        ImageDraw.Draw(mask).rectangle(scene.occluder[0], fill=0)
+    return mask
+
+
+def _draw_frame(scene, rng, mask=False):
+    """One frame of a run: the scene with a tiny camera and figure jitter (and its `_figure_mask`)."""
     dx, dy = rng.integers(0, 9, 2)
     image = scene.background.crop((int(dx), int(dy), int(dx) + WIDTH, int(dy) + HEIGHT))
     ox, oy = scene.origin
@@ -627,17 +645,20 @@ def _draw_frame(scene, rng):
         canvas.draw.rectangle(box, fill=color, outline=_darker(color))
     if scene.blur:
         image = image.filter(ImageFilter.BoxBlur(scene.blur))
-    return image.point(scene.lut)
+    image = image.point(scene.lut)
+    return (image, _figure_mask(scene, origin)) if mask else image
 
 
-def draw_run(run, seed):
+def draw_run(run, seed, masks=False):
     """The frames of one planned `Run`.
 
     An identity looks the same in all its runs (appearance from `(seed, person)`); all else
     comes from `(seed, run.index)`, so the pixels do not depend on which process draws them.
+    `masks=True` adds each frame's person mask (`_figure_mask`); the frames stay the same.
 
     Returns:
-        list of `len(run.rows)` RGB `PIL.Image`s of size (WIDTH, HEIGHT) = (128, 256).
+        list of `len(run.rows)` RGB `PIL.Image`s of size (WIDTH, HEIGHT) = (128, 256); with
+        `masks`, `(image, mask)` pairs, the mask an "L" image of the same size.
     """
     rng = np.random.default_rng([seed, 3, run.index])
     if run.person >= 0:
@@ -645,4 +666,4 @@ def draw_run(run, seed):
     else:
         app = appearance(rng, run.attrs)
     scene = _scene(rng, app, run)
-    return [_draw_frame(scene, rng) for _ in run.rows]
+    return [_draw_frame(scene, rng, masks) for _ in run.rows]
