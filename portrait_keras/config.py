@@ -35,6 +35,9 @@ class DataConfig:
 
     Args:
         csv: str or None. Annotation table; None uses the embedded SynthPortrait default.
+        extra_csvs: tuple of str. Further annotation tables trained together with `csv` as one
+            dataset (`--data A --data B`; `portrait_keras.data.sources`): the union of their
+            tasks, identities kept apart per dataset, the test splits evaluated per dataset too.
         image_size: (height, width). Input size of the model. Defaults to `(256, 128)`.
         sampler: str. `"random"` (paper §5, the default), `"pk"` or `"shuffle"` (Table 4).
         p: int. Identities per P-K batch.
@@ -51,6 +54,7 @@ class DataConfig:
     """
 
     csv: Optional[str] = None
+    extra_csvs: tuple[str, ...] = ()
     image_size: tuple[int, int] = (256, 128)
     sampler: Sampler = "random"
     p: int = 32
@@ -66,6 +70,8 @@ class DataConfig:
         if len(self.image_size) != 2 or min(self.image_size) < 16:
             _fail("data.image_size", self.image_size, "(height, width), each at least 16 pixels")
         _at_least(self, "data", p=1, k=1, batch_size=1, padding=0)
+        if self.extra_csvs and not self.csv:
+            _fail("data.extra_csvs", self.extra_csvs, "empty unless data.csv names the first dataset")
         _between(self, "data", erasing_probability=(0.0, 1.0))
 
 
@@ -360,11 +366,21 @@ def default_run_dir(config):
     """
     if not config.data.csv:
         return os.path.join("runs", config.name)
-    folder = os.path.basename(os.path.dirname(os.path.abspath(config.data.csv)))
-    stem = os.path.splitext(os.path.basename(config.data.csv))[0]
+    names = [dataset_name(csv) for csv in (config.data.csv, *config.data.extra_csvs)]
+    return os.path.join("runs", f"{config.name}-{'+'.join(names)}")
+
+
+def dataset_name(csv):
+    """A dataset's short name: its CSV's folder, or `folder-stem` unless the file is
+    `annotations.csv`, in file-name-safe characters.
+
+    >>> dataset_name("/d/Market-1501/market.csv"), dataset_name("/d/duke/annotations.csv")
+    ('Market-1501-market', 'duke')
+    """
+    folder = os.path.basename(os.path.dirname(os.path.abspath(csv)))
+    stem = os.path.splitext(os.path.basename(csv))[0]
     dataset = folder if stem == "annotations" else f"{folder}-{stem}" if folder else stem
-    dataset = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("._") or "data"
-    return os.path.join("runs", f"{config.name}-{dataset}")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("._") or "data"
 
 
 def rescale_epochs(train, epochs):

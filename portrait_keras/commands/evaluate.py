@@ -122,11 +122,17 @@ def _evaluate(parser, args):
     if csv is None:
         parser.error(f"{model_path} has no run folder (config.json) beside it: name the data with --data CSV")
     model = load_model(model_path)
-    schema, tasks = tasks_to_evaluate(model, model_path, csv)
+    extra = [] if args.data else list(run_config.get("data", {}).get("extra_csvs") or [])
     skip = args.skip_bad_images
     if skip is None:
         skip = bool(run_config.get("data", {}).get("skip_bad_images", False))
-    annotations = read_annotations(csv, schema=schema)
+    if extra:  # trained on several datasets: evaluated on them joined, as training did
+        from portrait_keras.data.sources import read_sources
+
+        annotations, tasks = read_sources([csv, *extra]), None
+    else:
+        schema, tasks = tasks_to_evaluate(model, model_path, csv)
+        annotations = read_annotations(csv, schema=schema)
     annotations = annotations.with_background(run_config.get("data", {}).get("background", "keep"))  # as trained
     result = evaluate(
         model,

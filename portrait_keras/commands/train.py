@@ -43,7 +43,12 @@ def parse_args(argv):
         help="fine-tune: start from the weights of a run folder or .keras file where names and shapes fit "
         "(same as --set model.init_from=...)",
     )
-    parser.add_argument("--data", help="annotation CSV (default: the embedded SynthPortrait)")
+    parser.add_argument(
+        "--data",
+        action="append",
+        help="annotation CSV (default: the embedded SynthPortrait); repeat it to train on several datasets "
+        "as one (the union of their tasks, ids kept apart, each dataset evaluated too)",
+    )
     parser.add_argument("--epochs", type=int, help="epochs; warm-up and decay steps scale along")
     parser.add_argument(
         "--set",
@@ -104,11 +109,11 @@ def build_config(args):
         if args.name:
             config = dataclasses.replace(config, name=args.name)
         if args.data:
-            config = override(config, "data.csv", os.path.abspath(args.data))
+            config = _with_data(config, args.data)
     else:
         config = configs.get(args.name)
         if args.data:
-            config = override(config, "data.csv", os.path.abspath(args.data))
+            config = _with_data(config, args.data)
         else:
             config = configs.synthetic_default(config)
     if args.init_from:
@@ -125,20 +130,38 @@ def build_config(args):
     return config
 
 
-def check_data(csv):
-    """Reads the `--data` CSV (and the schema.json beside it) before TensorFlow starts.
+def _with_data(config, data):
+    """`config` on the `--data` CSVs: the first is `data.csv`, the others `data.extra_csvs`."""
+    paths = [os.path.abspath(p) for p in data]
+    return override(override(config, "data.csv", paths[0]), "data.extra_csvs", tuple(paths[1:]))
 
-    Returns: the `Annotations`. Raises: ValueError (an `AnnotationError` too) naming the problem.
+
+def check_data(*csvs):
+    """Reads the `--data` CSVs (and the schema.json beside each) before TensorFlow starts.
+
+    Returns: the `Annotations` (`data.sources.read_sources`: several CSVs as one).
+    Raises: ValueError (an `AnnotationError` too) naming the problem.
     """
-    from portrait_keras.data.annotations import read_annotations
+    from portrait_keras.data.sources import read_sources
 
-    if not os.path.exists(csv):
-        raise ValueError(f"--data {csv}: no such file")
-    if os.path.isdir(csv):
-        inside = sorted(f for f in os.listdir(csv) if f.lower().endswith(".csv"))
-        hint = f", e.g. --data {os.path.join(csv, inside[0])}" if inside else " (it holds no .csv file)"
-        raise ValueError(f"--data {csv}: a folder; pass the annotation CSV inside it{hint}")
-    return read_annotations(csv)
+    for csv in csvs:
+        if not os.path.exists(csv):
+            raise ValueError(f"--data {csv}: no such file")
+        if os.path.isdir(csv):
+            inside = sorted(f for f in os.listdir(csv) if f.lower().endswith(".csv"))
+            hint = f", e.g. --data {os.path.join(csv, inside[0])}" if inside else " (it holds no .csv file)"
+            raise ValueError(f"--data {csv}: a folder; pass the annotation CSV inside it{hint}")
+    return read_sources(csvs)
+
+
+def _sources_note(annotations):
+    """One line per dataset: its tasks and images, then the joint tasks."""
+    lines = [f"note: {len(annotations.sources)} datasets trained as one (ids kept apart per dataset):"]
+    for name, ann in annotations.sources:
+        sizes = ", ".join(f"{s} {ann.num_images(s)}" for s in ann.splits)
+        lines.append(f"  {name}: tasks {', '.join(ann.schema.names)}; {sizes}")
+    lines.append(f"  tasks of the model: {', '.join(annotations.schema.names)}")
+    return "\n".join(lines)
 
 
 def check_tasks(config, schema):
@@ -206,9 +229,11 @@ def main(argv=None):
         config = build_config(args)
         run_dir = args.run_dir or default_run_dir(config)
         check_run_dir(run_dir, config, args.overwrite)
-        annotations = check_data(config.data.csv) if config.data.csv else None
+        annotations = check_data(config.data.csv, *config.data.extra_csvs) if config.data.csv else None
         if annotations is not None:
-            if annotations.schema_source == "columns":
+            if len(annotations.sources) > 1:
+                print(_sources_note(annotations), file=sys.stderr)
+            elif annotations.schema_source == "columns":
                 print(
                     f"note: no schema.json beside {config.data.csv}: the tasks are its task columns, "
                     f"{', '.join(annotations.schema.names)}",

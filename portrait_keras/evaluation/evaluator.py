@@ -428,11 +428,15 @@ def evaluate(
     if problems:
         raise AnnotationError(annotations.csv_path, problems)
     identity = schema.identity_task
-    if identity is not None and identity in tasks and "group" not in annotations.table.columns:
+    # Several datasets joined (`data.sources`): each names its own file.
+    parts = [a for _, a in getattr(annotations, "sources", None) or [(None, annotations)]]
+    for part in parts if identity is not None and identity in tasks else ():
+        if "group" in part.table.columns:
+            continue
         warnings.warn(
-            f"{annotations.csv_path}: no 'group' column, so near-duplicates of a query stay in its "
+            f"{part.csv_path}: no 'group' column, so near-duplicates of a query stay in its "
             f"gallery (paper §4.3 ignores them); add the column with "
-            f"`portrait-keras dedup {annotations.csv_path}`.",
+            f"`portrait-keras dedup {part.csv_path}`.",
             stacklevel=2,
         )
     outputs, labels, groups, cameras = {}, {}, {}, {}

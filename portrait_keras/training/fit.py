@@ -27,6 +27,7 @@ Faults:
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import sys
@@ -35,8 +36,9 @@ import warnings
 import keras
 
 from portrait_keras.config import default_run_dir, model_preprocessing
-from portrait_keras.data import default_dataset, make_dataset, read_annotations
+from portrait_keras.data import default_dataset, make_dataset
 from portrait_keras.data.pipeline import naming_bad_images
+from portrait_keras.data.sources import read_sources
 from portrait_keras.evaluation.evaluator import evaluate
 from portrait_keras.schema import APPEARANCE, SINGLE
 from portrait_keras.serving.export import SavedModelExportError, export_saved_model, load_keras_model
@@ -261,7 +263,8 @@ def _train(config, run, out, strategy, distribution, callbacks, verbose, backup_
         _init_from(state.model, config.model.init_from)
     start_epoch, skip = _restore(state, backup, run)
     out.trim_history(start_epoch if backup.exists() else 0)
-    out.write_run_info(config, state.csv_path, state.annotations.schema, state.model.num_ids, distribution, _versions())
+    first_csv = os.path.abspath(config.data.csv) if config.data.csv else state.csv_path  # the others: data.extra_csvs
+    out.write_run_info(config, first_csv, state.annotations.schema, state.model.num_ids, distribution, _versions())
     piq, guard, cbs = _callbacks(state, run, out, backup, callbacks, progress_level(verbose))
     out.started = True
     _fit(state, cbs, guard, start_epoch, skip)
@@ -275,9 +278,10 @@ def _train(config, run, out, strategy, distribution, callbacks, verbose, backup_
 
 def _build(config, strategy, distribution, annotations=None):
     """The data, the model and its trainer (under the strategy), and the one-device copy."""
-    csv_path = os.path.abspath(config.data.csv) if config.data.csv else os.fspath(default_dataset())
-    if annotations is None or os.path.abspath(annotations.csv_path) != csv_path:
-        annotations = read_annotations(csv_path)
+    paths = [os.path.abspath(p) for p in (config.data.csv, *config.data.extra_csvs)] if config.data.csv else []
+    csv_path = " + ".join(paths) if paths else os.fspath(default_dataset())
+    if annotations is None or annotations.csv_path != csv_path:
+        annotations = read_sources(paths or [csv_path])
     annotations = annotations.with_background(config.data.background)  # training and evaluation alike
     replicas = distribution["replicas"]
     # SyncBN unless turned off (None = on), and only where there is more than one replica.
@@ -452,10 +456,28 @@ def _finish(state, out, piq, backup, report):
         )
     final = {**final, **{f"s_{k}": v for k, v in state.trainer.uncertainties().items()}}
     out.write_metrics(final)
+    if len(state.annotations.sources) > 1:
+        _evaluate_sources(state, final_model, out)
     backup.remove()  # a kill before this point resumes after the final step
     if report:
         _write_report(out.path, state.annotations, final_model, d.batch_size)
     return final
+
+
+def _evaluate_sources(state, model, out):
+    """Several datasets trained as one: each dataset's test splits evaluated alone, written to
+    `metrics_by_source.json` and printed (a dataset without both test splits is left out)."""
+    d = state.config.data
+    by_source = {}
+    for name, ann in state.annotations.sources:
+        if {"query", "gallery"} <= set(ann.splits):
+            ann = ann.with_background(d.background)
+            by_source[name] = evaluate(model, ann, batch_size=d.batch_size, skip_bad_images=d.skip_bad_images)
+    with open(os.path.join(out.path, "metrics_by_source.json"), "w", encoding="utf-8") as f:
+        json.dump(by_source, f, indent=2)
+    for name, metrics in by_source.items():
+        print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
+    return by_source
 
 
 def _versions():
