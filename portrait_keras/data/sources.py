@@ -123,7 +123,7 @@ def read_sources(csv_paths):
 def _join(parts, names, schema, csv_path):
     tables, encoded = [], {}
     for name, ann in zip(names, parts):
-        tables.append(ann.table.assign(source=name))
+        tables.append(ann.table.assign(dataset=name))  # `source` is a column of its own
     table = pd.concat(tables)  # the index keeps each row's line in its own file
     table.index.name = "line"
     n = [len(a) for a in parts]
