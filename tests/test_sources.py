@@ -141,7 +141,8 @@ def test_training_on_two_datasets_evaluates_each(two_datasets, tmp_path, capsys)
     run_dir = tmp_path / "run"
     argv = ["smoke", "--data", a_csv, "--data", b_csv, "--epochs", "1", "--run-dir", str(run_dir), "--quiet"]
     assert run.main(argv) == 0, capsys.readouterr().err
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "Per dataset (metrics_by_source.json" in out and "\n  B " in out
     assert "2 datasets trained as one" in err and "B: tasks id, age, body" in err
     by_source = json.loads((run_dir / "metrics_by_source.json").read_text())
     assert set(by_source) == {"A", "B"}

@@ -298,4 +298,23 @@ def main(argv=None):
         from portrait_keras.evaluation.tables import format_table
 
         print(format_table(metrics))
+    by_source = os.path.join(run_dir, "metrics_by_source.json")
+    if os.path.isfile(by_source):
+        with open(by_source, encoding="utf-8") as f:
+            print("\n" + format_sources(json.load(f)))
     return 0
+
+
+def format_sources(by_source):
+    """The per-dataset figures of `metrics_by_source.json` as one table (a row a dataset)."""
+    columns = ["piq", "reid_mAP", "reid_rank1", "reid_micro_mAP", "reid_micro_rank1"]
+    width = max(len("dataset"), *map(len, by_source))
+    lines = ["Per dataset (metrics_by_source.json; mean F1 over the dataset's attribute tasks)"]
+    heads = [*columns, "mean F1"]
+    lines.append(f"  {'dataset':<{width}}" + "".join(f"  {c:>{max(len(c), 6)}}" for c in heads))
+    for name, metrics in by_source.items():
+        f1 = [v for k, v in metrics.items() if k.startswith("f1_")]
+        cells = [metrics.get(c) for c in columns] + [sum(f1) / len(f1) if f1 else None]
+        text = ["-" if v is None else f"{v:.4f}" for v in cells]
+        lines.append(f"  {name:<{width}}" + "".join(f"  {t:>{max(len(c), 6)}}" for t, c in zip(text, heads)))
+    return "\n".join(lines)

@@ -466,7 +466,7 @@ def _finish(state, out, piq, backup, report):
 
 def _evaluate_sources(state, model, out):
     """Several datasets trained as one: each dataset's test splits evaluated alone, written to
-    `metrics_by_source.json` and printed (a dataset without both test splits is left out)."""
+    `metrics_by_source.json` (a dataset without both test splits is left out)."""
     d = state.config.data
     by_source = {}
     for name, ann in state.annotations.sources:
@@ -475,8 +475,6 @@ def _evaluate_sources(state, model, out):
             by_source[name] = evaluate(model, ann, batch_size=d.batch_size, skip_bad_images=d.skip_bad_images)
     with open(os.path.join(out.path, "metrics_by_source.json"), "w", encoding="utf-8") as f:
         json.dump(by_source, f, indent=2)
-    for name, metrics in by_source.items():
-        print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
     return by_source
 
 
