@@ -166,7 +166,7 @@ def synthetic_default(config):
 
 
 # CPU-sized relation run on the embedded SynthPortrait pairs (2,400 pairs, 1,800 to train).
-RELATION_EPOCHS = 15
+RELATION_EPOCHS = 30
 RELATION_IMAGE_SIZE = (128, 64)
 
 

@@ -54,8 +54,9 @@ def test_the_two_branches_share_one_backbone():
     ids = [id(v) for v in model.weights]
     assert len(ids) == len(set(ids))
     assert all(any(v is w for w in model.weights) for v in model.backbone.weights)
-    # Only the backbone, the projection W_R and the trait classifier hold weights.
-    head = model.get_layer("shared_representation").weights + model.get_layer("trait_classifier").weights
+    # Only the backbone, the projection W_R, the spatial encoder and the trait classifier hold weights.
+    heads = ("shared_representation", "spatial_encoder", "trait_classifier")
+    head = [w for name in heads for w in model.get_layer(name).weights]
     assert len(model.weights) == len(model.backbone.weights) + len(head)
 
     x = _inputs()
@@ -73,7 +74,9 @@ def test_the_two_branches_share_one_backbone():
 @pytest.mark.parametrize("spatial_cues", [True, False])
 def test_relation_model_round_trips_config_and_safe_mode_file(tmp_path, spatial_cues):
     thresholds = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-    model = RelationModel(input_shape=SHAPE, spatial_cues=spatial_cues, hidden=16, l2=1e-4, thresholds=thresholds)
+    model = RelationModel(
+        input_shape=SHAPE, spatial_cues=spatial_cues, hidden=16, dropout=0.25, l2=1e-4, thresholds=thresholds
+    )
     config = model.get_config()
     assert RelationModel.from_config(config).get_config() == config
     x = _inputs(boxes=spatial_cues)
@@ -99,6 +102,7 @@ def test_spatial_cues_are_the_boxes_relative_position_and_scale_ratio():
     "kwargs, message",
     [
         ({"hidden": 0}, "hidden"),
+        ({"dropout": 1.0}, "dropout"),
         ({"traits": ()}, "traits"),
         ({"traits": ("warm", "warm")}, "traits"),
         ({"spatial_cues": 1}, "spatial_cues"),
@@ -136,9 +140,8 @@ def test_masked_trait_bce_counts_known_cells_only():
 def test_weight_decay_is_eq17_prior_with_the_tied_backbone_counted_twice():
     model = RelationModel(input_shape=SHAPE, hidden=8, l2=1e-3)
     backbone = sum(float(np.sum(v.numpy() ** 2)) for v in model.backbone.trainable_weights if v.path.endswith("kernel"))
-    heads = sum(
-        float(np.sum(model.get_layer(n).kernel.numpy() ** 2)) for n in ("shared_representation", "trait_classifier")
-    )
+    names = ("shared_representation", "spatial_encoder", "trait_classifier")
+    heads = sum(float(np.sum(model.get_layer(n).kernel.numpy() ** 2)) for n in names)
     assert float(model.weight_decay()) == pytest.approx(1e-3 * (2 * backbone + heads), rel=1e-4)
     assert float(RelationModel(input_shape=SHAPE, l2=0.0).weight_decay()) == 0.0
 
@@ -320,13 +323,14 @@ def test_relation_commands_report_user_errors_in_one_line(relation_run, tmp_path
 
 @pytest.mark.slow
 def test_relation_learns_above_chance(tmp_path):
-    """240 pairs, 8 epochs at 64x32: `attached` (close, readable from the boxes) is learnt."""
+    """240 pairs, 20 epochs of batch 16 at 64x32: `attached` (close: readable from the boxes) is learnt."""
     from portrait_keras.commands.train import main
 
     csv_path = generate_pairs(tmp_path / "pairs", pairs=240, seed=1)
     run_dir = tmp_path / "run"
-    args = ["relation", "--data", str(csv_path), "--epochs", "8", "--run-dir", str(run_dir)]
-    assert main(args + ["--set", "data.image_size=[64,32]", "--set", "model.backbone=tiny"]) == 0
+    args = ["relation", "--data", str(csv_path), "--epochs", "20", "--run-dir", str(run_dir)]
+    sizes = ["--set", "data.image_size=[64,32]", "--set", "data.batch_size=16", "--set", "model.backbone=tiny"]
+    assert main(args + sizes) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["balanced_accuracy_attached"] > 0.75
     assert metrics["balanced_accuracy_mean"] > 0.55

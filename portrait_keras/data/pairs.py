@@ -256,6 +256,18 @@ def _swap_half_the_time(path_a, path_b, boxes, labels, seed):
     )
 
 
+def _flip_crops(inputs, seed):
+    """Each crop mirrored left-right with probability 1/2 (the boxes stay: they say where, not
+    which way a person faces)."""
+    import tensorflow as tf
+
+    flipped = dict(inputs)
+    for i, key in enumerate(("image_a", "image_b")):
+        flip = tf.random.uniform([], seed=seed + 1 + i) < 0.5
+        flipped[key] = tf.where(flip, tf.reverse(inputs[key], [1]), inputs[key])
+    return flipped
+
+
 def make_pair_dataset(pairs, split, batch_size, image_size, *, training=False, seed=0):
     """A `tf.data.Dataset` of `(inputs, {"traits": labels})` batches of `split`.
 
@@ -265,7 +277,8 @@ def make_pair_dataset(pairs, split, batch_size, image_size, *, training=False, s
         batch_size: int.
         image_size: (int, int). Size of each person's crop.
         training: bool. Shuffle every epoch (seeded), swap persons A and B (crops and boxes)
-            in half of the pairs, and drop the last partial batch. Defaults to False (file
+            in half of the pairs, mirror each crop in half of them, and drop the last
+            partial batch. Defaults to False (file
             order, every pair, as written).
         seed: int. Shuffle seed. Defaults to `0`.
 
@@ -287,5 +300,7 @@ def make_pair_dataset(pairs, split, batch_size, image_size, *, training=False, s
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    if training:
+        ds = ds.map(lambda x, y: (_flip_crops(x, seed), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=training and len(labels) >= batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)
