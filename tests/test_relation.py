@@ -120,6 +120,22 @@ def test_relation_model_refuses_bad_arguments(kwargs, message):
         SpatialCues(min_size=0)
 
 
+def test_a_portrait_model_initialises_both_branches(tmp_path):
+    """§5 starts K_l = K_r from the DCN of §4: `--init-from` a portrait run fills the tied backbone."""
+    from portrait_keras.models import PortraitModel
+    from portrait_keras.schema import default_schema
+    from portrait_keras.training.fit import _init_from
+
+    portrait = PortraitModel(default_schema(), 5, backbone="tiny", input_shape=(64, 32, 3))
+    portrait.save(tmp_path / "portrait.keras")
+    model = RelationModel(input_shape=SHAPE)
+    _init_from(model, tmp_path / "portrait.keras")
+    donor = {w.path: w.numpy() for w in portrait.get_layer("tiny").weights}
+    assert len(donor) == len(model.backbone.weights)
+    for w in model.backbone.weights:
+        np.testing.assert_array_equal(w.numpy(), donor[w.path])
+
+
 # === Loss (eq. 17) ===
 
 

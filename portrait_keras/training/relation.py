@@ -4,7 +4,8 @@
 instead of `training.fit.train`: the data are pairs of people (`data/pairs.py`), not portraits.
 `train_relation(config)` reads the pair CSV (`config.data.csv`, else the SynthPortrait pairs
 generated once into the cache), builds `RelationModel` (tied `config.model.backbone`, crops of
-`config.data.image_size`; spatial cues when the pairs have boxes), fits it with Adam on the
+`config.data.image_size`; spatial cues when the pairs have boxes; `--init-from` a portrait run
+starts the backbone from its weights, as §5 does), fits it with Adam on the
 paper's warm-up/step schedule (`config.train`) and eq. 17's loss, and writes the run folder:
 
 config.json   the config, the pair CSV, its form, the traits
@@ -154,6 +155,12 @@ def train_relation(config, *, run_dir=None, pairs=None, verbose=1):
     test_ds = make_pair_dataset(pairs, "test", d.batch_size, d.image_size)
     steps = int(train_ds.cardinality())
     model = build_relation(config, pairs.has_boxes)
+    if config.model.init_from:
+        # §5: "we first initialize K_l and K_r by the representation we learn in Sec. 4": the
+        # backbone weights of a portrait run, matched by name and shape as `fit` does.
+        from portrait_keras.training.fit import _init_from
+
+        _init_from(model, config.model.init_from)
     model.compile(
         optimizer=keras.optimizers.Adam(paper_schedule(t, steps)),
         loss={"traits": MaskedTraitCrossentropy()},
