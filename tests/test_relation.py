@@ -335,6 +335,9 @@ def test_relation_commands_report_user_errors_in_one_line(relation_run, tmp_path
     assert err.startswith("error: ") and f"{bad}:2: column 'path_a': value 'x.jpg': missing image file" in err
     assert interpret([str(relation_run), "--pair", str(tmp_path / "no.jpg"), str(tmp_path / "no.jpg")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+    # A relation run given portrait-style images says what it takes.
+    assert interpret([str(relation_run), str(tmp_path / "no.jpg")]) == 2
+    assert "--pair A B or --pairs CSV for a relation model" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -41,9 +41,9 @@ def build_parser():
 def run(args):
     from portrait_keras.data.images import ImageFileError
     from portrait_keras.errors import InputError
-    from portrait_keras.serving import interpret, predictor
+    from portrait_keras.serving import interpret, predictor, relation
 
-    if args.pair or args.pairs or not args.images:
+    if args.pair or args.pairs or not args.images or relation.is_relation_model(args.model):
         return _relation(args)
     predictor.model_kind(args.model)  # a wrong model path fails before any image is read
     paths = predictor.expand_image_paths(args.images)
@@ -73,7 +73,9 @@ def _relation(args):
     from portrait_keras.serving import relation
 
     if not (args.pair or args.pairs) or args.images:
-        raise InputError("give IMAGE... (a portrait model), or --pair A B or --pairs CSV (a relation model)")
+        raise InputError(
+            f"{args.model}: give IMAGE... for a portrait model, --pair A B or --pairs CSV for a relation model"
+        )
     model = relation.load_relation_model(args.model)
     with _quiet.image_decoding():
         results = [relation.interpret_pair(model, *args.pair)] if args.pair else []

@@ -11,11 +11,25 @@ line, in a picture as wide as both and as tall as the taller; the output says so
 (`"boxes": "side by side (assumed)"`).
 """
 
+import json
 import os
+import zipfile
 
 import numpy as np
 
 from portrait_keras.errors import InputError
+
+
+def is_relation_model(path):
+    """Whether `path` (a run folder or `.keras` file) holds a `RelationModel`, read from the
+    archive's `config.json` without building the model (False when it cannot be read)."""
+    file = os.path.join(path, "model.keras") if os.path.isdir(path) else path
+    try:
+        with zipfile.ZipFile(file) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return False
+    return isinstance(config, dict) and config.get("class_name") == "RelationModel"
 
 
 def load_relation_model(path):
