@@ -234,7 +234,7 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     if relation:
-        return _relation().train_command(config, run_dir, pairs)
+        return _relation().train_command(config, run_dir, pairs, args)
     if args.overwrite and os.path.isdir(os.path.join(run_dir, "backup")):
         shutil.rmtree(os.path.join(run_dir, "backup"))  # start over: the old state must not be resumed
     pretrained = {"hrnet_w32": "the paper starts from ImageNet", "resnet50": "the paper starts from ImageNet"}

@@ -206,9 +206,28 @@ def format_trait_table(metrics, traits):
     return "\n".join(lines)
 
 
-def train_command(config, run_dir, pairs):
-    """`portrait-keras train` for a relation config: trains, prints the run folder and the table."""
+def train_command(config, run_dir, pairs, args=None):
+    """`portrait-keras train` for a relation config: trains, prints the run folder and the table.
+
+    The options this trainer does not have (`--replicas`, `--strategy`, `--tasks`, `--quiet`,
+    `--verbose`) are named in a note rather than silently dropped.
+    """
     from portrait_keras.traits import TRAITS
+
+    if args is not None:
+        unused = [
+            flag
+            for flag, given in (
+                ("--replicas", getattr(args, "replicas", None) is not None),
+                ("--strategy", getattr(args, "strategy", "auto") != "auto"),
+                ("--tasks", bool(getattr(args, "tasks", None))),
+                ("--quiet", getattr(args, "quiet", False)),
+                ("--verbose", getattr(args, "verbose", False)),
+            )
+            if given
+        ]
+        if unused:
+            print(f"note: a relation run ignores {', '.join(unused)} (one device, 8 traits)", file=sys.stderr)
 
     metrics = train_relation(config, run_dir=run_dir, pairs=pairs, verbose=1)
     print(f"Run folder: {run_dir}")
