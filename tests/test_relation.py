@@ -340,6 +340,24 @@ def test_relation_commands_report_user_errors_in_one_line(relation_run, tmp_path
     assert "--pair A B or --pairs CSV for a relation model" in capsys.readouterr().err
 
 
+def test_a_two_crop_pair_csv_trains_a_model_without_spatial_cues(pairs_csv, tmp_path, capsys):
+    from portrait_keras.commands.interpret import main as interpret
+    from portrait_keras.commands.train import main as train
+
+    rows = [
+        [f"images/pair_{i:06d}.jpg", f"images/pair_{i + 1:06d}.jpg", "train" if i < 12 else "test", *"10" * 4]
+        for i in range(16)
+    ]
+    crops = _write(pairs_csv.parent / "crops.csv", ["path_a", "path_b", "split", *TRAITS], rows)
+    args = ["relation", "--data", str(crops), "--epochs", "1", "--run-dir", str(tmp_path / "run")]
+    assert train(args + ["--set", "data.image_size=[64,32]", "--set", "model.backbone=tiny"]) == 0
+    model = keras.models.load_model(tmp_path / "run" / "model.keras", safe_mode=True, compile=False)
+    assert not model.spatial_cues and "boxes" not in model.input
+    capsys.readouterr()
+    assert interpret([str(tmp_path / "run"), "--pairs", str(crops)]) == 0
+    assert capsys.readouterr().out.count("spatial cues: not used by this model") == 16
+
+
 @pytest.mark.slow
 def test_relation_learns_above_chance(tmp_path):
     """240 pairs, 30 epochs of batch 16 at 64x32, rate 3e-3: `attached` (close: readable from the
