@@ -21,7 +21,7 @@ from typing import Literal, Optional, Union
 # `training.trainer.METRIC_LOSSES` / `MULTITASK`; a test keeps them equal), so that a bad value
 # is refused before TensorFlow starts.
 Backbone = Literal["hrnet_w32", "hrnet", "resnet50", "tiny", "vit_b16", "vit_tiny"]
-Head = Literal["fss", "sim_mtl", "single_task"]
+Head = Literal["fss", "sim_mtl", "single_task", "relation"]
 Sampler = Literal["random", "pk", "shuffle"]
 Metric = Literal["none", "triplet", "batch_rank", "hfe"]
 Multitask = Literal["average", "uncertainty"]
@@ -82,7 +82,9 @@ class ModelConfig:
     Args:
         backbone: str. `"hrnet_w32"` (the paper's), `"resnet50"`, `"tiny"`, `"vit_b16"` (CLIP
             ViT-B/16's image tower, §6.2–6.3) or `"vit_tiny"` (its miniature).
-        head: str. `"fss"` (Feature Space Split), `"sim_mtl"` or `"single_task"`.
+        head: str. `"fss"` (Feature Space Split), `"sim_mtl"` or `"single_task"`; `"relation"`
+            trains the Siamese relation model of paper 004 §5 on a pair CSV instead
+            (`training/relation.py`).
         tasks: tuple of str or None. Tasks the model learns; None = every task of the schema.
         backbone_weights: str or None. Path to saved backbone weights (`.weights.h5`); for
             `resnet50` also `"imagenet"`, Keras' own ImageNet file where Keras caches it; for

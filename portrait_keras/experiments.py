@@ -84,6 +84,18 @@ def fss_hfe():
     return _with(fss(), "fss_hfe", loss={"metric": "hfe"})
 
 
+# Paper 004 §5: the Siamese interpersonal-relation model on pairs (`training/relation.py`),
+# batch 32 and learning rate 1e-3 as in its §6.
+def relation():
+    return _with(
+        base(),
+        "relation",
+        data={"batch_size": 32},
+        model={"head": "relation"},
+        train={"lr": 1e-3, "warmup_lr": 1e-4, "epochs": 30, "warmup_epochs": 2, "decay_epochs": (20,)},
+    )
+
+
 def smoke():
     """A few steps end to end: tiny backbone, small images, one epoch."""
     return _with(
@@ -110,6 +122,7 @@ EXPERIMENTS = {
     "reid_triplet": lambda: reid("triplet"),
     "reid_br": lambda: reid("batch_rank"),
     "fss_hfe": fss_hfe,
+    "relation": relation,
     "smoke": smoke,
 }
 
@@ -136,6 +149,8 @@ def synthetic_default(config):
     (`sim_mtl_r50` is about its ResNet-50; hours on 2 cores). `smoke` is kept as it is."""
     if config.name == "smoke":
         return config
+    if config.model.head == "relation":
+        return relation_synthetic(config)
     backbone = "tiny" if config.model.backbone == base().model.backbone else config.model.backbone
     p = max(SYNTHETIC_BATCH // config.data.k, 1)
     return _with(
@@ -154,6 +169,24 @@ def synthetic_default(config):
             "warmup_lr": SYNTHETIC_LR / 10,
             "decay_epochs": (round(SYNTHETIC_DECAY_AT * SYNTHETIC_EPOCHS),),
         },
+    )
+
+
+# CPU-sized relation run on the embedded SynthPortrait pairs (2,400 pairs, 1,800 to train).
+RELATION_EPOCHS = 30
+RELATION_IMAGE_SIZE = (128, 64)
+
+
+def relation_synthetic(config):
+    """`config` (a relation experiment) sized for 2 CPU cores on the SynthPortrait pairs: the
+    tiny backbone, 128x64 crops, `RELATION_EPOCHS` epochs."""
+    backbone = "tiny" if config.model.backbone == base().model.backbone else config.model.backbone
+    return _with(
+        config,
+        config.name,
+        data={"image_size": RELATION_IMAGE_SIZE},
+        model={"backbone": backbone, "backbone_weights": None, "backbone_kwargs": {}},
+        train=dataclasses.asdict(rescale_epochs(config.train, RELATION_EPOCHS)),
     )
 
 

@@ -147,7 +147,7 @@ def test_the_config_choices_are_the_names_the_builders_take():
     from portrait_keras.training.trainer import METRIC_LOSSES, MULTITASK
 
     assert set(typing.get_args(config_lib.Backbone)) == set(BACKBONES)
-    assert set(typing.get_args(config_lib.Head)) == set(LAYOUTS)
+    assert set(typing.get_args(config_lib.Head)) == {*LAYOUTS, "relation"}  # relation: training/relation.py
     assert set(typing.get_args(config_lib.Sampler)) == set(SAMPLERS)
     assert set(typing.get_args(config_lib.Metric)) == set(METRIC_LOSSES)
     assert set(typing.get_args(config_lib.Multitask)) == set(MULTITASK)

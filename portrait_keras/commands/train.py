@@ -218,6 +218,12 @@ def check_run_dir(run_dir, config, overwrite):
             break
 
 
+def _relation():
+    from portrait_keras.training import relation
+
+    return relation
+
+
 def _silence_stderr():
     with open(os.devnull, "w") as devnull:
         os.dup2(devnull.fileno(), 2)
@@ -229,7 +235,12 @@ def main(argv=None):
         config = build_config(args)
         run_dir = args.run_dir or default_run_dir(config)
         check_run_dir(run_dir, config, args.overwrite)
-        annotations = check_data(config.data.csv, *config.data.extra_csvs) if config.data.csv else None
+        relation = config.model.head == "relation"  # pairs of people (paper 004 §5): own reader, trainer
+        if relation and config.data.extra_csvs:
+            raise ValueError("the relation experiment reads one pair CSV; pass --data once")
+        pairs = _relation().check_pairs(config) if relation else None
+        data = (config.data.csv, *config.data.extra_csvs)
+        annotations = check_data(*data) if config.data.csv and not relation else None
         if annotations is not None:
             if len(annotations.sources) > 1:
                 print(_sources_note(annotations), file=sys.stderr)
@@ -250,6 +261,8 @@ def main(argv=None):
     except ValueError as e:  # InputError, RunDirError and a bad schema.json too
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if relation:
+        return _relation().train_command(config, run_dir, pairs, args)
     if args.overwrite and os.path.isdir(os.path.join(run_dir, "backup")):
         shutil.rmtree(os.path.join(run_dir, "backup"))  # start over: the old state must not be resumed
     pretrained = {"hrnet_w32": "the paper starts from ImageNet", "resnet50": "the paper starts from ImageNet"}

@@ -17,6 +17,7 @@ from portrait_keras.losses.classification import (
 )
 from portrait_keras.losses.contrastive import ClipContrastiveLoss, clip_contrastive_loss
 from portrait_keras.losses.hfe import hfe_loss, hfe_terms, hfe_weight
+from portrait_keras.losses.relation import MaskedTraitCrossentropy, masked_trait_bce
 from portrait_keras.losses.triplet import BatchHardTripletLoss, batch_hard_triplet_loss
 from portrait_keras.losses.uncertainty import UncertaintyWeighting, average_losses, task_loss
 
@@ -26,6 +27,7 @@ __all__ = [
     "ClipContrastiveLoss",
     "MaskedBinaryCrossentropy",
     "MaskedSparseCategoricalCrossentropy",
+    "MaskedTraitCrossentropy",
     "UncertaintyWeighting",
     "average_losses",
     "batch_hard_triplet_loss",
@@ -37,5 +39,6 @@ __all__ = [
     "hfe_weight",
     "masked_multilabel_bce",
     "masked_sparse_ce",
+    "masked_trait_bce",
     "task_loss",
 ]

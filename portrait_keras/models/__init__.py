@@ -17,6 +17,7 @@ from portrait_keras.models.heads import probabilities, task_head
 from portrait_keras.models.hrnet import hrnet, hrnet_w32
 from portrait_keras.models.portrait_model import PortraitModel, build_portrait_model
 from portrait_keras.models.preprocessing import ImageNormalization
+from portrait_keras.models.relation import TRAITS, RelationModel, SpatialCues, build_relation_model
 from portrait_keras.models.resnet import resnet50
 from portrait_keras.models.subspaces import (
     LAYOUTS,
@@ -40,8 +41,12 @@ __all__ = [
     "ImageNormalization",
     "LAYOUTS",
     "PortraitModel",
+    "RelationModel",
+    "SpatialCues",
+    "TRAITS",
     "build_backbone",
     "build_portrait_model",
+    "build_relation_model",
     "clip_image_encoder",
     "clip_model",
     "clip_text_encoder",

@@ -1,0 +1,235 @@
+"""Training and evaluating the interpersonal-relation model (paper 004 §5) from a `Config`.
+
+`portrait-keras train relation` (and any config with `model.head="relation"`) comes here
+instead of `training.fit.train`: the data are pairs of people (`data/pairs.py`), not portraits.
+`train_relation(config)` reads the pair CSV (`config.data.csv`, else the SynthPortrait pairs
+generated once into the cache), builds `RelationModel` (tied `config.model.backbone`, crops of
+`config.data.image_size`; spatial cues when the pairs have boxes; `--init-from` a portrait run
+starts the backbone from its weights, as §5 does), fits it with Adam on the
+paper's warm-up/step schedule (`config.train`) and eq. 17's loss, and writes the run folder:
+
+config.json   the config, the pair CSV, its form, the traits
+history.csv   per-epoch loss (masked BCE + weight decay)
+model.keras   the RelationModel (loads with safe_mode=True)
+metrics.json  per-trait balanced accuracy on the test split (eq. 18), their mean, and the
+              share of known positives of each trait there
+
+Not (yet) done here as `fit.train` does: resuming a killed run (a re-run starts over),
+several replicas, PIQ. A trait is predicted present when its probability is above its share of
+positives in the train split (`positive_shares`, kept in the model as `thresholds`): with 0.5,
+a rare trait (11% `warm` pairs) was never called and scored the 0.5 of chance.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+
+from portrait_keras.training.run_dir import RunDir
+
+THRESHOLD = 0.5
+
+
+def pairs_csv(config):
+    """The pair CSV of `config`: `data.csv`, else the default SynthPortrait pairs (generated once)."""
+    if config.data.csv:
+        return os.path.abspath(config.data.csv)
+    from portrait_keras.data.synthportrait.pairs import default_pairs_dataset
+
+    return os.fspath(default_pairs_dataset())
+
+
+def check_pairs(config):
+    """Reads and validates the pair CSV of `config` before TensorFlow starts.
+
+    Returns: `Pairs`, or None when the default is still to be generated.
+    Raises: ValueError (an `AnnotationError` too) naming the problem.
+    """
+    from portrait_keras.data.pairs import read_pairs
+
+    if not config.data.csv:
+        return None
+    if not os.path.isfile(config.data.csv):
+        raise ValueError(f"--data {config.data.csv}: no such file (a pair CSV: see `portrait_keras.data.pairs`)")
+    pairs = read_pairs(config.data.csv)
+    missing = {"train", "test"} - set(pairs.splits)
+    if missing:
+        raise ValueError(f"--data {config.data.csv}: no pairs in split {', '.join(sorted(missing))}")
+    return pairs
+
+
+def positive_shares(labels, low=0.05, high=0.95):
+    """Per-trait share of positives among the known labels `[N, T]`, clipped to [low, high]:
+    the thresholds a model trained on them calls a trait with (`RelationModel.thresholds`)."""
+    labels = np.asarray(labels)
+    known = labels >= 0
+    shares = np.where(known, labels, 0).sum(0) / np.maximum(known.sum(0), 1)
+    return tuple(float(v) for v in np.clip(np.where(known.any(0), shares, THRESHOLD), low, high))
+
+
+def trait_metrics(labels, probabilities, traits, thresholds=THRESHOLD):
+    """Per-trait balanced accuracy (paper 004 eq. 18) of `probabilities > thresholds`.
+
+    Args:
+        labels: float `[N, T]`, 1/0, -1 unknown (left out).
+        probabilities: float `[N, T]`.
+        traits: sequence of T names.
+        thresholds: float, or one per trait. Defaults to 0.5.
+
+    Returns: dict: `balanced_accuracy_<trait>`, `positive_share_<trait>` (known positives of
+    that trait) and `balanced_accuracy_mean` (over the traits with known labels).
+    """
+    from portrait_keras.metrics.classification import balanced_accuracy
+
+    labels = np.asarray(labels)
+    predicted = (np.asarray(probabilities) > np.asarray(thresholds, np.float32)).astype(np.int64)
+    metrics, scores = {}, []
+    for j, trait in enumerate(traits):
+        known = labels[:, j] >= 0
+        if not known.any():
+            continue
+        score = balanced_accuracy(labels[known, j].astype(np.int64), predicted[known, j])
+        metrics[f"balanced_accuracy_{trait}"] = score
+        metrics[f"positive_share_{trait}"] = float(labels[known, j].mean())
+        scores.append(score)
+    metrics["balanced_accuracy_mean"] = float(np.mean(scores)) if scores else float("nan")
+    return metrics
+
+
+def predict_traits(model, dataset):
+    """`(labels, probabilities)` over a pair dataset: float `[N, T]` each."""
+    import keras
+
+    labels, probabilities = [], []
+    for inputs, targets in dataset:
+        logits = model(inputs, training=False)["traits"]
+        probabilities.append(keras.ops.convert_to_numpy(keras.ops.sigmoid(logits)))
+        labels.append(np.asarray(targets["traits"]))
+    return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def build_relation(config, spatial_cues):
+    """The `RelationModel` of `config` (tied `model.backbone`, crops of `data.image_size`)."""
+    from portrait_keras.config import model_preprocessing
+    from portrait_keras.models.relation import RelationModel
+
+    m = config.model
+    return RelationModel(
+        backbone=m.backbone,
+        input_shape=(*config.data.image_size, 3),
+        spatial_cues=spatial_cues,
+        backbone_weights=m.backbone_weights,
+        backbone_kwargs=dict(m.backbone_kwargs),
+        preprocessing=model_preprocessing(m),
+    )
+
+
+def train_relation(config, *, run_dir=None, pairs=None, verbose=1):
+    """Trains the relation model of `config` and writes its run folder (module docstring).
+
+    Args:
+        config: `Config` (`model.head="relation"`).
+        run_dir: str. Defaults to `runs/<config.name>`.
+        pairs: `Pairs` already read (the command line reads them first), or None.
+        verbose: 0 silent, 1 a line per epoch. Defaults to 1.
+
+    Returns: dict of the final metrics (also in `metrics.json`).
+    """
+    import keras
+
+    from portrait_keras.config import default_run_dir
+    from portrait_keras.data.pairs import make_pair_dataset, read_pairs
+    from portrait_keras.losses.relation import MaskedTraitCrossentropy
+    from portrait_keras.training.schedules import paper_schedule
+
+    run = RunDir(os.fspath(run_dir or default_run_dir(config)))
+    csv_path = pairs_csv(config)
+    if pairs is None or os.path.abspath(pairs.csv_path) != csv_path:
+        pairs = read_pairs(csv_path)
+    run.check_writable()
+    seed = config.train.seed if config.train.seed is not None else 0
+    keras.utils.set_random_seed(seed)
+    d, t = config.data, config.train
+    train_ds = make_pair_dataset(pairs, "train", d.batch_size, d.image_size, training=True, seed=seed)
+    test_ds = make_pair_dataset(pairs, "test", d.batch_size, d.image_size)
+    steps = int(train_ds.cardinality())
+    model = build_relation(config, pairs.has_boxes)
+    if config.model.init_from:
+        # §5: "we first initialize K_l and K_r by the representation we learn in Sec. 4": the
+        # backbone weights of a portrait run, matched by name and shape as `fit` does.
+        from portrait_keras.training.fit import _init_from
+
+        _init_from(model, config.model.init_from)
+    model.compile(
+        optimizer=keras.optimizers.Adam(paper_schedule(t, steps)),
+        loss={"traits": MaskedTraitCrossentropy()},
+        jit_compile=t.jit_compile,
+    )
+    info = {**config.to_dict(), "data_csv": csv_path, "pair_form": pairs.form, "traits": list(pairs.traits)}
+    with open(run.config_file, "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
+    callbacks = [keras.callbacks.CSVLogger(run.history_file)]
+    if verbose:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: _epoch_line(epoch, t.epochs, logs))
+        )
+    print(
+        f"relation: {pairs.num_pairs('train')} train / {pairs.num_pairs('test')} test pairs ({pairs.form}), "
+        f"backbone {config.model.backbone} tied, crops {d.image_size[0]}x{d.image_size[1]}, "
+        f"spatial cues {'on' if pairs.has_boxes else 'off'}",
+        file=sys.stderr,
+        flush=True,
+    )
+    model.fit(train_ds, epochs=t.epochs, callbacks=callbacks, verbose=0, shuffle=False)  # tf.data shuffles
+    model.thresholds = positive_shares(pairs.labels("train"))
+    model.save(run.model_file)
+    labels, probabilities = predict_traits(model, test_ds)
+    metrics = {**trait_metrics(labels, probabilities, pairs.traits, model.thresholds), "test_pairs": int(len(labels))}
+    run.write_metrics(metrics)
+    return metrics
+
+
+def _epoch_line(epoch, epochs, logs):
+    loss = (logs or {}).get("loss", float("nan"))
+    print(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}", file=sys.stderr, flush=True)
+
+
+def format_trait_table(metrics, traits):
+    """The per-trait balanced accuracies of `metrics` as a text table."""
+    lines = [f"{'trait':<14} {'balanced acc.':>13} {'positives':>9}"]
+    for trait in traits:
+        key = f"balanced_accuracy_{trait}"
+        if key in metrics:
+            lines.append(f"{trait:<14} {metrics[key]:>13.3f} {metrics[f'positive_share_{trait}']:>9.2f}")
+    lines.append(f"{'mean':<14} {metrics['balanced_accuracy_mean']:>13.3f}")
+    return "\n".join(lines)
+
+
+def train_command(config, run_dir, pairs, args=None):
+    """`portrait-keras train` for a relation config: trains, prints the run folder and the table.
+
+    The options this trainer does not have (`--replicas`, `--strategy`, `--tasks`, `--quiet`,
+    `--verbose`) are named in a note rather than silently dropped.
+    """
+    from portrait_keras.traits import TRAITS
+
+    if args is not None:
+        unused = [
+            flag
+            for flag, given in (
+                ("--replicas", getattr(args, "replicas", None) is not None),
+                ("--strategy", getattr(args, "strategy", "auto") != "auto"),
+                ("--tasks", bool(getattr(args, "tasks", None))),
+                ("--quiet", getattr(args, "quiet", False)),
+                ("--verbose", getattr(args, "verbose", False)),
+            )
+            if given
+        ]
+        if unused:
+            print(f"note: a relation run ignores {', '.join(unused)} (one device, 8 traits)", file=sys.stderr)
+
+    metrics = train_relation(config, run_dir=run_dir, pairs=pairs, verbose=1)
+    print(f"Run folder: {run_dir}")
+    print(format_trait_table(metrics, TRAITS))
+    return 0
