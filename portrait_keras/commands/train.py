@@ -15,12 +15,14 @@ import sys
 from portrait_keras import experiments as configs
 from portrait_keras.commands.overrides import override
 from portrait_keras.config import default_run_dir, rescale_epochs
+from portrait_keras.training.run_dir import continued_run_dir
 
 EXAMPLES = """examples:
   portrait-keras train smoke                      # 2 minutes on a CPU, embedded SynthPortrait
   portrait-keras train fss_uncert                 # the paper's FSS + uncertainty row (Table 4)
   portrait-keras train fss_uncert --data my/annotations.csv --set train.batch_size=64
   portrait-keras train fss_uncert --replicas 2    # MirroredStrategy over 2 devices
+  portrait-keras train --resume-from runs/smoke --epochs 6   # 5 more epochs, into runs/smoke-6ep
 """
 
 
@@ -43,8 +45,18 @@ def parse_args(argv):
         help="fine-tune: start from the weights of a run folder or .keras file where names and shapes fit "
         "(same as --set model.init_from=...)",
     )
+    parser.add_argument(
+        "--resume-from",
+        metavar="RUN",
+        help="continue a finished run for more epochs (--epochs N or --set train.epochs=N) into a new folder "
+        "(default RUN-<N>ep): its config, weights, optimizer state and schedule step go on",
+    )
     parser.add_argument("--data", help="annotation CSV (default: the embedded SynthPortrait)")
-    parser.add_argument("--epochs", type=int, help="epochs; warm-up and decay steps scale along")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="epochs; warm-up and decay steps scale along (with --resume-from: the total, schedule unchanged)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -76,14 +88,18 @@ def parse_args(argv):
     loud.add_argument("--quiet", action="store_true", help="one line per epoch")
     loud.add_argument("--verbose", action="store_true", help="every logged value after each epoch too")
     args = parser.parse_args(argv)
-    if args.name is None and args.config is None:
-        parser.error("the experiment NAME (or --config RUN) is required")
+    if args.resume_from is not None:
+        others = [f"--{o.replace('_', '-')}" for o in ("config", "init_from") if getattr(args, o)]
+        if others:
+            parser.error(f"--resume-from continues a run as it was; it takes no {' or '.join(others)}")
+    elif args.name is None and args.config is None:
+        parser.error("the experiment NAME (or --config RUN, or --resume-from RUN) is required")
     if args.replicas is not None and args.replicas < 1:
         parser.error(f"--replicas must be >= 1. Received: {args.replicas}")
     return args
 
 
-def load_config_file(path):
+def load_config_file(path, option="--config"):
     """The `Config` saved in a run folder's `config.json` (or in that file itself)."""
     from portrait_keras.config import Config
 
@@ -93,13 +109,24 @@ def load_config_file(path):
             saved = json.load(f)
         return Config.from_dict(saved)
     except FileNotFoundError:
-        raise ValueError(f"--config {path}: no such file{'' if file == path else ' ' + file}") from None
+        raise ValueError(f"{option} {path}: no such file{'' if file == path else ' ' + file}") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"--config {file}: not a run's config.json: {e}") from None
+        raise ValueError(f"{option} {file}: not a run's config.json: {e}") from None
 
 
 def build_config(args):
-    if args.config:
+    if args.resume_from:
+        # The run's own config; only the total of epochs moves (its schedule stays as it was).
+        if not os.path.isdir(args.resume_from):
+            raise ValueError(f"--resume-from {args.resume_from}: no such run folder")
+        config = load_config_file(args.resume_from, option="--resume-from")
+        if args.name:
+            config = dataclasses.replace(config, name=args.name)
+        if args.data:
+            config = override(config, "data.csv", os.path.abspath(args.data))
+        if args.epochs is not None:
+            config = override(config, "train.epochs", str(args.epochs))
+    elif args.config:
         config = load_config_file(args.config)
         if args.name:
             config = dataclasses.replace(config, name=args.name)
@@ -115,7 +142,7 @@ def build_config(args):
         config = override(config, "model.init_from", os.path.abspath(args.init_from))
     if args.tasks:
         config = override(config, "model.tasks", [t.strip() for t in args.tasks.split(",") if t.strip()])
-    if args.epochs is not None:
+    if args.epochs is not None and not args.resume_from:
         config = dataclasses.replace(config, train=rescale_epochs(config.train, args.epochs))
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -195,6 +222,18 @@ def check_run_dir(run_dir, config, overwrite):
             break
 
 
+def check_continued(source, run_dir, config):
+    """`--resume-from SOURCE` into `run_dir`: a finished run that `config` continues, and another folder."""
+    from portrait_keras.training.run_dir import RunDir
+
+    if os.path.abspath(run_dir) == os.path.abspath(source):
+        raise ValueError(
+            f"--resume-from {source} --run-dir {run_dir}: a continued run goes into another folder, so the "
+            f"original stays as it was; leave --run-dir out (default {continued_run_dir(source, config.train.epochs)})"
+        )
+    RunDir(source).continued_epochs(config)
+
+
 def _silence_stderr():
     with open(os.devnull, "w") as devnull:
         os.dup2(devnull.fileno(), 2)
@@ -205,6 +244,9 @@ def main(argv=None):
     try:
         config = build_config(args)
         run_dir = args.run_dir or default_run_dir(config)
+        if args.resume_from:
+            run_dir = args.run_dir or continued_run_dir(args.resume_from, config.train.epochs)
+            check_continued(args.resume_from, run_dir, config)
         check_run_dir(run_dir, config, args.overwrite)
         annotations = check_data(config.data.csv) if config.data.csv else None
         if annotations is not None:
@@ -251,6 +293,7 @@ def main(argv=None):
             replicas=args.replicas,
             annotations=annotations,
             verbose=level,
+            resume_from=args.resume_from,
         )
     except KeyboardInterrupt:
         again = " ".join(["portrait-keras train", *(argv if argv is not None else sys.argv[1:])])
