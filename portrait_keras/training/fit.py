@@ -288,7 +288,8 @@ def _train(
     keras.utils.set_random_seed(config.train.seed)
     set_precision(config.train.mixed_precision)
 
-    state = _build(config, strategy, distribution, annotations)
+    level = progress_level(verbose)
+    state = _build(config, strategy, distribution, annotations, quiet=level in (None, "quiet"))
     out.check_writable(run_bytes(state.model))
     if config.model.init_from and not resuming and not continuing:
         _init_from(state.model, config.model.init_from)
@@ -298,7 +299,7 @@ def _train(
         start_epoch, skip = _restore(state, backup, run)
     out.trim_history(start_epoch if resuming or continuing else 0)
     out.write_run_info(config, state.csv_path, state.annotations.schema, state.model.num_ids, distribution, _versions())
-    piq, guard, cbs = _callbacks(state, run, out, backup, callbacks, progress_level(verbose))
+    piq, guard, cbs = _callbacks(state, run, out, backup, callbacks, level)
     out.started = True
     _fit(state, cbs, guard, start_epoch, skip)
     if guard.diverged:
@@ -309,9 +310,9 @@ def _train(
     return _finish(state, out, piq, backup, report)
 
 
-def _build(config, strategy, distribution, annotations=None):
+def _build(config, strategy, distribution, annotations=None, quiet=False):
     """The data, the model and its trainer (under the strategy), and the one-device copy."""
-    csv_path = os.path.abspath(config.data.csv) if config.data.csv else os.fspath(default_dataset())
+    csv_path = os.path.abspath(config.data.csv) if config.data.csv else os.fspath(default_dataset(quiet=quiet))
     if annotations is None or os.path.abspath(annotations.csv_path) != csv_path:
         annotations = read_annotations(csv_path)
     replicas = distribution["replicas"]

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from portrait_keras import schema as schema_lib
+from portrait_keras.data.progress import CountProgress
 from portrait_keras.data.synthportrait.draw import draw_run
 from portrait_keras.data.synthportrait.plan import COLUMNS, plan_runs
 
@@ -78,6 +79,7 @@ def generate(
     seed=DEFAULT_SEED,
     images_per_identity=DEFAULT_IMAGES_PER_IDENTITY,
     workers=None,
+    quiet=False,
 ):
     """Writes a SynthPortrait dataset: JPEGs, `annotations.csv` and `schema.json`.
 
@@ -91,6 +93,8 @@ def generate(
             Defaults to `12` (about 7,200 images with 240 identities).
         workers: int. Processes drawing images; `1` draws in this process. Defaults
             to the number of CPUs.
+        quiet: bool. No progress line (`portrait_keras.data.progress.CountProgress`) on
+            stderr. Defaults to False.
 
     Returns:
         `Path` of `annotations.csv`.
@@ -111,14 +115,16 @@ def generate(
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(int(identities), int(images_per_identity), int(seed))
     tasks = [(os.fspath(out_dir), int(seed), runs[i : i + RUNS_PER_TASK]) for i in range(0, len(runs), RUNS_PER_TASK)]
-    if workers == 1 or len(tasks) == 1:
-        for task in tasks:
-            _write_runs(task)
-    else:
-        # spawn, not fork: the caller may have started TensorFlow threads.
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_write_runs, tasks):
-                pass
+    total = sum(len(run.rows) for run in runs)
+    with CountProgress(total, "SynthPortrait", quiet=quiet) as progress:
+        if workers == 1 or len(tasks) == 1:
+            for task in tasks:
+                progress.update(_write_runs(task))
+        else:
+            # spawn, not fork: the caller may have started TensorFlow threads.
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for count in pool.imap_unordered(_write_runs, tasks):
+                    progress.update(count)
     schema_lib.default_schema().save(out_dir / "schema.json")
     csv_path = out_dir / "annotations.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
@@ -139,7 +145,7 @@ def default_dataset_name():
     return f"synthportrait-{VERSION}-seed{DEFAULT_SEED}-{DEFAULT_IDENTITIES}ids-{DEFAULT_IMAGES_PER_IDENTITY}per"
 
 
-def default_dataset(cache_dir=None):
+def default_dataset(cache_dir=None, quiet=False):
     """The default SynthPortrait (`DEFAULT_IDENTITIES` identities, seed 0), generated once and cached.
 
     The dataset is written to a temporary folder and renamed into place when complete,
@@ -150,6 +156,7 @@ def default_dataset(cache_dir=None):
     Args:
         cache_dir: path-like. Parent folder of `default_dataset_name()`. Defaults to
             `default_cache_dir()`.
+        quiet: bool. No progress line while it is generated. Defaults to False.
 
     Returns:
         `Path` of the cached `annotations.csv`.
@@ -162,7 +169,9 @@ def default_dataset(cache_dir=None):
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=parent))
     try:
-        generate(tmp, DEFAULT_IDENTITIES, DEFAULT_SEED, DEFAULT_IMAGES_PER_IDENTITY)
+        if not quiet:
+            print(f"Generating the embedded SynthPortrait once into {final} ...", file=sys.stderr, flush=True)
+        generate(tmp, DEFAULT_IDENTITIES, DEFAULT_SEED, DEFAULT_IMAGES_PER_IDENTITY, quiet=quiet)
         os.rename(tmp, final)
     except OSError:
         if not csv_path.exists():  # not a lost race with another process
@@ -180,9 +189,12 @@ def main(argv=None):
     parser.add_argument("--images-per-identity", type=int, default=DEFAULT_IMAGES_PER_IDENTITY)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    csv_path = generate(args.out_dir, args.identities, args.seed, args.images_per_identity, args.workers)
+    csv_path = generate(
+        args.out_dir, args.identities, args.seed, args.images_per_identity, args.workers, quiet=args.quiet
+    )
     with open(csv_path, encoding="utf-8") as f:
         count = sum(1 for _ in f) - 1
     seconds = time.perf_counter() - start
