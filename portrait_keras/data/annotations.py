@@ -451,6 +451,10 @@ def _check_multi(table, column, classes, problems):
     empty_item = (items == "").to_numpy()
     unknown = (codes < 0) & ~empty_item
     duplicate = pd.DataFrame({"row": rows, "code": codes}).duplicated().to_numpy() & (codes >= 0)
+    # 'Happy' for 'happy': say so, as for a one-of column.
+    spelling = {c.lower(): c for c in classes}
+    right = np.full(len(items), None, object)
+    right[unknown] = [spelling.get(item.lower()) for item in items.to_numpy()[unknown]]
     for kind, mask in (("an empty item", empty_item), ("unknown class", unknown), ("duplicate class", duplicate)):
         if not mask.any():
             continue
@@ -461,6 +465,16 @@ def _check_multi(table, column, classes, problems):
             messages = [f"{kind}; {allowed}"] * len(names)
         else:
             messages = [f"{kind} {found}; {allowed}" for found in names.to_numpy()]
+        if kind == "unknown class" and any(r is not None for r in right):
+            cased = (
+                pd.Series(right[mask])
+                .groupby(rows[mask])
+                .agg(lambda s: ", ".join(repr(r) for r in s if isinstance(r, str)))
+            )
+            messages = [
+                m + (f" (class names are case-sensitive: only the case differs from {c})" if c else "")
+                for m, c in zip(messages, cased.reindex(names.index).to_numpy())
+            ]
         _report(table, column, row_mask, messages, problems)
     ok = codes >= 0
     hot[rows[ok], codes[ok]] = 1.0
