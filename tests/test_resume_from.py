@@ -129,7 +129,7 @@ def finished(tmp_path):
 
 def test_no_more_epochs_is_refused(finished, capsys):
     line = _refused(["--resume-from", str(finished), "--epochs", "1"], capsys)
-    assert "that run trained 1 epoch; train.epochs=1 continues nothing" in line and "train.epochs=2" in line
+    assert "that run trained 1 epoch; train.epochs=1 continues nothing" in line and "e.g. --epochs 2" in line
 
 
 def test_another_model_is_refused_naming_the_change_and_init_from(finished, capsys):

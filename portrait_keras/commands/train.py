@@ -168,6 +168,29 @@ def check_data(csv):
     return read_annotations(csv)
 
 
+def check_batches(config, annotations, replicas=None):
+    """The train split fills at least one batch of `data.sampler` (numpy only: before TensorFlow starts)."""
+    import numpy as np
+
+    from portrait_keras.data.samplers import UNKNOWN, build_sampler
+
+    if "train" not in annotations.splits:
+        return  # the data's own error comes later
+    d, n = config.data, annotations.num_images("train")
+    identity = annotations.schema.identity_task
+    ids = annotations.labels("train")[identity.name] if identity is not None else np.full(n, UNKNOWN)
+    try:
+        build_sampler(d.sampler, ids, batch_size=d.batch_size, p=d.p, k=d.k, num_replicas=replicas or 1)
+    except ValueError as e:
+        hint = ""
+        if d.sampler == "random" and n < d.batch_size:
+            hint = f"; a smaller batch fits, e.g. --set data.batch_size={2 ** int(np.log2(n))}"
+        raise ValueError(
+            f"--data {config.data.csv}: its train split ({n} images) cannot fill one batch of data.sampler="
+            f"{d.sampler} (data.batch_size={d.batch_size}): {e}{hint}"
+        ) from None
+
+
 def check_tasks(config, schema):
     """`model.tasks` names tasks of the schema (with the nearest spelling when not)."""
     from portrait_keras.config import unknown_choice_message
@@ -260,6 +283,7 @@ def main(argv=None):
             from portrait_keras.training.tasks import trained_tasks
 
             trained_tasks(config, annotations, note=False)  # its error before TensorFlow starts
+            check_batches(config, annotations, args.replicas)
         else:
             from portrait_keras.schema import default_schema
 

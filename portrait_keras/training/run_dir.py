@@ -200,7 +200,7 @@ class RunDir:
         if config.train.epochs <= done:
             raise RunDirError(
                 f"{where}: that run trained {done} epoch{'s' if done != 1 else ''}; train.epochs="
-                f"{config.train.epochs} continues nothing. Ask for more, e.g. --set train.epochs={done * 2}"
+                f"{config.train.epochs} continues nothing. Ask for more, e.g. --epochs {done * 2}"
             )
         current = json.loads(json.dumps(config.to_dict()))
         changed = []
