@@ -20,6 +20,7 @@ beside the CSV). Every row is checked, and one `AnnotationError` lists every pro
 """
 
 import csv
+import difflib
 import itertools
 import os
 import posixpath
@@ -418,7 +419,12 @@ def _check_choice(table, column, allowed, allow_empty, problems):
     # 'Female' for 'female': say so, rather than only listing the classes.
     case_only = bad & values.str.lower().isin([a.lower() for a in allowed])
     message = f"expected one of {', '.join(allowed)}{empty_note}"
-    _report(table, column, bad & ~case_only, message, problems)
+    other = np.asarray(bad & ~case_only, bool)
+    if other.any():  # a typo: the nearest class too
+        shown = values[other].to_numpy()
+        near = {v: difflib.get_close_matches(v, list(allowed), n=1) for v in set(shown)}
+        hints = [f"{message} (did you mean {near[v][0]!r}?)" if near[v] else message for v in shown]
+        _report(table, column, other, hints, problems)
     _report(table, column, case_only, f"{message} (class names are case-sensitive: only the case differs)", problems)
     # Unknown values (reported above, and "") map to -1.
     return pd.Index(list(allowed)).get_indexer(values).astype(np.int32)
