@@ -5,7 +5,9 @@ smaller than one batch (one `error:` line with a batch that fits, before TensorF
 import csv
 import json
 import shutil
+import signal
 
+import pytest
 from PIL import Image
 
 from portrait_keras.cli import main
@@ -51,3 +53,30 @@ def test_evaluate_reads_a_csv_without_schema_json_by_its_task_columns(smoke_run_
     for key in ("reid_mAP", "reid_micro_mAP", "f1_gender"):
         assert abs(result[key] - metrics[key]) < 1e-6, key
     assert not [k for k in result if k.endswith("_age")]
+
+
+def test_ctrl_c_that_tensorflow_turns_into_another_error_still_ends_with_the_resume_line(tmp_path, capsys, monkeypatch):
+    # Seen on a first try: Ctrl-C while the PIQ evaluation traced its tf.data map surfaced as
+    # "AssertionError: Concurrent access?" and a 30-line traceback.
+    run = tmp_path / "run"
+
+    def interrupted_train(config, run_dir, **kwargs):
+        (run / "backup").mkdir(parents=True)
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            raise AssertionError("Concurrent access?") from None
+
+    monkeypatch.setattr("portrait_keras.training.fit.train", interrupted_train)
+    assert main(["train", "smoke", "--run-dir", str(run)]) == 130
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    again = f"portrait-keras train smoke --run-dir {run}"
+    assert last == f"interrupted: {run} keeps its last backup; re-run `{again}` to resume."
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+    def failing_train(config, run_dir, **kwargs):
+        raise AssertionError("a real bug")
+
+    monkeypatch.setattr("portrait_keras.training.fit.train", failing_train)
+    with pytest.raises(AssertionError, match="a real bug"):
+        main(["train", "smoke", "--run-dir", str(tmp_path / "other")])

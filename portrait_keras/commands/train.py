@@ -6,11 +6,14 @@ folder) with the CPU-sized setting of `experiments.synthetic_default`.
 
 import argparse
 import atexit
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 
 from portrait_keras import experiments as configs
 from portrait_keras.commands.overrides import override
@@ -257,6 +260,24 @@ def check_continued(source, run_dir, config):
     RunDir(source).continued_epochs(config)
 
 
+@contextlib.contextmanager
+def _noting_ctrl_c(received):
+    """Appends to the list `received` when SIGINT arrives (which still raises KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        received.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _silence_stderr():
     with open(os.devnull, "w") as devnull:
         os.dup2(devnull.fileno(), 2)
@@ -309,17 +330,26 @@ def main(argv=None):
     from portrait_keras.training.run_dir import RunDirError
 
     level = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
+    ctrl_c = []
     try:
-        metrics = train(
-            config,
-            run_dir=run_dir,
-            strategy=args.strategy,
-            replicas=args.replicas,
-            annotations=annotations,
-            verbose=level,
-            resume_from=args.resume_from,
-        )
-    except KeyboardInterrupt:
+        with _noting_ctrl_c(ctrl_c):
+            metrics = train(
+                config,
+                run_dir=run_dir,
+                strategy=args.strategy,
+                replicas=args.replicas,
+                annotations=annotations,
+                verbose=level,
+                resume_from=args.resume_from,
+            )
+    except (AnnotationError, DistributionError, RunDirError) as e:  # the message says it all
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BaseException as e:  # noqa: BLE001  (only Ctrl-C is handled here; the rest goes on up)
+        # Ctrl-C inside TensorFlow's tracing can surface as another exception ("AssertionError:
+        # Concurrent access?" while a tf.data map is traced): the signal decides, not the type.
+        if not (isinstance(e, KeyboardInterrupt) or ctrl_c):
+            raise
         again = " ".join(["portrait-keras train", *(argv if argv is not None else sys.argv[1:])])
         resumable = os.path.isdir(os.path.join(run_dir, "backup"))
         print(
@@ -332,9 +362,6 @@ def main(argv=None):
         # tf.data's threads log their own interruption as the process ends: keep this line last.
         atexit.register(_silence_stderr)
         return 130
-    except (AnnotationError, DistributionError, RunDirError) as e:  # the message says it all
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     print(f"Run folder: {run_dir}")
     if metrics:
         from portrait_keras.evaluation.tables import format_table
