@@ -21,11 +21,25 @@ from portrait_keras.evaluation.tables import format_table
 
 
 def data_schema(csv_path):
-    """The schema `read_annotations(csv_path)` would use: `schema.json` beside it, else the default."""
+    """The schema `read_annotations(csv_path)` would use: `schema.json` beside it, else the tasks
+    of the default schema whose columns the CSV has (all of them when it has none)."""
+    import csv
+
     from portrait_keras.schema import Schema, default_schema
 
     beside = os.path.join(os.path.dirname(os.path.abspath(csv_path)), "schema.json")
-    return (Schema.load(beside), beside) if os.path.exists(beside) else (default_schema(), "the default schema")
+    if os.path.exists(beside):
+        return Schema.load(beside), beside
+    schema = default_schema()
+    try:
+        with open(csv_path, encoding="utf-8-sig", newline="") as f:
+            header = {name.strip() for name in next(csv.reader(f), [])}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return schema, "the default schema"  # read_annotations names the problem
+    present = [name for name in schema.names if name in header]
+    if present and len(present) < len(schema.names):
+        return schema.subset(present), f"its task columns {', '.join(present)}"
+    return schema, "the default schema"
 
 
 def tasks_to_evaluate(model, model_path, csv_path):

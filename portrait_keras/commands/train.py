@@ -6,21 +6,26 @@ folder) with the CPU-sized setting of `experiments.synthetic_default`.
 
 import argparse
 import atexit
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 
 from portrait_keras import experiments as configs
 from portrait_keras.commands.overrides import override
 from portrait_keras.config import default_run_dir, rescale_epochs
+from portrait_keras.training.run_dir import continued_run_dir
 
 EXAMPLES = """examples:
   portrait-keras train smoke                      # 2 minutes on a CPU, embedded SynthPortrait
   portrait-keras train fss_uncert                 # the paper's FSS + uncertainty row (Table 4)
   portrait-keras train fss_uncert --data my/annotations.csv --set train.batch_size=64
   portrait-keras train fss_uncert --replicas 2    # MirroredStrategy over 2 devices
+  portrait-keras train --resume-from runs/smoke --epochs 6   # 5 more epochs, into runs/smoke-6ep
 """
 
 
@@ -44,12 +49,22 @@ def parse_args(argv):
         "(same as --set model.init_from=...)",
     )
     parser.add_argument(
+        "--resume-from",
+        metavar="RUN",
+        help="continue a finished run for more epochs (--epochs N or --set train.epochs=N) into a new folder "
+        "(default RUN-<N>ep): its config, weights, optimizer state and schedule step go on",
+    )
+    parser.add_argument(
         "--data",
         action="append",
         help="annotation CSV (default: the embedded SynthPortrait); repeat it to train on several datasets "
         "as one (the union of their tasks, ids kept apart, each dataset evaluated too)",
     )
-    parser.add_argument("--epochs", type=int, help="epochs; warm-up and decay steps scale along")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="epochs; warm-up and decay steps scale along (with --resume-from: the total, schedule unchanged)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -81,14 +96,18 @@ def parse_args(argv):
     loud.add_argument("--quiet", action="store_true", help="one line per epoch")
     loud.add_argument("--verbose", action="store_true", help="every logged value after each epoch too")
     args = parser.parse_args(argv)
-    if args.name is None and args.config is None:
-        parser.error("the experiment NAME (or --config RUN) is required")
+    if args.resume_from is not None:
+        others = [f"--{o.replace('_', '-')}" for o in ("config", "init_from") if getattr(args, o)]
+        if others:
+            parser.error(f"--resume-from continues a run as it was; it takes no {' or '.join(others)}")
+    elif args.name is None and args.config is None:
+        parser.error("the experiment NAME (or --config RUN, or --resume-from RUN) is required")
     if args.replicas is not None and args.replicas < 1:
         parser.error(f"--replicas must be >= 1. Received: {args.replicas}")
     return args
 
 
-def load_config_file(path):
+def load_config_file(path, option="--config"):
     """The `Config` saved in a run folder's `config.json` (or in that file itself)."""
     from portrait_keras.config import Config
 
@@ -98,13 +117,24 @@ def load_config_file(path):
             saved = json.load(f)
         return Config.from_dict(saved)
     except FileNotFoundError:
-        raise ValueError(f"--config {path}: no such file{'' if file == path else ' ' + file}") from None
+        raise ValueError(f"{option} {path}: no such file{'' if file == path else ' ' + file}") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"--config {file}: not a run's config.json: {e}") from None
+        raise ValueError(f"{option} {file}: not a run's config.json: {e}") from None
 
 
 def build_config(args):
-    if args.config:
+    if args.resume_from:
+        # The run's own config; only the total of epochs moves (its schedule stays as it was).
+        if not os.path.isdir(args.resume_from):
+            raise ValueError(f"--resume-from {args.resume_from}: no such run folder")
+        config = load_config_file(args.resume_from, option="--resume-from")
+        if args.name:
+            config = dataclasses.replace(config, name=args.name)
+        if args.data:
+            config = _with_data(config, args.data)
+        if args.epochs is not None:
+            config = override(config, "train.epochs", str(args.epochs))
+    elif args.config:
         config = load_config_file(args.config)
         if args.name:
             config = dataclasses.replace(config, name=args.name)
@@ -120,7 +150,7 @@ def build_config(args):
         config = override(config, "model.init_from", os.path.abspath(args.init_from))
     if args.tasks:
         config = override(config, "model.tasks", [t.strip() for t in args.tasks.split(",") if t.strip()])
-    if args.epochs is not None:
+    if args.epochs is not None and not args.resume_from:
         config = dataclasses.replace(config, train=rescale_epochs(config.train, args.epochs))
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -162,6 +192,29 @@ def _sources_note(annotations):
         lines.append(f"  {name}: tasks {', '.join(ann.schema.names)}; {sizes}")
     lines.append(f"  tasks of the model: {', '.join(annotations.schema.names)}")
     return "\n".join(lines)
+
+
+def check_batches(config, annotations, replicas=None):
+    """The train split fills at least one batch of `data.sampler` (numpy only: before TensorFlow starts)."""
+    import numpy as np
+
+    from portrait_keras.data.samplers import UNKNOWN, build_sampler
+
+    if "train" not in annotations.splits:
+        return  # the data's own error comes later
+    d, n = config.data, annotations.num_images("train")
+    identity = annotations.schema.identity_task
+    ids = annotations.labels("train")[identity.name] if identity is not None else np.full(n, UNKNOWN)
+    try:
+        build_sampler(d.sampler, ids, batch_size=d.batch_size, p=d.p, k=d.k, num_replicas=replicas or 1)
+    except ValueError as e:
+        hint = ""
+        if d.sampler == "random" and n < d.batch_size:
+            hint = f"; a smaller batch fits, e.g. --set data.batch_size={2 ** int(np.log2(n))}"
+        raise ValueError(
+            f"--data {config.data.csv}: its train split ({n} images) cannot fill one batch of data.sampler="
+            f"{d.sampler} (data.batch_size={d.batch_size}): {e}{hint}"
+        ) from None
 
 
 def check_tasks(config, schema):
@@ -224,6 +277,36 @@ def _relation():
     return relation
 
 
+def check_continued(source, run_dir, config):
+    """`--resume-from SOURCE` into `run_dir`: a finished run that `config` continues, and another folder."""
+    from portrait_keras.training.run_dir import RunDir
+
+    if os.path.abspath(run_dir) == os.path.abspath(source):
+        raise ValueError(
+            f"--resume-from {source} --run-dir {run_dir}: a continued run goes into another folder, so the "
+            f"original stays as it was; leave --run-dir out (default {continued_run_dir(source, config.train.epochs)})"
+        )
+    RunDir(source).continued_epochs(config)
+
+
+@contextlib.contextmanager
+def _noting_ctrl_c(received):
+    """Appends to the list `received` when SIGINT arrives (which still raises KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        received.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _silence_stderr():
     with open(os.devnull, "w") as devnull:
         os.dup2(devnull.fileno(), 2)
@@ -234,6 +317,9 @@ def main(argv=None):
     try:
         config = build_config(args)
         run_dir = args.run_dir or default_run_dir(config)
+        if args.resume_from:
+            run_dir = args.run_dir or continued_run_dir(args.resume_from, config.train.epochs)
+            check_continued(args.resume_from, run_dir, config)
         check_run_dir(run_dir, config, args.overwrite)
         relation = config.model.head == "relation"  # pairs of people (paper 004 §5): own reader, trainer
         if relation and config.data.extra_csvs:
@@ -254,6 +340,7 @@ def main(argv=None):
             from portrait_keras.training.tasks import trained_tasks
 
             trained_tasks(config, annotations, note=False)  # its error before TensorFlow starts
+            check_batches(config, annotations, args.replicas)
         else:
             from portrait_keras.schema import default_schema
 
@@ -281,16 +368,26 @@ def main(argv=None):
     from portrait_keras.training.run_dir import RunDirError
 
     level = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
+    ctrl_c = []
     try:
-        metrics = train(
-            config,
-            run_dir=run_dir,
-            strategy=args.strategy,
-            replicas=args.replicas,
-            annotations=annotations,
-            verbose=level,
-        )
-    except KeyboardInterrupt:
+        with _noting_ctrl_c(ctrl_c):
+            metrics = train(
+                config,
+                run_dir=run_dir,
+                strategy=args.strategy,
+                replicas=args.replicas,
+                annotations=annotations,
+                verbose=level,
+                resume_from=args.resume_from,
+            )
+    except (AnnotationError, DistributionError, RunDirError) as e:  # the message says it all
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BaseException as e:  # noqa: BLE001  (only Ctrl-C is handled here; the rest goes on up)
+        # Ctrl-C inside TensorFlow's tracing can surface as another exception ("AssertionError:
+        # Concurrent access?" while a tf.data map is traced): the signal decides, not the type.
+        if not (isinstance(e, KeyboardInterrupt) or ctrl_c):
+            raise
         again = " ".join(["portrait-keras train", *(argv if argv is not None else sys.argv[1:])])
         resumable = os.path.isdir(os.path.join(run_dir, "backup"))
         print(
@@ -303,9 +400,6 @@ def main(argv=None):
         # tf.data's threads log their own interruption as the process ends: keep this line last.
         atexit.register(_silence_stderr)
         return 130
-    except (AnnotationError, DistributionError, RunDirError) as e:  # the message says it all
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     print(f"Run folder: {run_dir}")
     if metrics:
         from portrait_keras.evaluation.tables import format_table

@@ -22,6 +22,7 @@ beside the CSV). Every row is checked, and one `AnnotationError` lists every pro
 
 import copy
 import csv
+import difflib
 import itertools
 import os
 import posixpath
@@ -447,7 +448,12 @@ def _check_choice(table, column, allowed, allow_empty, problems):
     # 'Female' for 'female': say so, rather than only listing the classes.
     case_only = bad & values.str.lower().isin([a.lower() for a in allowed])
     message = f"expected one of {', '.join(allowed)}{empty_note}"
-    _report(table, column, bad & ~case_only, message, problems)
+    other = np.asarray(bad & ~case_only, bool)
+    if other.any():  # a typo: the nearest class too
+        shown = values[other].to_numpy()
+        near = {v: difflib.get_close_matches(v, list(allowed), n=1) for v in set(shown)}
+        hints = [f"{message} (did you mean {near[v][0]!r}?)" if near[v] else message for v in shown]
+        _report(table, column, other, hints, problems)
     _report(table, column, case_only, f"{message} (class names are case-sensitive: only the case differs)", problems)
     # Unknown values (reported above, and "") map to -1.
     return pd.Index(list(allowed)).get_indexer(values).astype(np.int32)
@@ -480,6 +486,10 @@ def _check_multi(table, column, classes, problems):
     empty_item = (items == "").to_numpy()
     unknown = (codes < 0) & ~empty_item
     duplicate = pd.DataFrame({"row": rows, "code": codes}).duplicated().to_numpy() & (codes >= 0)
+    # 'Happy' for 'happy': say so, as for a one-of column.
+    spelling = {c.lower(): c for c in classes}
+    right = np.full(len(items), None, object)
+    right[unknown] = [spelling.get(item.lower()) for item in items.to_numpy()[unknown]]
     for kind, mask in (("an empty item", empty_item), ("unknown class", unknown), ("duplicate class", duplicate)):
         if not mask.any():
             continue
@@ -490,6 +500,16 @@ def _check_multi(table, column, classes, problems):
             messages = [f"{kind}; {allowed}"] * len(names)
         else:
             messages = [f"{kind} {found}; {allowed}" for found in names.to_numpy()]
+        if kind == "unknown class" and any(r is not None for r in right):
+            cased = (
+                pd.Series(right[mask])
+                .groupby(rows[mask])
+                .agg(lambda s: ", ".join(repr(r) for r in s if isinstance(r, str)))
+            )
+            messages = [
+                m + (f" (class names are case-sensitive: only the case differs from {c})" if c else "")
+                for m, c in zip(messages, cased.reindex(names.index).to_numpy())
+            ]
         _report(table, column, row_mask, messages, problems)
     ok = codes >= 0
     hot[rows[ok], codes[ok]] = 1.0

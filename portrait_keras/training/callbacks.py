@@ -340,6 +340,11 @@ class BackupAndResume(keras.callbacks.Callback):
         self._epoch_start = self._saved_step = self.step
         return self.step
 
+    def start_at(self, step):
+        """Counts on from global step `step` (a finished run continued: its state was loaded
+        from elsewhere, and the first backup comes with the next step)."""
+        self.step = self._epoch_start = self._saved_step = int(step)
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self.step
 

@@ -13,7 +13,10 @@ Faults:
   seed and `e` alone (`pipeline.epoch_indices`), so the resumed run sees the batches the
   uninterrupted one would, and with the same seed ends with the same weights. A half-done
   epoch is finished by a first `fit` over its remaining batches (its history row averages
-  those only). The global step is the number of train batches run (counted by the callback,
+  those only). `resume_from` continues a finished run for more epochs in another folder: its
+  last epoch's weights and optimizer state (`checkpoints/last.weights.h5`) at the global step
+  it ended on, so the schedule and the data stream go on as if it had been asked for more
+  epochs at the start. The global step is the number of train batches run (counted by the callback,
   so a float16 step the loss scaler skipped still counts), and the last batch of an epoch is
   backed up only with its epoch end (PIQ, history row, checkpoints). `checkpoints/best.weights.h5`
   is replaced only by an epoch better than every PIQ in the kept rows of `history.csv`.
@@ -128,6 +131,7 @@ def train(
     backup_every=BACKUP_EVERY,
     report=True,
     annotations=None,
+    resume_from=None,
 ):
     """Trains `config` and writes its run folder (module docstring).
 
@@ -152,6 +156,11 @@ def train(
             (`portrait_keras.reporting.report.write_report`) at the end. Defaults to True.
         annotations: `Annotations` of `config.data.csv` already read (the command line reads
             them before TensorFlow starts), or None to read them here.
+        resume_from: str or None. A finished run folder to continue for more epochs
+            (`config.train.epochs` > its epochs; `run_dir` another folder): its weights,
+            optimizer state and global step, its history rows and best checkpoint. Its
+            model and data must be those of `config` (`RunDir.continued_epochs`). When
+            `run_dir` holds a backup (a continued run was killed), that backup is resumed.
 
     Under several replicas (`portrait_keras.training.distribute`) the loss, its gradients and the
     BatchNormalization statistics are those of the global batch, and only the chief worker
@@ -161,8 +170,9 @@ def train(
     Returns: dict of the final metrics (also in `metrics.json`).
 
     Raises:
-        RunDirError: the run folder is not writable, its disk is too full, or its `backup/`
-            holds an unfinished run of another config (all before training). A folder this
+        RunDirError: the run folder is not writable, its disk is too full, its `backup/`
+            holds an unfinished run of another config, or `resume_from` cannot be continued
+            by `config` (all before training). A folder this
             call created is removed again when the run fails before its first step.
         DistributionError: a strategy that cannot be set up (bad TF_CONFIG, too few devices).
         AnnotationError, BadImageError: bad annotation rows or unreadable images.
@@ -175,12 +185,27 @@ def train(
     distribution = distribute.describe(strategy, config.data.batch_size)  # before any file is written
     write_dir = distribute.worker_write_dir(run_dir)
     run, out = RunDir(run_dir), RunDir(write_dir)
+    if resume_from is not None:
+        resume_from = os.fspath(resume_from)
+        if os.path.abspath(resume_from) == os.path.abspath(run_dir):
+            raise RunDirError(f"resume_from {resume_from}: continue it into another run_dir (it stays as it was)")
+        RunDir(resume_from).continued_epochs(config)  # refused before any file is written
     created = not os.path.exists(write_dir)
     try:
         with out.lock():  # one process a folder
             try:
                 return _train(
-                    config, run, out, strategy, distribution, callbacks, verbose, backup_every, report, annotations
+                    config,
+                    run,
+                    out,
+                    strategy,
+                    distribution,
+                    callbacks,
+                    verbose,
+                    backup_every,
+                    report,
+                    annotations,
+                    resume_from,
                 )
             except BaseException:
                 if created and not out.started:
@@ -247,25 +272,37 @@ class _Run:
         return self.eval_model
 
 
-def _train(config, run, out, strategy, distribution, callbacks, verbose, backup_every, report, annotations):
+def _train(
+    config, run, out, strategy, distribution, callbacks, verbose, backup_every, report, annotations, resume_from=None
+):
     """`train` on `run` (the shared run folder) writing into `out` (this worker's folder)."""
     out.check_writable()
     backup = BackupAndResume(out.backup_dir, every=backup_every, restore_dir=run.backup_dir)
-    config = _with_seed(config, run, backup.exists(), strategy)
-    if backup.exists():
+    resuming = backup.exists()
+    continuing = resume_from if not resuming else None
+    if continuing and config.train.seed is None:  # the data stream of the run continued
+        seed = RunDir(continuing).saved_config().get("train", {}).get("seed")
+        if isinstance(seed, int):
+            config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+    config = _with_seed(config, run, resuming, strategy)
+    if resuming:
         run.check_resumable(config)
     keras.utils.set_random_seed(config.train.seed)
     set_precision(config.train.mixed_precision)
 
-    state = _build(config, strategy, distribution, annotations)
+    level = progress_level(verbose)
+    state = _build(config, strategy, distribution, annotations, quiet=level in (None, "quiet"))
     out.check_writable(run_bytes(state.model))
-    if config.model.init_from and not backup.exists():
+    if config.model.init_from and not resuming and not continuing:
         _init_from(state.model, config.model.init_from)
-    start_epoch, skip = _restore(state, backup, run)
-    out.trim_history(start_epoch if backup.exists() else 0)
+    if continuing:
+        start_epoch, skip = _continue(state, backup, out, continuing), 0
+    else:
+        start_epoch, skip = _restore(state, backup, run)
+    out.trim_history(start_epoch if resuming or continuing else 0)
     first_csv = os.path.abspath(config.data.csv) if config.data.csv else state.csv_path  # the others: data.extra_csvs
     out.write_run_info(config, first_csv, state.annotations.schema, state.model.num_ids, distribution, _versions())
-    piq, guard, cbs = _callbacks(state, run, out, backup, callbacks, progress_level(verbose))
+    piq, guard, cbs = _callbacks(state, run, out, backup, callbacks, level)
     out.started = True
     _fit(state, cbs, guard, start_epoch, skip)
     if guard.diverged:
@@ -276,10 +313,10 @@ def _train(config, run, out, strategy, distribution, callbacks, verbose, backup_
     return _finish(state, out, piq, backup, report)
 
 
-def _build(config, strategy, distribution, annotations=None):
+def _build(config, strategy, distribution, annotations=None, quiet=False):
     """The data, the model and its trainer (under the strategy), and the one-device copy."""
     paths = [os.path.abspath(p) for p in (config.data.csv, *config.data.extra_csvs)] if config.data.csv else []
-    csv_path = " + ".join(paths) if paths else os.fspath(default_dataset())
+    csv_path = " + ".join(paths) if paths else os.fspath(default_dataset(quiet=quiet))
     if annotations is None or annotations.csv_path != csv_path:
         annotations = read_sources(paths or [csv_path])
     annotations = annotations.with_background(config.data.background)  # training and evaluation alike
@@ -349,6 +386,37 @@ def _restore(state, backup, run):
             flush=True,
         )
     return start_epoch, skip
+
+
+def _continue(state, backup, out, source):
+    """Loads the finished run in `source` (`train(resume_from=...)`) into the trainer and copies
+    its history rows and best checkpoint into `out`; returns the epochs it had trained."""
+    src = RunDir(source)
+    epochs = src.continued_epochs(state.config)
+    trainer = state.trainer
+    with state.scope():
+        if not trainer.optimizer.built:
+            trainer.optimizer.build(trainer.trainable_variables)
+        try:
+            trainer.load_weights(src.checkpoint("last"))  # the model's and the optimizer's
+        except (ValueError, OSError) as e:
+            raise RunDirError(
+                f"resume_from {source}: its training state does not fit this model ({e}); fine-tune from its "
+                f"weights with model.init_from instead"
+            ) from e
+    step = epochs * state.steps_per_epoch
+    backup.start_at(step)
+    if os.path.exists(src.history_file):
+        shutil.copyfile(src.history_file, out.history_file)  # trimmed to `epochs` rows by the caller
+    if os.path.exists(src.checkpoint("best")):
+        os.makedirs(out.checkpoints_dir, exist_ok=True)
+        shutil.copyfile(src.checkpoint("best"), out.checkpoint("best"))  # replaced only by a better epoch
+    print(
+        f"{out.path}: continuing {source} at epoch {epochs + 1} of {state.config.train.epochs} (global step {step})",
+        file=sys.stderr,
+        flush=True,
+    )
+    return epochs
 
 
 def progress_level(verbose):

@@ -17,6 +17,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -31,6 +32,14 @@ SPARE_BYTES = 64 * 2**20
 # and three checkpoints (last, best, backup) of weights plus two Adam moments each, one of
 # them twice while it is being replaced.
 WEIGHT_COPIES = 2 + 3 * 3 + 3
+
+
+# What a continued run (`train(resume_from=RUN)`, `--resume-from RUN`) keeps from the run it
+# continues: the model (its weights are loaded), the data and the batches its steps are
+# counted in (the schedule is a function of the step). Training, loss and evaluation settings
+# may change; `model.init_from` and `model.backbone_weights` only matter at a fresh start.
+CONTINUE_KEEPS = ("model", "data.csv", "data.extra_csvs", "data.image_size", "data.sampler", "data.batch_size", "data.p", "data.k")
+CONTINUE_IGNORES = ("model.init_from", "model.backbone_weights")
 
 
 class RunDirError(InputError):
@@ -164,6 +173,50 @@ class RunDir:
                 f"--run-dir, pass --overwrite to start over, or drop the changed --set options to resume it."
             )
 
+    def continued_epochs(self, config):
+        """The epochs of the finished run in this folder, which `config` continues (`--resume-from`).
+
+        Returns: int, the epochs it trained (`train.epochs` of its `config.json`).
+
+        Raises: `RunDirError` with one line when the folder is no finished run (an unfinished
+        one is resumed by re-running the command that started it), when `config.train.epochs`
+        is not more than that, or when `config` changes what `CONTINUE_KEEPS` names.
+        """
+        saved = self.saved_config()
+        where = f"--resume-from {self.path}"
+        if not saved:
+            raise RunDirError(f"{where}: not a run folder (no readable config.json in it)")
+        if os.path.isdir(self.backup_dir):
+            raise RunDirError(
+                f"{where}: an unfinished run (its backup/ holds the step it reached). Re-run the command that "
+                f"started it (same --run-dir) to resume it; continue it for more epochs once it has finished."
+            )
+        if not os.path.exists(self.metrics_file) or not os.path.exists(self.checkpoint("last")):
+            missing = "metrics.json" if not os.path.exists(self.metrics_file) else "checkpoints/last.weights.h5"
+            raise RunDirError(f"{where}: no finished run to continue (no {missing} in it)")
+        done = saved.get("train", {}).get("epochs")
+        if not isinstance(done, int):
+            raise RunDirError(f"{where}: its config.json names no train.epochs")
+        if config.train.epochs <= done:
+            raise RunDirError(
+                f"{where}: that run trained {done} epoch{'s' if done != 1 else ''}; train.epochs="
+                f"{config.train.epochs} continues nothing. Ask for more, e.g. --epochs {done * 2}"
+            )
+        current = json.loads(json.dumps(config.to_dict()))
+        changed = []
+        for part, values in current.items():
+            for key, value in values.items() if isinstance(values, dict) else ():
+                name, old = f"{part}.{key}", saved.get(part, {}).get(key)
+                kept = part in CONTINUE_KEEPS or name in CONTINUE_KEEPS
+                if kept and name not in CONTINUE_IGNORES and old != value:
+                    changed.append(f"{name} {json.dumps(old)} -> {json.dumps(value)}")
+        if changed:
+            raise RunDirError(
+                f"{where}: a continued run keeps that run's model and data, and this config changes "
+                f"{', '.join(changed)}. Drop those options, or fine-tune from its weights with --init-from {self.path}"
+            )
+        return done
+
     def write_run_info(self, config, csv_path, schema, num_ids, distribution=None, versions=None):
         """Writes `config.json` (the config plus data, ids, distribution, versions) and `schema.json`."""
         info = {
@@ -189,6 +242,21 @@ class RunDir:
     def best_logged(self, key):
         """The highest finite value of column `key` in `history.csv`, or None."""
         return best_logged(self.history_file, key)
+
+
+def continued_run_dir(source, epochs):
+    """Default folder of a run continuing the finished run `source` to `epochs` epochs: a new
+    one beside it, `SOURCE-<epochs>ep` (a trailing `-<n>ep` of `source` replaced), so the
+    original stays as it was.
+
+    Example:
+    >>> continued_run_dir("runs/smoke/", 6)
+    'runs/smoke-6ep'
+    >>> continued_run_dir("runs/smoke-6ep", 12)
+    'runs/smoke-12ep'
+    """
+    source = os.path.normpath(os.fspath(source))
+    return re.sub(r"-\d+ep$", "", source) + f"-{int(epochs)}ep"
 
 
 def run_bytes(model):

@@ -6,7 +6,9 @@ computes `imagehash.phash` (8x8 DCT bits) of every image. Hashes are cached in
 `allow_pickle=False`), keyed by relative path, file size and modification time, so a
 re-run only hashes new or changed files.
 
-    portrait-keras phash ANNOTATIONS.csv [--root DIR] [--workers N] [--cache FILE]
+    portrait-keras phash ANNOTATIONS.csv [--root DIR] [--workers N] [--cache FILE] [--quiet]
+
+The files to hash are counted on one progress line (`portrait_keras.data.progress`) on stderr.
 """
 
 import argparse
@@ -20,6 +22,8 @@ import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from portrait_keras.data.progress import CountProgress
 
 CACHE_NAME = ".phash_cache.npz"
 _CACHE_KEYS = ("paths", "sizes", "mtimes", "hashes")
@@ -36,7 +40,7 @@ def phash_file(path):
         raise OSError(f"{path}: cannot hash the image: {e}") from e
 
 
-def phash_images(paths, root=".", *, cache_path=None, workers=None):
+def phash_images(paths, root=".", *, cache_path=None, workers=None, quiet=False):
     """pHashes of images, reusing the cache for files that did not change.
 
     Args:
@@ -44,6 +48,7 @@ def phash_images(paths, root=".", *, cache_path=None, workers=None):
         root: str. Dataset root. Defaults to the current directory.
         cache_path: str or None. Cache file; None means `ROOT/.phash_cache.npz`.
         workers: int or None. Hashing processes; None means one per CPU.
+        quiet: bool. No progress line on stderr while files are hashed. Defaults to False.
 
     Returns:
         uint64 array `[len(paths)]`, the hash of each path in order.
@@ -51,10 +56,10 @@ def phash_images(paths, root=".", *, cache_path=None, workers=None):
     Example:
     >>> hashes = phash_images(["images/a.jpg", "images/b.jpg"], root="dataset")  # doctest: +SKIP
     """
-    return _phash_images(paths, root, cache_path, workers)[0]
+    return _phash_images(paths, root, cache_path, workers, quiet)[0]
 
 
-def _phash_images(paths, root, cache_path, workers):
+def _phash_images(paths, root, cache_path, workers, quiet=False):
     """`phash_images`, plus the number of files it had to hash."""
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be a positive int or None. Received: workers={workers!r}")
@@ -80,12 +85,20 @@ def _phash_images(paths, root, cache_path, workers):
     files = [os.path.join(root, keys[i]) for i in todo]
     if workers is None:
         workers = os.cpu_count() or 1
-    if workers == 1 or len(files) < _MIN_PARALLEL:
-        new = [phash_file(f) for f in files]
-    else:
-        # spawn: safe even when the caller has threads running (e.g. TensorFlow).
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            new = pool.map(phash_file, files, chunksize=max(1, len(files) // (8 * workers)))
+    new = []
+    with CountProgress(len(files), "pHash", quiet=quiet or not files) as progress:
+        if workers == 1 or len(files) < _MIN_PARALLEL:
+            for file in files:
+                new.append(phash_file(file))
+                progress.update()
+        else:
+            # spawn: safe even when the caller has threads running (e.g. TensorFlow). Chunks
+            # of at most 64 files, so that the progress line moves.
+            chunk = max(1, min(64, len(files) // (8 * workers)))
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for value in pool.imap(phash_file, files, chunksize=chunk):
+                    new.append(value)
+                    progress.update()
     hashes[todo] = np.array(new, np.uint64)
 
     # Entries of other files stay while those files exist (another annotation file may use them).
@@ -155,10 +168,11 @@ def main(argv=None):
     parser.add_argument("--root", help="dataset root (default: the CSV's folder)")
     parser.add_argument("--workers", type=int, help="hashing processes (default: one per CPU)")
     parser.add_argument("--cache", help=f"cache file (default: ROOT/{CACHE_NAME})")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
     root = args.root or os.path.dirname(os.path.abspath(args.annotations))
     start = time.perf_counter()
-    hashes, hashed = _phash_images(read_paths(args.annotations), root, args.cache, args.workers)
+    hashes, hashed = _phash_images(read_paths(args.annotations), root, args.cache, args.workers, args.quiet)
     print(
         f"{len(hashes)} images: {hashed} hashed, {len(hashes) - hashed} from the cache, "
         f"{time.perf_counter() - start:.1f} s"

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from portrait_keras import schema as schema_lib
+from portrait_keras.data.progress import CountProgress
 from portrait_keras.data.synthportrait.draw import draw_run
 from portrait_keras.data.synthportrait.plan import COLUMNS, plan_runs
 
@@ -91,6 +92,7 @@ def generate(
     images_per_identity=DEFAULT_IMAGES_PER_IDENTITY,
     workers=None,
     masks=False,
+    quiet=False,
 ):
     """Writes a SynthPortrait dataset: JPEGs, `annotations.csv` and `schema.json`.
 
@@ -107,6 +109,8 @@ def generate(
         masks: bool. Also write each image's person mask (white = person) as
             `masks/.../NAME.png` and a `mask` column (background removal, paper 002 §6.3).
             The images are the same either way. Defaults to `False`.
+        quiet: bool. No progress line (`portrait_keras.data.progress.CountProgress`) on
+            stderr. Defaults to False.
 
     Returns:
         `Path` of `annotations.csv`.
@@ -130,14 +134,16 @@ def generate(
         (os.fspath(out_dir), int(seed), runs[i : i + RUNS_PER_TASK], bool(masks))
         for i in range(0, len(runs), RUNS_PER_TASK)
     ]
-    if workers == 1 or len(tasks) == 1:
-        for task in tasks:
-            _write_runs(task)
-    else:
-        # spawn, not fork: the caller may have started TensorFlow threads.
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_write_runs, tasks):
-                pass
+    total = sum(len(run.rows) for run in runs)
+    with CountProgress(total, "SynthPortrait", quiet=quiet) as progress:
+        if workers == 1 or len(tasks) == 1:
+            for task in tasks:
+                progress.update(_write_runs(task))
+        else:
+            # spawn, not fork: the caller may have started TensorFlow threads.
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for count in pool.imap_unordered(_write_runs, tasks):
+                    progress.update(count)
     schema_lib.default_schema().save(out_dir / "schema.json")
     csv_path = out_dir / "annotations.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
@@ -158,7 +164,7 @@ def default_dataset_name():
     return f"synthportrait-{VERSION}-seed{DEFAULT_SEED}-{DEFAULT_IDENTITIES}ids-{DEFAULT_IMAGES_PER_IDENTITY}per"
 
 
-def default_dataset(cache_dir=None):
+def default_dataset(cache_dir=None, quiet=False):
     """The default SynthPortrait (`DEFAULT_IDENTITIES` identities, seed 0), generated once and cached.
 
     The dataset is written to a temporary folder and renamed into place when complete,
@@ -169,6 +175,7 @@ def default_dataset(cache_dir=None):
     Args:
         cache_dir: path-like. Parent folder of `default_dataset_name()`. Defaults to
             `default_cache_dir()`.
+        quiet: bool. No progress line while it is generated. Defaults to False.
 
     Returns:
         `Path` of the cached `annotations.csv`.
@@ -181,7 +188,9 @@ def default_dataset(cache_dir=None):
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=parent))
     try:
-        generate(tmp, DEFAULT_IDENTITIES, DEFAULT_SEED, DEFAULT_IMAGES_PER_IDENTITY)
+        if not quiet:
+            print(f"Generating the embedded SynthPortrait once into {final} ...", file=sys.stderr, flush=True)
+        generate(tmp, DEFAULT_IDENTITIES, DEFAULT_SEED, DEFAULT_IMAGES_PER_IDENTITY, quiet=quiet)
         os.rename(tmp, final)
     except OSError:
         if not csv_path.exists():  # not a lost race with another process
@@ -200,10 +209,17 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--masks", action="store_true", help="also write person masks (the `mask` column)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     csv_path = generate(
-        args.out_dir, args.identities, args.seed, args.images_per_identity, args.workers, masks=args.masks
+        args.out_dir,
+        args.identities,
+        args.seed,
+        args.images_per_identity,
+        args.workers,
+        masks=args.masks,
+        quiet=args.quiet,
     )
     with open(csv_path, encoding="utf-8") as f:
         count = sum(1 for _ in f) - 1
