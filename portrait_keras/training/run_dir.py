@@ -38,7 +38,16 @@ WEIGHT_COPIES = 2 + 3 * 3 + 3
 # continues: the model (its weights are loaded), the data and the batches its steps are
 # counted in (the schedule is a function of the step). Training, loss and evaluation settings
 # may change; `model.init_from` and `model.backbone_weights` only matter at a fresh start.
-CONTINUE_KEEPS = ("model", "data.csv", "data.extra_csvs", "data.image_size", "data.sampler", "data.batch_size", "data.p", "data.k")
+CONTINUE_KEEPS = (
+    "model",
+    "data.csv",
+    "data.extra_csvs",
+    "data.image_size",
+    "data.sampler",
+    "data.batch_size",
+    "data.p",
+    "data.k",
+)
 CONTINUE_IGNORES = ("model.init_from", "model.backbone_weights")
 
 
