@@ -6,7 +6,9 @@ The same as `portrait-keras train NAME ...`; the experiments are the functions o
 
 import sys
 
+from portrait_keras.commands import _quiet
 from portrait_keras.commands.train import main
 
 if __name__ == "__main__":
+    _quiet.plain_warnings()
     sys.exit(main())

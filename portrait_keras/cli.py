@@ -69,6 +69,7 @@ def main(argv=None):
     from portrait_keras.commands import _quiet
 
     _quiet.quiet_tensorflow()
+    _quiet.plain_warnings()
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return module.main(argv[1:])
 

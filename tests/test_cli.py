@@ -130,3 +130,17 @@ def test_images_that_decode_fine_print_nothing_on_stderr(smoke_run_dir, tmp_path
     assert bad_run == f"skipped 1 unreadable image: {bad / 'truncated.jpg'} ({reason})\n"
     described = [json.loads("{" + part) for part in ("\n" + result.stdout).split("\n{")[1:]]
     assert [len(d["images"]) for d in described] == [6, 6, 1]
+
+
+def test_command_line_warnings_are_one_plain_line():
+    import warnings
+
+    from portrait_keras.commands import _quiet
+
+    before = warnings.formatwarning
+    try:
+        _quiet.plain_warnings()
+        text = warnings.formatwarning("data.csv: no 'group' column", UserWarning, "/x/evaluator.py", 148)
+    finally:
+        warnings.formatwarning = before
+    assert text == "warning: data.csv: no 'group' column\n"

@@ -123,3 +123,14 @@ def quiet_tensorflow():
     level = log_level()
     if level and "tensorflow" not in sys.modules:
         sys.meta_path.insert(0, _QuietTensorFlowImport(level))
+
+
+def plain_warnings():
+    """Python warnings on the command line as one `warning: ...` line each, without the
+    `file:line: UserWarning:` prefix and the source line that mean nothing to a user."""
+    import warnings
+
+    def one_line(message, category, filename, lineno, line=None):
+        return f"warning: {message}\n"
+
+    warnings.formatwarning = one_line

@@ -57,8 +57,7 @@ def parse_args(argv):
     parser.add_argument(
         "--data",
         action="append",
-        help="annotation CSV (default: the embedded SynthPortrait); repeat it to train on several datasets "
-        "as one (the union of their tasks, ids kept apart, each dataset evaluated too)",
+        help="annotation CSV (default: the embedded SynthPortrait); repeat it for several datasets as one",
     )
     parser.add_argument(
         "--epochs",
