@@ -45,6 +45,13 @@ import numpy as np
 from portrait_keras import schema as schema_lib
 from portrait_keras.data.synthportrait.draw import draw_run
 from portrait_keras.data.synthportrait.plan import COLUMNS, plan_runs
+from portrait_keras.data.synthportrait.sources import (
+    ALLOWED_SOURCES,
+    COLUMNS_WITH_SOURCE,
+    TRUTH_FILE,
+    check_sources,
+    source_rows,
+)
 
 __all__ = ["COLUMNS", "VERSION", "default_dataset", "generate", "main"]
 
@@ -78,6 +85,7 @@ def generate(
     seed=DEFAULT_SEED,
     images_per_identity=DEFAULT_IMAGES_PER_IDENTITY,
     workers=None,
+    sources=0,
 ):
     """Writes a SynthPortrait dataset: JPEGs, `annotations.csv` and `schema.json`.
 
@@ -91,6 +99,9 @@ def generate(
             Defaults to `12` (about 7,200 images with 240 identities).
         workers: int. Processes drawing images; `1` draws in this process. Defaults
             to the number of CPUs.
+        sources: int. `3` splits the images into three source datasets, each labelled for
+            its own tasks, and writes every label into `truth.csv` beside the annotations
+            (`synthportrait.sources`); `0` labels every task. Defaults to `0`.
 
     Returns:
         `Path` of `annotations.csv`.
@@ -104,6 +115,7 @@ def generate(
         raise ValueError(
             f"`images_per_identity` must be an integer >= 2. Received: images_per_identity={images_per_identity!r}"
         )
+    check_sources(sources)
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise ValueError(f"`workers` must be >= 1. Received: workers={workers!r}")
@@ -121,12 +133,20 @@ def generate(
                 pass
     schema_lib.default_schema().save(out_dir / "schema.json")
     csv_path = out_dir / "annotations.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for run in runs:
-            writer.writerows(run.rows)
+    if sources:
+        rows, truth = source_rows(runs, int(seed))
+        _write_csv(csv_path, COLUMNS_WITH_SOURCE, rows)
+        _write_csv(out_dir / TRUTH_FILE, COLUMNS_WITH_SOURCE, truth)
+        return csv_path
+    _write_csv(csv_path, COLUMNS, [row for run in runs for row in run.rows])
     return csv_path
+
+
+def _write_csv(path, columns, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def default_cache_dir():
@@ -180,9 +200,18 @@ def main(argv=None):
     parser.add_argument("--images-per-identity", type=int, default=DEFAULT_IMAGES_PER_IDENTITY)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument(
+        "--sources",
+        type=int,
+        default=0,
+        choices=ALLOWED_SOURCES,
+        help="3: three source datasets, each labelled for its own tasks, truth in truth.csv (default 0: one)",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    csv_path = generate(args.out_dir, args.identities, args.seed, args.images_per_identity, args.workers)
+    csv_path = generate(
+        args.out_dir, args.identities, args.seed, args.images_per_identity, args.workers, sources=args.sources
+    )
     with open(csv_path, encoding="utf-8") as f:
         count = sum(1 for _ in f) - 1
     seconds = time.perf_counter() - start
