@@ -123,6 +123,15 @@ def filled_accuracy(truth_labels, given, pseudo, task):
     return float(right.mean()), rows
 
 
+def majority_labels(y):
+    """Every row given the most common known label (row of a multi-label task) of `y`."""
+    from portrait_keras.training.propagation_rounds import unknown_rows
+
+    known = y[~unknown_rows(y)]
+    values, counts = np.unique(known, axis=0, return_counts=True)
+    return np.repeat(values[np.argmax(counts)][None], len(y), axis=0).reshape(y.shape)
+
+
 def main(argv=None):
     args = parse_args(argv)
     from portrait_keras.data import read_annotations
@@ -137,6 +146,7 @@ def main(argv=None):
     given, truth = read_annotations(csv_path), read_annotations(os.path.join(data, TRUTH_FILE))
     tasks = [t for t in given.schema.tasks if t.kind in ("single", "multi")]
     checkpoints = {args.epochs + m for m in range(args.rounds + 1)}
+    truth_train = truth.labels("train")
 
     records, seconds = {}, {}
     for ap in (False, True):
@@ -175,9 +185,14 @@ def main(argv=None):
     print("(against the truth), the same for the network's own classifier decisions on those images")
     print("(mean over tasks), and the mean test balanced accuracy of both runs after the same epoch:\n")
     header = ["round"] + [t.name for t in tasks] + ["mean filled", "classifier", "bal. acc. masked", "bal. acc. +AP"]
+    y_given = given.labels("train")
+    majority = [
+        filled_accuracy(truth_train[t.name], y_given[t.name], majority_labels(y_given[t.name]), t)[0] for t in tasks
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    truth_train = truth.labels("train")
+    cells = [f"{a:.3f}" for a in majority] + [f"{np.mean(majority):.3f}", "-", "-", "-"]
+    print("| majority class of the known labels | " + " | ".join(cells) + " |")
     last = None
     for m in range(args.rounds + 1):
         epoch = args.epochs + m
