@@ -26,6 +26,7 @@ Sampler = Literal["random", "pk", "shuffle"]
 Metric = Literal["none", "triplet", "batch_rank", "hfe"]
 Multitask = Literal["average", "uncertainty"]
 Preprocessing = Literal["auto", "imagenet", "caffe", "clip"]
+PropagationSpace = Literal["task", "joint"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +161,11 @@ class TrainConfig:
             more probable value of a multi-label task); the others stay masked. `0` keeps
             every filled label (the paper). Defaults to 0.0.
         ap_k: int. Neighbours h of the propagation's affinity graph (eq. 6). Defaults to 10.
+        ap_space: str. The features a task is propagated on under the Feature Space Split
+            head: `"task"`, its own subspace (one MRF per task), or `"joint"`, all the
+            tasks' subspaces side by side (one MRF, the co-occurrence prior across tasks).
+            `sim_mtl`'s tasks share one vector and are always joint. Defaults to `"task"`
+            (`training.propagation_rounds` says why).
     """
 
     epochs: int = 100
@@ -177,6 +183,7 @@ class TrainConfig:
     ap_epochs: int = 1
     ap_threshold: float = 0.0
     ap_k: int = 10
+    ap_space: PropagationSpace = "task"
 
     def __post_init__(self):
         _check_types(self, "train")

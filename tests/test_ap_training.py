@@ -35,6 +35,7 @@ def sourced(tmp_path_factory):
         ("ap_threshold", 1.5, r"train.ap_threshold: expected a number in \[0.0, 1.0\]"),
         ("ap_k", 0, "train.ap_k: expected an int >= 1"),
         ("ap_rounds", "3", "train.ap_rounds: expected an int"),
+        ("ap_space", "tasks", "train.ap_space: unknown value 'tasks'. Allowed: task, joint .did you mean 'task'"),
     ],
 )
 def test_bad_propagation_settings_name_the_field(field, value, message):

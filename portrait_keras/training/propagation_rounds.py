@@ -31,14 +31,21 @@ stopped in, so it fine-tunes on the same labels the killed run did.
 Feature space (the `x_i` of eq. 3 and the weights of eq. 2): each task's BNNeck input,
 standardised by the BNNeck's moving mean and variance, `z_t = (f_t - mu_t) / sqrt(var_t + eps)`;
 the classifier of task t reads `gamma_t * z_t`, so its kernel in that space is
-`gamma_t[:, None] * W_t`, and the logits are `z_t @ (gamma_t[:, None] * W_t)` exactly. With
-the Feature Space Split head the tasks read different sub-vectors: the features are the
-concatenation of the `z_t` and each kernel is zero outside its task's block (so the
-co-occurrence prior of eq. 2 sees little correlation between tasks: weight vectors on
-disjoint supports are nearly uncorrelated). With `sim_mtl` every task reads the whole
-vector: one copy of `z`, each kernel rescaled by its BNNeck's `gamma_t * s_ref / s_t`.
+`gamma_t[:, None] * W_t`, and the logits are `z_t @ (gamma_t[:, None] * W_t)` exactly.
+With `sim_mtl` every task reads the whole vector: one MRF over one copy of `z`, each kernel
+rescaled by its BNNeck's `gamma_t * s_ref / s_t`. With the Feature Space Split head the tasks
+read different sub-vectors, and `train.ap_space` chooses:
+
+- `"task"` (the default): one MRF per task on its own `z_t`. The neighbours and Gaussians of
+  a task are those of the features its classifier reads.
+- `"joint"`: one MRF on the concatenated `z_t`, each kernel zero outside its task's block.
+  Its co-occurrence prior is nearly void (weight vectors on disjoint supports are nearly
+  uncorrelated), and the kNN graph and the 64 principal components are dominated by the
+  other tasks' (and the identity's) subspaces. On `benchmarks/ap_demo.py` (README) its
+  filled labels were less accurate than the network's own classifier decisions.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -49,7 +56,7 @@ import numpy as np
 
 from portrait_keras.data import read_annotations
 from portrait_keras.evaluation.evaluator import predict_split
-from portrait_keras.propagation import propagate_labels
+from portrait_keras.propagation import PropagationResult, propagate_labels
 from portrait_keras.schema import MULTI, SINGLE
 
 
@@ -217,15 +224,23 @@ def round_annotations(state, run, out, m):
         batch_size=state.config.data.batch_size,
         skip_bad_images=state.config.data.skip_bad_images,
     )
-    features, kernels = feature_space(model, outputs, tasks)
     labels = original.labels("train")
-    result = propagate_labels(
-        features,
-        {t.name: labels[t.name][rows] for t in tasks},
-        kernels,
-        k=train.ap_k,
-        seed=(train.seed or 0) + m,
-        schema=original.schema,
+    joint = train.ap_space == "joint" or getattr(model, "head", "fss") == "sim_mtl"
+    parts = []
+    for group in [tasks] if joint else [[t] for t in tasks]:
+        features, kernels = feature_space(model, outputs, group)
+        parts.append(
+            propagate_labels(
+                features,
+                {t.name: labels[t.name][rows] for t in group},
+                kernels,
+                k=train.ap_k,
+                seed=(train.seed or 0) + m,
+                schema=original.schema,
+            )
+        )
+    result = PropagationResult(
+        **{f.name: {k: v for p in parts for k, v in getattr(p, f.name).items()} for f in dataclasses.fields(parts[0])}
     )
     filled, counts = filled_labels(tasks, labels, result, train.ap_threshold, rows)
     annotations = write_filled_table(original, tasks, filled, os.path.join(out.propagation_dir, name))
