@@ -114,10 +114,11 @@ def scoring_callback(truth, tasks, batch_size, epochs, record):
 
 
 def filled_accuracy(truth_labels, given, pseudo, task):
-    """Accuracy against the truth of `pseudo` on the train rows where `given` is unknown."""
+    """Accuracy against the truth of `pseudo` on the train rows where `given` is unknown and
+    `pseudo` is not (below a threshold a row stays unknown)."""
     from portrait_keras.training.propagation_rounds import unknown_rows
 
-    rows = unknown_rows(given)
+    rows = unknown_rows(given) & ~unknown_rows(pseudo)
     if task.kind == "multi":
         right = (pseudo[rows] == truth_labels[rows]).all(axis=1)
     else:
@@ -200,15 +201,18 @@ def main(argv=None):
 
     print("\nPer round (Table 7 style): filled-label accuracy on the train images whose label was missing")
     print("(against the truth), the same for the network's own classifier decisions on those images")
-    print("(mean over tasks), and the mean test balanced accuracy of both runs after the same epoch:\n")
-    header = ["round"] + [t.name for t in tasks] + ["mean filled", "classifier", "bal. acc. masked", "bal. acc. +AP"]
-    y_given = given.labels("train")
+    print("(means over the single-label tasks), and the mean test balanced accuracy of both runs after the")
+    print("same epoch:\n")
+    header = ["round"] + [t.name for t in tasks]
+    header += ["mean filled (single-label)", "classifier (single-label)", "bal. acc. masked", "bal. acc. +AP"]
+    y_given = y_given_all = given.labels("train")
     majority = [
         filled_accuracy(truth_train[t.name], y_given[t.name], majority_labels(y_given[t.name]), t)[0] for t in tasks
     ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    cells = [f"{a:.3f}" for a in majority] + [f"{np.mean(majority):.3f}", "-", "-", "-"]
+    single = [a for a, t in zip(majority, tasks) if t.kind == "single"]
+    cells = [f"{a:.3f}" for a in majority] + [f"{np.mean(single):.3f}", "-", "-", "-"]
     print("| majority class of the known labels | " + " | ".join(cells) + " |")
     last = None
     for m in range(args.rounds + 1):
@@ -218,18 +222,20 @@ def main(argv=None):
             cells = ["-"] * len(tasks) + ["-", "-"]
         else:
             arrays = np.load(os.path.join(ap_dir, f"round_{m}.npz"))
+            trained = read_annotations(os.path.join(ap_dir, f"round_{m}.csv"), root=given.root, schema=given.schema)
+            last = arrays, trained.labels("train")
             accs, own = [], []
             for t in tasks:
                 if f"{t.name}_label" not in arrays:
                     cells.append("-")
                     continue
-                y_given = given.labels("train")[t.name]
-                acc, _ = filled_accuracy(truth_train[t.name], y_given, arrays[f"{t.name}_label"], t)
-                own.append(filled_accuracy(truth_train[t.name], y_given, arrays[f"{t.name}_classifier"], t)[0])
-                accs.append(acc)
+                y_given = y_given_all[t.name]
+                acc, _ = filled_accuracy(truth_train[t.name], y_given, last[1][t.name], t)
                 cells.append(f"{acc:.3f}")
+                if t.kind == "single":
+                    accs.append(acc)
+                    own.append(filled_accuracy(truth_train[t.name], y_given, arrays[f"{t.name}_classifier"], t)[0])
             cells += [f"{np.mean(accs):.3f}", f"{np.mean(own):.3f}"]
-            last = arrays
         bal = [np.mean([v[1] for v in records[ap][epoch].values()]) for ap in (False, True)]
         label = "0 (after stage 1)" if m == 0 else str(m)
         print(f"| {label} | " + " | ".join(cells) + f" | {bal[0]:.3f} | {bal[1]:.3f} |")
@@ -239,11 +245,11 @@ def main(argv=None):
     print("| t | " + " | ".join(f"kept / acc. {t}" for t in thresholds) + " |")
     print("|" + "---|" * (len(thresholds) + 1))
     for t in tasks:
-        if last is None or f"{t.name}_label" not in last:
+        if last is None or f"{t.name}_label" not in last[0]:
             continue
-        conf = last[f"{t.name}_confidence"]
-        rows = ~np.isnan(conf)
-        pseudo, want = last[f"{t.name}_label"][rows], truth_train[t.name][rows]
+        conf = last[0][f"{t.name}_confidence"]
+        rows = ~np.isnan(conf) & ~_unknown(last[1][t.name])  # the pseudo labels trained on
+        pseudo, want = last[1][t.name][rows], truth_train[t.name][rows]
         right = (pseudo == want).all(axis=1) if t.kind == "multi" else pseudo == want
         cells = []
         for th in thresholds:

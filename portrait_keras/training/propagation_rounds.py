@@ -55,7 +55,7 @@ import keras
 import numpy as np
 
 from portrait_keras.data import read_annotations
-from portrait_keras.evaluation.evaluator import predict_split
+from portrait_keras.evaluation.evaluator import classification_predictions, predict_split
 from portrait_keras.propagation import PropagationResult, propagate_labels
 from portrait_keras.schema import MULTI, SINGLE
 
@@ -142,6 +142,16 @@ def confidence(task, posterior):
     return np.max(posterior, axis=1)
 
 
+def pseudo_labels(task, result):
+    """`result`'s labels of `task`; a multi-label row with no class present takes its most
+    probable class (a CSV cell holds at least one class, and an annotated image shows one)."""
+    pseudo = np.array(result.labels[task.name], copy=True)
+    if task.kind == MULTI:
+        empty = pseudo.sum(axis=1) == 0
+        pseudo[empty, np.argmax(result.posteriors[task.name][empty], axis=1)] = 1
+    return pseudo
+
+
 def filled_labels(tasks, labels, result, threshold, rows=None):
     """Ground truth plus the pseudo labels of `result` whose confidence is at least `threshold`.
 
@@ -164,13 +174,7 @@ def filled_labels(tasks, labels, result, threshold, rows=None):
         unknown = unknown_rows(truth[at])
         conf = confidence(task, result.posteriors[task.name])
         keep = unknown & (conf >= threshold)
-        pseudo = result.labels[task.name]
-        if task.kind == MULTI:
-            pseudo = pseudo.astype(truth.dtype).copy()
-            # A CSV cell holds at least one class: an all-absent row takes its most probable class.
-            empty = pseudo.sum(axis=1) == 0
-            pseudo[empty, np.argmax(result.posteriors[task.name][empty], axis=1)] = 1
-        out[at[keep]] = pseudo[keep]
+        out[at[keep]] = pseudo_labels(task, result).astype(truth.dtype)[keep]
         filled[task.name] = out
         counts[task.name] = {
             "missing": int(unknown.sum()),
@@ -266,12 +270,11 @@ def round_annotations(state, run, out, m):
         conf = np.full(n, np.nan)
         conf[rows] = np.where(unknown_rows(labels[t.name][rows]), confidence(t, result.posteriors[t.name]), np.nan)
         pseudo = np.full((n, *result.labels[t.name].shape[1:]), -1, result.labels[t.name].dtype)
-        pseudo[rows] = result.labels[t.name]
+        pseudo[rows] = pseudo_labels(t, result)
         arrays[f"{t.name}_confidence"], arrays[f"{t.name}_label"] = conf, pseudo
         # What the network's own classifier says (self-training would use it), for comparison.
         own = np.full_like(pseudo, -1)
-        logits = outputs[t.name]
-        own[rows] = (logits > 0).astype(own.dtype) if t.kind == MULTI else np.argmax(logits, axis=1)
+        own[rows] = classification_predictions(t, outputs[t.name])
         arrays[f"{t.name}_classifier"] = own
     np.savez_compressed(os.path.join(out.propagation_dir, f"round_{m}.npz"), **arrays)
     shown = ", ".join(f"{t} {c['filled']}/{c['missing']}" for t, c in counts.items())
