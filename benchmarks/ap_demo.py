@@ -87,7 +87,7 @@ def make_config(args, csv_path, ap):
     )
 
 
-def test_scores(model, truth, tasks, batch_size):
+def score_test_images(model, truth, tasks, batch_size):
     """Per task `(macro F1, balanced accuracy)` of `model` on the query + gallery images."""
     from portrait_keras import metrics
     from portrait_keras.evaluation.evaluator import classification_predictions, predict_split
@@ -108,7 +108,7 @@ def scoring_callback(truth, tasks, batch_size, epochs, record):
     class Score(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch + 1 in epochs:
-                record[epoch + 1] = test_scores(self.model.portrait, truth, tasks, batch_size)
+                record[epoch + 1] = score_test_images(self.model.portrait, truth, tasks, batch_size)
 
     return Score()
 
