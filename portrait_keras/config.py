@@ -27,6 +27,7 @@ Metric = Literal["none", "triplet", "batch_rank", "hfe"]
 Multitask = Literal["average", "uncertainty"]
 Preprocessing = Literal["auto", "imagenet", "caffe", "clip"]
 Background = Literal["keep", "mean", "blur"]
+PropagationSpace = Literal["task", "joint"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +163,22 @@ class TrainConfig:
         sync_batch_norm: bool or None. Under several replicas, BatchNormalization with the
             statistics of the global batch (SyncBN), as on one device; None = on whenever
             there are several replicas. Defaults to None.
+        ap_rounds: int. Rounds M of the second stage of paper 004's Algorithm 1 after the
+            `epochs` of masked training: each round fills the training split's missing
+            attribute labels by attribute propagation (`portrait_keras.propagation`) on the
+            model's features and fine-tunes on ground truth plus those pseudo labels
+            (`training.propagation_rounds`). `0` = off. Defaults to 0.
+        ap_epochs: int. Fine-tuning epochs per round. Defaults to 1.
+        ap_threshold: float. A pseudo label is used only when its posterior (eq. 11) is
+            at least this (the most probable class of a single-label task; every column's
+            more probable value of a multi-label task); the others stay masked. `0` keeps
+            every filled label (the paper). Defaults to 0.0.
+        ap_k: int. Neighbours h of the propagation's affinity graph (eq. 6). Defaults to 10.
+        ap_space: str. The features a task is propagated on under the Feature Space Split
+            head: `"task"`, its own subspace (one MRF per task), or `"joint"`, all the
+            tasks' subspaces side by side (one MRF, the co-occurrence prior across tasks).
+            `sim_mtl`'s tasks share one vector and are always joint. Defaults to `"task"`
+            (`training.propagation_rounds` says why).
     """
 
     epochs: int = 100
@@ -175,10 +192,16 @@ class TrainConfig:
     seed: Optional[int] = 0
     eval_every: int = 1
     sync_batch_norm: Optional[bool] = None
+    ap_rounds: int = 0
+    ap_epochs: int = 1
+    ap_threshold: float = 0.0
+    ap_k: int = 10
+    ap_space: PropagationSpace = "task"
 
     def __post_init__(self):
         _check_types(self, "train")
-        _at_least(self, "train", epochs=1, warmup_epochs=0, eval_every=0)
+        _at_least(self, "train", epochs=1, warmup_epochs=0, eval_every=0, ap_rounds=0, ap_epochs=1, ap_k=1)
+        _between(self, "train", ap_threshold=(0.0, 1.0))
         for field in ("lr", "warmup_lr", "decay"):
             if not getattr(self, field) > 0:
                 _fail(f"train.{field}", getattr(self, field), "a number > 0")

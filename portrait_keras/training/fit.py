@@ -4,8 +4,9 @@
 config.json, schema.json, history.csv, metrics.json, model.keras, saved_model/, checkpoints/,
 backup/, tensorboard/, report/). It runs in named steps: the seed and the config check of a
 resumed run (`_with_seed`, `RunDir.check_resumable`), data and model (`_build`), the restored step
-(`_restore`), callbacks (`_callbacks`), `fit` (`_fit`), and the saved model, SavedModel,
-metrics and report (`_finish`).
+(`_restore`), callbacks (`_callbacks`), `fit` (`_fit`), with `train.ap_rounds` the rounds of
+attribute propagation and fine-tuning of paper 004 (`propagation_rounds.run_rounds`), and the
+saved model, SavedModel, metrics and report (`_finish`).
 
 Faults:
 - Re-running the same command after a crash or kill resumes from `backup/` at the step the
@@ -56,6 +57,7 @@ from portrait_keras.training.callbacks import (
     UncertaintyLogger,
 )
 from portrait_keras.training.progress import LEVELS, ProgressPrinter
+from portrait_keras.training.propagation_rounds import run_rounds, total_epochs
 from portrait_keras.training.run_dir import RunDir, RunDirError, run_bytes
 from portrait_keras.training.tasks import trained_tasks
 
@@ -305,6 +307,8 @@ def _train(
     piq, guard, cbs = _callbacks(state, run, out, backup, callbacks, level)
     out.started = True
     _fit(state, cbs, guard, start_epoch, skip)
+    if not guard.diverged:  # stage 2 of paper 004's Algorithm 1 (train.ap_rounds)
+        run_rounds(state, run, out, guard, lambda e, s, end: _fit(state, cbs, guard, e, s, end), start_epoch, skip)
     if guard.diverged:
         raise TrainingDiverged(
             f"Loss became NaN/Inf in task(s) {', '.join(guard.diverged)}; the weights of the last good epoch "
@@ -439,7 +443,7 @@ def _callbacks(state, run, out, backup, extra, level):
         verbose=False,  # the progress printer shows its figures
         every=config.train.eval_every,
         batch_size=d.batch_size,
-        epochs=config.train.epochs,
+        epochs=total_epochs(config.train),
         skip_bad_images=d.skip_bad_images,
         model_fn=state.inference_model,
     )
@@ -478,9 +482,10 @@ def _callbacks(state, run, out, backup, extra, level):
     return piq, guard, cbs
 
 
-def _fit(state, cbs, guard, start_epoch, skip):
-    """`fit` from `(start_epoch, skip)` to the last epoch (a half-done epoch first)."""
-    epochs = state.config.train.epochs
+def _fit(state, cbs, guard, start_epoch, skip, end=None):
+    """`fit` from `(start_epoch, skip)` to epoch `end` (a half-done epoch first); `end`
+    defaults to the last epoch of stage 1, `train.epochs`."""
+    epochs = state.config.train.epochs if end is None else end
     splits = ["train"] + (["query", "gallery"] if state.has_eval else [])
     with (
         naming_bad_images(state.annotations, splits),

@@ -11,6 +11,8 @@ backup/          the training state while a run is unfinished
 tensorboard/     TensorBoard logs
 .lock            held (flock) by the process training into the folder
 report/          training curves, F1 bars, confusion matrices, report.md/.html
+propagation/     with train.ap_rounds: round_M.csv (the annotations with the pseudo labels
+                 of round M) and round_M.json (its counts and posterior changes)
 """
 
 import contextlib
@@ -90,6 +92,7 @@ class RunDir:
     backup_dir = property(lambda self: self.file("backup"))
     tensorboard_dir = property(lambda self: self.file("tensorboard"))
     report_dir = property(lambda self: self.file("report"))
+    propagation_dir = property(lambda self: self.file("propagation"))
 
     def checkpoint(self, which):
         """`checkpoints/<which>.weights.h5` (`"last"` or `"best"`)."""

@@ -47,6 +47,13 @@ from portrait_keras import schema as schema_lib
 from portrait_keras.data.progress import CountProgress
 from portrait_keras.data.synthportrait.draw import draw_run
 from portrait_keras.data.synthportrait.plan import COLUMNS, plan_runs
+from portrait_keras.data.synthportrait.sources import (
+    ALLOWED_SOURCES,
+    COLUMNS_WITH_SOURCE,
+    TRUTH_FILE,
+    check_sources,
+    source_rows,
+)
 
 __all__ = ["COLUMNS", "VERSION", "default_dataset", "generate", "main"]
 
@@ -93,6 +100,7 @@ def generate(
     workers=None,
     masks=False,
     quiet=False,
+    sources=0,
 ):
     """Writes a SynthPortrait dataset: JPEGs, `annotations.csv` and `schema.json`.
 
@@ -111,6 +119,9 @@ def generate(
             The images are the same either way. Defaults to `False`.
         quiet: bool. No progress line (`portrait_keras.data.progress.CountProgress`) on
             stderr. Defaults to False.
+        sources: int. `3` splits the images into three source datasets, each labelled for
+            its own tasks, and writes every label into `truth.csv` beside the annotations
+            (`synthportrait.sources`); `0` labels every task. Defaults to `0`.
 
     Returns:
         `Path` of `annotations.csv`.
@@ -124,6 +135,7 @@ def generate(
         raise ValueError(
             f"`images_per_identity` must be an integer >= 2. Received: images_per_identity={images_per_identity!r}"
         )
+    check_sources(sources)
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise ValueError(f"`workers` must be >= 1. Received: workers={workers!r}")
@@ -146,12 +158,25 @@ def generate(
                     progress.update(count)
     schema_lib.default_schema().save(out_dir / "schema.json")
     csv_path = out_dir / "annotations.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS + (("mask",) if masks else ()), lineterminator="\n")
-        writer.writeheader()
-        for run in runs:
-            writer.writerows([{**row, "mask": mask_path(row["path"])} if masks else row for row in run.rows])
+    if sources:
+        rows, truth = source_rows(runs, int(seed))
+        columns = COLUMNS_WITH_SOURCE
+    else:
+        rows, truth, columns = [row for run in runs for row in run.rows], None, COLUMNS
+    if masks:
+        rows = [{**row, "mask": mask_path(row["path"])} for row in rows]
+        columns = columns + ("mask",)
+    _write_csv(csv_path, columns, rows)
+    if truth is not None:
+        _write_csv(out_dir / TRUTH_FILE, COLUMNS_WITH_SOURCE, truth)
     return csv_path
+
+
+def _write_csv(path, columns, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def default_cache_dir():
@@ -210,6 +235,13 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--masks", action="store_true", help="also write person masks (the `mask` column)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument(
+        "--sources",
+        type=int,
+        default=0,
+        choices=ALLOWED_SOURCES,
+        help="3: three source datasets, each labelled for its own tasks, truth in truth.csv (default 0: one)",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     csv_path = generate(
@@ -220,6 +252,7 @@ def main(argv=None):
         args.workers,
         masks=args.masks,
         quiet=args.quiet,
+        sources=args.sources,
     )
     with open(csv_path, encoding="utf-8") as f:
         count = sum(1 for _ in f) - 1
