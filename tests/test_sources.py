@@ -157,3 +157,16 @@ def test_training_on_two_datasets_evaluates_each(two_datasets, tmp_path, capsys)
     joined = json.loads(capsys.readouterr().out)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert joined["f1_gender"] == pytest.approx(metrics["f1_gender"], abs=1e-6)
+
+
+def test_a_joined_table_written_out_reads_back_the_same_rows(two_datasets, tmp_path):
+    from portrait_keras.data.sources import portable_table
+
+    joined = read_sources(list(two_datasets))
+    path = tmp_path / "joined.csv"
+    portable_table(joined).to_csv(path, index=False)
+    back = read_annotations(path, root=joined.root, schema=joined.schema)
+    for split in ("train", "query", "gallery"):
+        np.testing.assert_array_equal(back.paths(split), joined.paths(split))
+        for task, labels in joined.labels(split).items():
+            np.testing.assert_array_equal(back.labels(split)[task], labels)

@@ -163,3 +163,28 @@ def _namespaced(columns):
         next_value += unique.size
         out.append(mapped)
     return np.concatenate(out)
+
+
+def portable_table(annotations):
+    """`annotations.table` as a CSV under `annotations.root` can hold it: for joined datasets the
+    paths (and masks) made relative to the common root, and the namespaced ids, groups and
+    cameras written out, so `read_annotations(csv, root=annotations.root, schema=...)` reads
+    back the same rows (attribute propagation writes its filled tables this way).
+
+    Returns: a `pandas.DataFrame` (the table itself when it is one dataset's).
+    """
+    if len(getattr(annotations, "sources", None) or ()) < 2:
+        return annotations.table
+    table = annotations.table.copy()
+    encoded = annotations._encoded
+
+    def relative(paths):
+        return [os.path.relpath(p, annotations.root).replace(os.sep, "/") if p else "" for p in paths]
+
+    table["path"] = relative(encoded["path"])
+    if "mask" in table.columns or (encoded["mask"] != "").any():
+        table["mask"] = relative(encoded["mask"])
+    identity = annotations.schema.identity_task
+    for column in (*_NAMESPACED, *((identity.name,) if identity is not None else ())):
+        table[column] = [str(v) for v in encoded[column]]
+    return table

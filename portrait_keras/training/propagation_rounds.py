@@ -55,6 +55,7 @@ import keras
 import numpy as np
 
 from portrait_keras.data import read_annotations
+from portrait_keras.data.sources import portable_table
 from portrait_keras.evaluation.evaluator import classification_predictions, predict_split
 from portrait_keras.propagation import PropagationResult, propagate_labels
 from portrait_keras.schema import MULTI, SINGLE
@@ -187,7 +188,7 @@ def filled_labels(tasks, labels, result, threshold, rows=None):
 def write_filled_table(annotations, tasks, filled, path):
     """Writes `annotations`' CSV with the train cells of `filled` that were empty; returns
     the `Annotations` read back (the original root and schema)."""
-    table = annotations.table.copy()
+    table = portable_table(annotations).copy()  # joined datasets: paths under the common root
     rows = annotations.rows("train")
     truth = annotations.labels("train")
     for task in tasks:
