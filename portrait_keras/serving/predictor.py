@@ -319,3 +319,94 @@ def expand_image_paths(items):
             raise InputError(f"{item}: no such image file or folder")
         paths += found
     return list(dict.fromkeys(paths))
+
+
+# Bytes of a file's start searched for an EXIF block: Pillow finds one anywhere in the APPn
+# segments, which sit before the image data (64 KiB at most each).
+_EXIF_SEARCH_BYTES = 1 << 16
+
+
+def read_image_batches(paths, image_size, batch_size):
+    """`read_image` of every path, decoded in parallel ahead of the caller, in consecutive batches.
+
+    A `tf.data` pipeline (`map` with `num_parallel_calls=AUTOTUNE`, prefetch) reads and decodes,
+    on TensorFlow's threads, the next images while the caller runs the model on a batch (its
+    Python loop holds the GIL; the decoders do not). It decodes the JPEG files that carry no
+    EXIF block: for those, `read_image` does the same (`tf.io.decode_image`, then `resize` when
+    the size differs), so the pixels are the same. Every other file, and any the graph fails on
+    (unreadable, corrupt), is read by `read_image` itself in this thread: Pillow formats, EXIF
+    orientation and the `ImageFileError` saying why a file cannot be read stay exactly its own.
+
+    Args:
+        paths: sequence of str. Image files.
+        image_size: (int, int). `(height, width)`.
+        batch_size: int. Paths per batch.
+
+    Yields:
+        `(positions, images, bad)` for each `batch_size` paths in order: int64 `[n]` the indices
+        in `paths` of the readable ones, uint8 `[n, H, W, 3]` their images, and a list of
+        `(index, ImageFileError)` for the others.
+    """
+    import tensorflow as tf
+
+    from portrait_keras.data.images import ImageFileError, read_image, resize
+
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        return
+    height, width = (int(s) for s in image_size)
+
+    def load(index, path):
+        data = tf.io.read_file(path)
+        head = tf.strings.substr(data, 0, _EXIF_SEARCH_BYTES)
+        plain_jpeg = tf.logical_and(
+            tf.equal(tf.strings.substr(data, 0, 3), b"\xff\xd8\xff"),
+            tf.equal(tf.size(tf.strings.split(head, sep="Exif\x00\x00")), 1),
+        )
+
+        def decoded():
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            same = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
+            return tf.cond(same, lambda: image, lambda: resize(image, (height, width)))
+
+        image = tf.cond(plain_jpeg, decoded, lambda: tf.zeros([height, width, 3], tf.uint8))
+        return index, plain_jpeg, tf.ensure_shape(image, [height, width, 3])
+
+    dataset = (
+        # The file system's bytes of each name (any name Python can open, UTF-8 or not).
+        tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), [os.fsencode(p) for p in paths]))
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .ignore_errors()  # a file the graph cannot read: `read_image` below says why
+        .prefetch(2 * batch_size)
+    )
+    positions, images, bad = [], [], []
+
+    def by_python(index):
+        try:
+            images.append(read_image(paths[index], image_size))
+            positions.append(index)
+        except ImageFileError as e:
+            bad.append((index, e))
+
+    def batch():
+        out = (np.array(positions, np.int64), np.stack(images) if images else np.zeros((0, height, width, 3), np.uint8))
+        result = (*out, list(bad))
+        positions.clear(), images.clear(), bad.clear()
+        return result
+
+    expected = 0  # every index below it is decided
+    for index, decoded_in_graph, image in dataset.as_numpy_iterator():
+        while expected <= index:
+            if expected < index or not decoded_in_graph:
+                by_python(expected)
+            else:
+                images.append(image)
+                positions.append(index)
+            expected += 1
+            if expected % batch_size == 0 or expected == len(paths):
+                yield batch()
+    while expected < len(paths):  # dropped at the end by `ignore_errors`
+        by_python(expected)
+        expected += 1
+        if expected % batch_size == 0 or expected == len(paths):
+            yield batch()
