@@ -33,7 +33,10 @@ trainers from the same seed in one process, timed alternately (the order flippin
 round). `--repeats N` times N rounds and keeps each row's fastest; with the torch half too,
 both halves then run side by side in lockstep (each built once, taking turns round by
 round), so a shared machine's load hits every row alike. CPU time per image (the process's,
-all threads) is printed beside the wall-clock rate.
+all threads) is printed beside the wall-clock rate. On a shared, loaded CPU pass
+`--omp-passive`: PyTorch's OpenMP threads otherwise spin while they wait for each other and
+a step takes several times longer (measured: 3.5 s instead of 0.4 s of CPU for a ResNet-50
+step at load 13 on 2 cores); TensorFlow's thread pools do not spin.
 Both halves wait for each step's loss, as a progress bar does; warm-up steps (compilation)
 are not timed. Each row is printed as soon as it is measured (a run cut short keeps what it
 measured), then a table and the ratios keras/torch and fused/keras BN of images/s.
@@ -237,6 +240,8 @@ def run_half(half, argv, keras_backend="jax", on_row=None):
     env = dict(os.environ)
     if half == "keras":
         env["KERAS_BACKEND"] = keras_backend
+    elif "--omp-passive" in argv:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     rows = []
     with subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--half", half, *argv], env=env, stdout=subprocess.PIPE, text=True
@@ -256,11 +261,13 @@ def run_lockstep(argv, keras_backend, repeats, on_row=None):
     round by round one half times while the other waits (keras first in odd rounds, torch
     first in even ones), so a shared machine's load hits both alike. Returns `(rows, {half:
     exit status})`; a half that stops early (no torch) leaves the other to go on alone."""
-    env = dict(os.environ, KERAS_BACKEND=keras_backend)
+    envs = {"keras": dict(os.environ, KERAS_BACKEND=keras_backend), "torch": dict(os.environ)}
+    if "--omp-passive" in argv:
+        envs["torch"]["OMP_WAIT_POLICY"] = "PASSIVE"
     processes = {
         half: subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--half", half, "--lockstep", *argv],
-            env=env if half == "keras" else dict(os.environ),
+            env=envs[half],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -368,6 +375,12 @@ def parse_args(argv=None):
         default=1,
         help="timed rounds, the fastest of each row kept; with both halves they run side by side and "
         "take turns, round by round (default 1)",
+    )
+    parser.add_argument(
+        "--omp-passive",
+        action="store_true",
+        help="OMP_WAIT_POLICY=PASSIVE for the torch half: on a shared, loaded CPU OpenMP's spinning "
+        "threads make PyTorch's steps several times slower (TensorFlow does not use OpenMP)",
     )
     parser.add_argument("--half", choices=("keras", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)

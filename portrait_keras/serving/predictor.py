@@ -377,7 +377,8 @@ def read_image_batches(paths, image_size, batch_size):
         tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), [os.fsencode(p) for p in paths]))
         .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .ignore_errors()  # a file the graph cannot read: `read_image` below says why
-        .prefetch(2 * batch_size)
+        .batch(batch_size)  # not aligned with the caller's batches once a file is dropped
+        .prefetch(2)
     )
     positions, images, bad = [], [], []
 
@@ -388,25 +389,30 @@ def read_image_batches(paths, image_size, batch_size):
         except ImageFileError as e:
             bad.append((index, e))
 
-    def batch():
-        out = (np.array(positions, np.int64), np.stack(images) if images else np.zeros((0, height, width, 3), np.uint8))
-        result = (*out, list(bad))
+    def decide(index, image=None):
+        """Decides path `index` (from the graph's `image`, or None: by `read_image`); returns
+        the caller's batch when it is complete."""
+        if image is None:
+            by_python(index)
+        else:
+            images.append(image)
+            positions.append(index)
+        if (index + 1) % batch_size and index + 1 < len(paths):
+            return None
+        stacked = np.stack(images) if images else np.zeros((0, height, width, 3), np.uint8)
+        result = (np.array(positions, np.int64), stacked, list(bad))
         positions.clear(), images.clear(), bad.clear()
         return result
 
     expected = 0  # every index below it is decided
-    for index, decoded_in_graph, image in dataset.as_numpy_iterator():
-        while expected <= index:
-            if expected < index or not decoded_in_graph:
-                by_python(expected)
-            else:
-                images.append(image)
-                positions.append(index)
-            expected += 1
-            if expected % batch_size == 0 or expected == len(paths):
-                yield batch()
-    while expected < len(paths):  # dropped at the end by `ignore_errors`
-        by_python(expected)
-        expected += 1
-        if expected % batch_size == 0 or expected == len(paths):
-            yield batch()
+    for indices, in_graph, decoded in dataset.as_numpy_iterator():
+        for index, ok, image in zip(indices.tolist(), in_graph.tolist(), decoded):
+            for missing in range(expected, index):  # dropped by `ignore_errors`
+                if (done := decide(missing)) is not None:
+                    yield done
+            if (done := decide(index, image if ok else None)) is not None:
+                yield done
+            expected = index + 1
+    for missing in range(expected, len(paths)):
+        if (done := decide(missing)) is not None:
+            yield done
