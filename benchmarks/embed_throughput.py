@@ -12,7 +12,7 @@ tasks) as `.keras` and loads it with `load_predictor`, as the commands do. Then,
   (files found, decoded, resized, model run, probabilities and embeddings gathered);
 - `search`: `serving.search.embed(predictor, paths)`, the gallery embedding of `search`;
 - floor: `model.predict(images, batch_size)` on the same images already decoded in memory
-  (float32, as `Predictor` feeds the model): what any file-based path can approach at best;
+  (uint8, as `Predictor` feeds the model): what any file-based path can approach at best;
 - on_batch: `model.predict_on_batch` over the same in-memory batches, the call `Predictor`
   makes (no `tf.data` iterator per call, as `predict` builds): a stricter floor, also printed.
 
@@ -78,7 +78,7 @@ def measure(predictor, folder, batch, repeats, log=print):
     from portrait_keras.serving import embed, search
 
     files = image_files_below(folder)
-    images = read_images(files, predictor.image_size).astype(np.float32)
+    images = read_images(files, predictor.image_size)  # uint8, as `Predictor` feeds the model
     model = predictor._model
     runs = {
         "embed": lambda: embed.embed_data(predictor, folder, batch_size=batch)["embeddings"],
