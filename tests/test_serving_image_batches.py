@@ -1,4 +1,4 @@
-"""`serving.predictor.read_image_batches`: the parallel reader of `embed` gives `read_image`'s pixels and errors."""
+"""`serving.predictor.read_image_batches`: the read-ahead reader of `embed` gives `read_image`'s pixels and errors."""
 
 import io
 

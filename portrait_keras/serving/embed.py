@@ -109,7 +109,7 @@ def _rows(data, splits):
 def _embed_rows(predictor, rows, flip, batch_size, skip_bad_images):
     root, paths, where, columns = rows
     outputs, kept, skipped = [], [], []
-    # Decoded on TensorFlow's threads while the model runs on the previous batch.
+    # The next batch is read in a background thread while the model runs on this one.
     for positions, images, bad in read_image_batches(paths, predictor.image_size, batch_size):
         for i, e in bad:
             if not skip_bad_images:

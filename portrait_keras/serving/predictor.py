@@ -323,21 +323,15 @@ def expand_image_paths(items):
     return list(dict.fromkeys(paths))
 
 
-# Bytes of a file's start searched for an EXIF block: Pillow finds one anywhere in the APPn
-# segments, which sit before the image data (64 KiB at most each).
-_EXIF_SEARCH_BYTES = 1 << 16
-
-
 def read_image_batches(paths, image_size, batch_size):
-    """`read_image` of every path, decoded in parallel ahead of the caller, in consecutive batches.
+    """`read_image` of every path in consecutive batches, the next batch read in a background
+    thread while the caller runs the model on this one.
 
-    A `tf.data` pipeline (`map` with `num_parallel_calls=AUTOTUNE`, prefetch) reads and decodes,
-    on TensorFlow's threads, the next images while the caller runs the model on a batch (its
-    Python loop holds the GIL; the decoders do not). It decodes the JPEG files that carry no
-    EXIF block: for those, `read_image` does the same (`tf.io.decode_image`, then `resize` when
-    the size differs), so the pixels are the same. Every other file, and any the graph fails on
-    (unreadable, corrupt), is read by `read_image` itself in this thread: Pillow formats, EXIF
-    orientation and the `ImageFileError` saying why a file cannot be read stay exactly its own.
+    The decoders are TensorFlow ops (and Pillow), which release the GIL, so reading overlaps
+    the model's run; each image is still `read_image`'s, with its pixels and its
+    `ImageFileError`. One batch ahead: on 2 cores more readers only take cores from the model
+    (a `tf.data` map with `AUTOTUNE` readers, tried, cost 0.1-0.15 CPU-ms/img more and ran
+    slower, benchmarks/RESULTS.md).
 
     Args:
         paths: sequence of str. Image files.
@@ -349,72 +343,28 @@ def read_image_batches(paths, image_size, batch_size):
         in `paths` of the readable ones, uint8 `[n, H, W, 3]` their images, and a list of
         `(index, ImageFileError)` for the others.
     """
-    import tensorflow as tf
+    from concurrent.futures import ThreadPoolExecutor
 
-    from portrait_keras.data.images import ImageFileError, read_image, resize
+    from portrait_keras.data.images import ImageFileError, read_image
 
-    paths = [os.fspath(p) for p in paths]
-    if not paths:
-        return
+    paths = list(paths)
     height, width = (int(s) for s in image_size)
 
-    def load(index, path):
-        data = tf.io.read_file(path)
-        head = tf.strings.substr(data, 0, _EXIF_SEARCH_BYTES)
-        plain_jpeg = tf.logical_and(
-            tf.equal(tf.strings.substr(data, 0, 3), b"\xff\xd8\xff"),
-            tf.equal(tf.size(tf.strings.split(head, sep="Exif\x00\x00")), 1),
-        )
-
-        def decoded():
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-            same = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
-            return tf.cond(same, lambda: image, lambda: resize(image, (height, width)))
-
-        image = tf.cond(plain_jpeg, decoded, lambda: tf.zeros([height, width, 3], tf.uint8))
-        return index, plain_jpeg, tf.ensure_shape(image, [height, width, 3])
-
-    dataset = (
-        # The file system's bytes of each name (any name Python can open, UTF-8 or not).
-        tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), [os.fsencode(p) for p in paths]))
-        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .ignore_errors()  # a file the graph cannot read: `read_image` below says why
-        .batch(batch_size)  # not aligned with the caller's batches once a file is dropped
-        .prefetch(2)
-    )
-    positions, images, bad = [], [], []
-
-    def by_python(index):
-        try:
-            images.append(read_image(paths[index], image_size))
-            positions.append(index)
-        except ImageFileError as e:
-            bad.append((index, e))
-
-    def decide(index, image=None):
-        """Decides path `index` (from the graph's `image`, or None: by `read_image`); returns
-        the caller's batch when it is complete."""
-        if image is None:
-            by_python(index)
-        else:
-            images.append(image)
-            positions.append(index)
-        if (index + 1) % batch_size and index + 1 < len(paths):
-            return None
+    def read(start):
+        positions, images, bad = [], [], []
+        for index in range(start, min(start + batch_size, len(paths))):
+            try:
+                images.append(read_image(paths[index], image_size))
+                positions.append(index)
+            except ImageFileError as e:
+                bad.append((index, e))
         stacked = np.stack(images) if images else np.zeros((0, height, width, 3), np.uint8)
-        result = (np.array(positions, np.int64), stacked, list(bad))
-        positions.clear(), images.clear(), bad.clear()
-        return result
+        return np.array(positions, np.int64), stacked, bad
 
-    expected = 0  # every index below it is decided
-    for indices, in_graph, decoded in dataset.as_numpy_iterator():
-        for index, ok, image in zip(indices.tolist(), in_graph.tolist(), decoded):
-            for missing in range(expected, index):  # dropped by `ignore_errors`
-                if (done := decide(missing)) is not None:
-                    yield done
-            if (done := decide(index, image if ok else None)) is not None:
-                yield done
-            expected = index + 1
-    for missing in range(expected, len(paths)):
-        if (done := decide(missing)) is not None:
-            yield done
+    starts = range(0, len(paths), batch_size)
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(read, 0) if paths else None
+        for start in starts:
+            batch = pending.result()
+            pending = reader.submit(read, start + batch_size) if start + batch_size < len(paths) else None
+            yield batch
