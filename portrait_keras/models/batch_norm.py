@@ -78,7 +78,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     Example:
     >>> layer = BatchNormalization(momentum=0.9, epsilon=1e-5)
-    >>> layer(np.ones((2, 4, 4, 3), "float32"), training=True).shape
+    >>> tuple(layer(keras.ops.ones((2, 4, 4, 3)), training=True).shape)
     (2, 4, 4, 3)
     """
 
