@@ -139,6 +139,18 @@ def measure(setting, steps, warmup=2, num_ids=NUM_IDS):
     """
     import keras
 
+    keras.backend.clear_session()
+    return prepare(setting, steps, warmup, num_ids)()
+
+
+def prepare(setting, steps, warmup=2, num_ids=NUM_IDS):
+    """Builds the `fss_uncert` trainer at `setting` (seed 0) and returns `run()`, which trains
+    `warmup` untimed + `steps` timed steps and returns what `measure` does. The train
+    function is traced by the first `run()` only, so runs of several trainers built in one
+    process can alternate (same-run comparisons, fastest of N).
+    """
+    import keras
+
     from portrait_keras import experiments as configs
     from portrait_keras.training.fit import build_trainer
 
@@ -152,23 +164,30 @@ def measure(setting, steps, warmup=2, num_ids=NUM_IDS):
         model=dataclasses.replace(base.model, backbone=setting.backbone),
         train=dataclasses.replace(base.train, mixed_precision=setting.mixed, jit_compile=setting.jit),
     )
-    keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(setting.precision)
     try:
         _, trainer = build_trainer(config, schema, num_ids, steps_per_epoch=warmup + steps)
-        data = in_memory(*synthetic_batch(schema, num_ids, setting.batch, setting.image_size))
-        timer = step_timer(warmup, steps)
-        trainer.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0, shuffle=False, callbacks=[timer])
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    images = steps * setting.batch
-    return {
-        "img_s": images / timer.wall,
-        "ms_step": 1000 * timer.wall / steps,
-        "cpu_ms_img": 1000 * timer.cpu / images,
-        "loss": timer.loss,
-    }
+    data = in_memory(*synthetic_batch(schema, num_ids, setting.batch, setting.image_size))
+
+    def run():
+        timer = step_timer(warmup, steps)
+        keras.mixed_precision.set_global_policy(setting.precision)  # as when it was built
+        try:
+            trainer.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0, shuffle=False, callbacks=[timer])
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        images = steps * setting.batch
+        return {
+            "img_s": images / timer.wall,
+            "ms_step": 1000 * timer.wall / steps,
+            "cpu_ms_img": 1000 * timer.cpu / images,
+            "loss": timer.loss,
+        }
+
+    return run
 
 
 def settings(backbones, batch, jits, precisions, sizes=None):

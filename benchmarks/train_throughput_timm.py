@@ -2,7 +2,7 @@
 
     python benchmarks/train_throughput_timm.py [--backbone hrnet_w32] [--size 256 128] [--batch 128]
         [--precision bf16] [--steps 20] [--warmup 3] [--torch-compile] [--keras-only] [--timm-model NAME]
-        [--keras-backend jax] [--jit on]
+        [--keras-backend jax] [--jit on] [--bn both|fused|keras] [--repeats 1]
 
 Two halves, each in its own process (JAX takes most of the GPU memory up front, so they
 cannot share one), on the same synthetic in-memory batch (`train_throughput.synthetic_batch`,
@@ -26,9 +26,20 @@ adds Batch Rank and uncertainty weighting); both are negligible beside the backb
 (measured on CPU: the whole trainer steps as fast as the bare backbone with one
 classifier). timm's `resnet50` is ResNet v1.5 (stride on the 3x3 conv, ~6% more FLOPs than
 our keras.applications v1), so its ratio slightly flatters Keras; the HRNets are identical.
+BatchNormalization (`--bn`, issue #19): the keras half builds the trainer with our
+`portrait_keras.models.batch_norm.BatchNormalization` (TensorFlow's fused kernel under the TF
+backend), with Keras' own (unfused under TF), or, by default under TensorFlow, both: two
+trainers from the same seed in one process, timed alternately (the order flipping each
+round). `--repeats N` times N rounds and keeps each row's fastest; with the torch half too,
+both halves then run side by side in lockstep (each built once, taking turns round by
+round), so a shared machine's load hits every row alike. CPU time per image (the process's,
+all threads) is printed beside the wall-clock rate. On a shared, loaded CPU pass
+`--omp-passive`: PyTorch's OpenMP threads otherwise spin while they wait for each other and
+a step takes several times longer (measured: 3.5 s instead of 0.4 s of CPU for a ResNet-50
+step at load 13 on 2 cores); TensorFlow's thread pools do not spin.
 Both halves wait for each step's loss, as a progress bar does; warm-up steps (compilation)
 are not timed. Each row is printed as soon as it is measured (a run cut short keeps what it
-measured), then a table and the ratio keras/torch of images/s.
+measured), then a table and the ratios keras/torch and fused/keras BN of images/s.
 
 Without torch or timm the torch half is skipped with a message and the exit status is 2
 (`--keras-only` skips it on purpose). On a CPU (see RESULTS.md):
@@ -53,7 +64,11 @@ TIMM_MODELS = {"hrnet_w32": "hrnet_w32", "resnet50": "resnet50"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESULT = "RESULT "  # prefix of a half's JSON line on stdout
+READY, DONE = "LOCKSTEP ready", "LOCKSTEP done"  # a --lockstep half's lines: built; a round's rows out
 MISSING_TORCH = 3  # exit status of the torch half without torch/timm
+# The keras half's BatchNormalization (`--bn`): ours (TF's fused kernel under TensorFlow, Keras'
+# code elsewhere) or Keras' own (unfused under TensorFlow).
+BN_VARIANTS = {"fused": "fused (ours)", "keras": "keras"}
 
 
 def emit(row):
@@ -61,13 +76,37 @@ def emit(row):
     print(RESULT + json.dumps(row), flush=True)
 
 
+def rounds(args):
+    """The timed rounds of a half: `--repeats` in a row, or under `--lockstep` (set by the parent
+    running both halves) one per "go" line on stdin, each answered by a "done" line once its
+    rows are out, so the parent can alternate the two halves round by round."""
+    if not args.lockstep:
+        yield from range(args.repeats)
+        return
+    print(READY, flush=True)
+    for number, line in enumerate(sys.stdin):
+        if line.strip() != "go":
+            return
+        yield number
+        print(DONE, flush=True)
+
+
 def keras_half(args):
-    """Images/s of the Keras trainer under the current (JAX) backend, emitted as one row."""
+    """Images/s of the Keras trainer under the current backend, one row per BatchNormalization
+    variant (`--bn`) and round: the variants built side by side, timed alternately (the order
+    flipping each round), each row emitted when measured."""
     import keras
+
+    from portrait_keras.models.batch_norm import fused_batch_norm
 
     jit = args.jit == "on"
     setting = train_throughput.Setting(args.backbone, tuple(args.size), args.batch, args.precision == "bf16", jit)
-    result = train_throughput.measure(setting, args.steps, args.warmup, num_ids=args.num_ids)
+    variants = list(BN_VARIANTS) if args.bn == "both" else [args.bn]
+    keras.backend.clear_session()
+    runs = {}
+    for variant in variants:
+        with fused_batch_norm(variant == "fused"):
+            runs[variant] = train_throughput.prepare(setting, args.steps, args.warmup, num_ids=args.num_ids)
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -77,15 +116,19 @@ def keras_half(args):
         import tensorflow as tf
 
         device = f"tensorflow {'gpu' if tf.config.list_physical_devices('GPU') else 'cpu'}"
-    emit(
-        {
-            "framework": f"keras {keras.__version__}",
-            "model": args.backbone,
-            "compile": "jit (XLA)" if jit else "no jit",
-            "device": device,
-            **result,
-        }
-    )
+    for number in rounds(args):
+        for variant in variants if number % 2 == 0 else variants[::-1]:  # neither always first
+            emit(
+                {
+                    "framework": f"keras {keras.__version__}",
+                    "model": args.backbone,
+                    "compile": "jit (XLA)" if jit else "no jit",
+                    "bn": BN_VARIANTS[variant],
+                    "device": device,
+                    "round": number + 1,
+                    **runs[variant](),
+                }
+            )
 
 
 def torch_half(args):
@@ -135,17 +178,23 @@ def torch_half(args):
                 total = total + F.cross_entropy(logits, target, ignore_index=-1)
         return total
 
-    for compiled in [False, True] if args.torch_compile else [False]:
-        try:
-            emit(_time_torch(args, Net, objective, x, device, compiled))
-        except Exception as e:  # noqa: BLE001  torch.compile can fail in many ways; eager is the reference
-            if not compiled:
-                raise
-            print(f"torch.compile failed, its row left out: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    runs = {compiled: _torch_runner(args, Net, objective, x, device, compiled) for compiled in [False, True]}
+    if not args.torch_compile:
+        del runs[True]
+    for number in rounds(args):
+        for compiled in list(runs):
+            try:
+                emit({**runs[compiled](), "round": number + 1})
+            except Exception as e:  # noqa: BLE001  torch.compile can fail in many ways; eager is the reference
+                if not compiled:
+                    raise
+                del runs[compiled]
+                print(f"torch.compile failed, its row left out: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
 
 
-def _time_torch(args, Net, objective, x, device, compiled):
-    """One torch row: `Net` trained for warm-up + timed steps, eager or compiled."""
+def _torch_runner(args, Net, objective, x, device, compiled):
+    """`run()` giving one torch row: `Net` (built once) trained for warm-up + timed steps, eager
+    or compiled."""
     import timm
     import torch
 
@@ -162,23 +211,27 @@ def _time_torch(args, Net, objective, x, device, compiled):
         optimizer.step()
         return loss.item()  # waits for the step, like the Keras half
 
-    for _ in range(args.warmup):
-        step()
-    start, cpu = time.perf_counter(), time.process_time()
-    for _ in range(args.steps):
-        loss = step()
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    return {
-        "framework": f"torch {torch.__version__}, timm {timm.__version__}",
-        "model": args.timm_model,
-        "compile": "torch.compile" if compiled else "eager",
-        "device": f"torch {device}: {name}",
-        "img_s": args.steps * args.batch / wall,
-        "ms_step": 1000 * wall / args.steps,
-        "cpu_ms_img": 1000 * cpu / (args.steps * args.batch),
-        "loss": loss,
-    }
+    def run():
+        for _ in range(args.warmup):
+            step()
+        start, cpu = time.perf_counter(), time.process_time()
+        for _ in range(args.steps):
+            loss = step()
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+        return {
+            "framework": f"torch {torch.__version__}, timm {timm.__version__}",
+            "model": args.timm_model,
+            "compile": "torch.compile" if compiled else "eager",
+            "bn": "BatchNorm2d",
+            "device": f"torch {device}: {name}",
+            "img_s": args.steps * args.batch / wall,
+            "ms_step": 1000 * wall / args.steps,
+            "cpu_ms_img": 1000 * cpu / (args.steps * args.batch),
+            "loss": loss,
+        }
+
+    return run
 
 
 def run_half(half, argv, keras_backend="jax", on_row=None):
@@ -187,6 +240,8 @@ def run_half(half, argv, keras_backend="jax", on_row=None):
     env = dict(os.environ)
     if half == "keras":
         env["KERAS_BACKEND"] = keras_backend
+    elif "--omp-passive" in argv:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     rows = []
     with subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--half", half, *argv], env=env, stdout=subprocess.PIPE, text=True
@@ -201,21 +256,88 @@ def run_half(half, argv, keras_backend="jax", on_row=None):
     return rows, process.returncode
 
 
+def run_lockstep(argv, keras_backend, repeats, on_row=None):
+    """Runs both halves at once, each in its subprocess under `--lockstep`: both build, then
+    round by round one half times while the other waits (keras first in odd rounds, torch
+    first in even ones), so a shared machine's load hits both alike. Returns `(rows, {half:
+    exit status})`; a half that stops early (no torch) leaves the other to go on alone."""
+    envs = {"keras": dict(os.environ, KERAS_BACKEND=keras_backend), "torch": dict(os.environ)}
+    if "--omp-passive" in argv:
+        envs["torch"]["OMP_WAIT_POLICY"] = "PASSIVE"
+    processes = {
+        half: subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--half", half, "--lockstep", *argv],
+            env=envs[half],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for half in ("keras", "torch")
+    }
+    rows = []
+
+    def until(half, marker):
+        """Reads `half`'s output up to `marker`; False when it ended first."""
+        for line in processes[half].stdout:
+            if line.startswith(RESULT):
+                rows.append(json.loads(line[len(RESULT) :]))
+                if on_row:
+                    on_row(rows[-1])
+            elif line.strip() == marker:
+                return True
+            else:
+                print(line, end="", flush=True)
+        return False
+
+    alive = {half: until(half, READY) for half in processes}
+    for number in range(repeats):
+        for half in ("keras", "torch") if number % 2 == 0 else ("torch", "keras"):
+            if alive[half]:
+                processes[half].stdin.write("go\n")
+                processes[half].stdin.flush()
+                alive[half] = until(half, DONE)
+    statuses = {}
+    for half, process in processes.items():
+        process.stdin.close()
+        until(half, None)  # what it prints on its way out
+        statuses[half] = process.wait()
+    return rows, statuses
+
+
+def fastest(rows):
+    """The fastest row of each (framework, model, compile, BN) over the rounds, first-seen order."""
+    best = {}
+    for row in rows:
+        key = (row["framework"], row["model"], row["compile"], row.get("bn"))
+        if key not in best or row["img_s"] > best[key]["img_s"]:
+            best[key] = row
+    return list(best.values())
+
+
 def format_row(r):
-    return f"{r['framework']} | {r['model']} | {r['compile']} | {r['device']} | {r['img_s']:.1f} img/s"
+    cpu = f", {r['cpu_ms_img']:.0f} CPU-ms/img" if "cpu_ms_img" in r else ""
+    return (
+        f"{r['framework']} | {r['model']} | {r['compile']} | BN {r.get('bn', '?')} | {r['device']} | "
+        f"{r['img_s']:.1f} img/s{cpu}"
+    )
 
 
 def format_table(rows, args):
     lines = [
-        "| framework | model | size | batch | precision | compile | device | img/s | ms/step | ratio to torch eager |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| framework | model | size | batch | precision | compile | BN | device | img/s | ms/step | CPU-ms/img "
+        "| ratio to torch eager | ratio to keras BN |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    unfused = next((r["img_s"] for r in rows if r.get("bn") == BN_VARIANTS["keras"]), None)
     reference = next((r["img_s"] for r in rows if r["framework"].startswith("torch")), None)
     for r in rows:
         ratio = f"{r['img_s'] / reference:.2f}" if reference else "n/a"
+        to_keras_bn = f"{r['img_s'] / unfused:.2f}" if unfused else "n/a"
+        cpu = f"{r['cpu_ms_img']:.0f}" if "cpu_ms_img" in r else "n/a"
         lines.append(
             f"| {r['framework']} | {r['model']} | {args.size[0]}x{args.size[1]} | {args.batch} | {args.precision} | "
-            f"{r['compile']} | {r['device']} | {r['img_s']:.1f} | {r['ms_step']:.0f} | {ratio} |"
+            f"{r['compile']} | {r.get('bn', '?')} | {r['device']} | {r['img_s']:.1f} | {r['ms_step']:.0f} | {cpu} | "
+            f"{ratio} | {to_keras_bn} |"
         )
     return "\n".join(lines)
 
@@ -241,10 +363,34 @@ def parse_args(argv=None):
         default="on",
         help="jit_compile of the keras half (default on; off is the CPU default under tensorflow)",
     )
+    parser.add_argument(
+        "--bn",
+        choices=("both", *BN_VARIANTS),
+        help="BatchNormalization of the keras half: ours (fused under TF), Keras' own, or both timed "
+        "alternately in one process (default: both under tensorflow, fused under jax)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="timed rounds, the fastest of each row kept; with both halves they run side by side and "
+        "take turns, round by round (default 1)",
+    )
+    parser.add_argument(
+        "--omp-passive",
+        action="store_true",
+        help="OMP_WAIT_POLICY=PASSIVE for the torch half: on a shared, loaded CPU OpenMP's spinning "
+        "threads make PyTorch's steps several times slower (TensorFlow does not use OpenMP)",
+    )
     parser.add_argument("--half", choices=("keras", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.warmup < 1 or args.steps < 1:
-        parser.error(f"--warmup and --steps must be >= 1. Received: {args.warmup}, {args.steps}")
+    if args.warmup < 1 or args.steps < 1 or args.repeats < 1:
+        parser.error(
+            f"--warmup, --steps and --repeats must be >= 1. Received: {args.warmup}, {args.steps}, {args.repeats}"
+        )
+    if args.bn is None:
+        args.bn = "both" if args.keras_backend == "tensorflow" else "fused"
     if args.timm_model is None:
         args.timm_model = TIMM_MODELS.get(args.backbone)
     return args
@@ -265,17 +411,28 @@ def main(argv=None):
     rows, status = [], 0
 
     def show(row):  # at once: a device call cut short still leaves these lines in its log
-        keras_rows = [r for r in rows if r["framework"].startswith("keras")]
+        keras_rows = [r for r in rows if r["framework"].startswith("keras") and r.get("round") == row.get("round")]
         ratio = ""
         if keras_rows and row["framework"].startswith("torch"):
-            ratio = f"; keras / torch ({row['compile']}): {keras_rows[0]['img_s'] / row['img_s']:.2f}"
-        print(f"measured: {format_row(row)}{ratio}", flush=True)
+            ratio = "".join(
+                f"; keras, BN {k.get('bn', '?')} / torch ({row['compile']}): {k['img_s'] / row['img_s']:.2f}"
+                for k in keras_rows
+            )
+        where = f"round {row['round']}: " if "round" in row else ""
+        print(f"measured: {where}{format_row(row)}{ratio}", flush=True)
 
     def collect(row):
         rows.append(row)
         show(row)
 
-    keras_rows, keras_status = run_half("keras", argv, args.keras_backend, on_row=collect)
+    both = not args.keras_only and args.timm_model is not None
+    if both and args.repeats > 1:
+        _, statuses = run_lockstep(argv, args.keras_backend, args.repeats, on_row=collect)
+        keras_status, torch_status = statuses["keras"], statuses["torch"]
+        keras_rows = [r for r in rows if r["framework"].startswith("keras")]
+    else:
+        keras_rows, keras_status = run_half("keras", argv, args.keras_backend, on_row=collect)
+        torch_status = None
     if keras_status or not keras_rows:
         print(f"error: the keras half failed (exit status {keras_status}); see its output above", file=sys.stderr)
         return 1
@@ -285,7 +442,8 @@ def main(argv=None):
         print(f"torch half skipped: timm has no model like {args.backbone!r}; pass --timm-model NAME.", file=sys.stderr)
         status = 2
     else:
-        _, torch_status = run_half("torch", argv, on_row=collect)
+        if torch_status is None:
+            _, torch_status = run_half("torch", argv, on_row=collect)
         if torch_status == MISSING_TORCH:
             status = 2
         elif torch_status:
@@ -293,10 +451,21 @@ def main(argv=None):
                 f"error: the torch half failed (exit status {torch_status}); its rows so far are kept", file=sys.stderr
             )
             status = 1
+    rows = fastest(rows)
+    if args.repeats > 1:
+        print(f"fastest of {args.repeats} rounds:")
     print(format_table(rows, args))
-    reference = [r for r in rows if r["framework"].startswith("torch")]
-    for r in reference:
-        print(f"ratio keras / torch ({r['compile']}): {rows[0]['img_s'] / r['img_s']:.2f}")
+    keras_rows = [r for r in rows if r["framework"].startswith("keras")]
+    for r in (r for r in rows if r["framework"].startswith("torch")):
+        for k in keras_rows:
+            print(f"ratio keras, BN {k.get('bn', '?')} / torch ({r['compile']}): {k['img_s'] / r['img_s']:.2f}")
+    by_bn = {r.get("bn"): r for r in keras_rows}
+    fused, plain = by_bn.get(BN_VARIANTS["fused"]), by_bn.get(BN_VARIANTS["keras"])
+    if fused and plain:
+        print(
+            f"ratio fused BN / keras BN: {fused['img_s'] / plain['img_s']:.2f} img/s "
+            f"({fused['cpu_ms_img']:.0f} vs {plain['cpu_ms_img']:.0f} CPU-ms/img)"
+        )
     return status
 
 

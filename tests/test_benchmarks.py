@@ -1,9 +1,11 @@
-"""benchmarks/ (train_throughput*.py, step_breakdown.py, gpu_session.sh, *_reid.py): options, tables, tiny runs.
+"""benchmarks/ (train_throughput*.py, step_breakdown.py, gpu_session.sh, *_reid.py, embed_throughput.py):
+options, tables, tiny runs.
 
 No timing is asserted: the figures depend on the machine.
 """
 
 import importlib.util
+import json
 import math
 import os
 import re
@@ -78,15 +80,17 @@ def test_synthetic_batch_looks_like_a_training_batch():
     assert (expression[(expression >= 0).all(1)].sum(1) >= 1).all()  # every known row has an expression
 
 
-def _keras_row(rate):
+def _keras_row(rate, bn="fused (ours)"):
     return [
         {
             "framework": "keras 3",
             "model": "tiny",
             "compile": "jit (XLA)",
+            "bn": bn,
             "device": "jax cpu",
             "img_s": rate,
             "ms_step": 1.0,
+            "cpu_ms_img": 2.0,
         }
     ]
 
@@ -135,11 +139,12 @@ def test_timm_script_ratio_is_keras_over_each_torch_row(monkeypatch, capsys):
     )
     assert timm_bench.main(["--torch-compile"]) == 0
     out = capsys.readouterr().out
-    assert "ratio keras / torch (eager): 1.20" in out
-    assert "ratio keras / torch (torch.compile): 0.75" in out
+    assert "ratio keras, BN fused (ours) / torch (eager): 1.20" in out
+    assert "ratio keras, BN fused (ours) / torch (torch.compile): 0.75" in out
     # Each row as it arrives, with its ratio, before the table.
     assert out.index(
-        "measured: torch 2 | hrnet_w32 | eager | cuda | 100.0 img/s; keras / torch (eager): 1.20"
+        "measured: torch 2 | hrnet_w32 | eager | BN ? | cuda | 100.0 img/s; "
+        "keras, BN fused (ours) / torch (eager): 1.20"
     ) < out.index("| framework")
     assert timm_bench.parse_args([]).timm_model == "hrnet_w32"
 
@@ -164,7 +169,8 @@ def test_timm_script_keeps_the_rows_of_a_torch_half_that_failed_later(monkeypatc
     )
     assert timm_bench.main(["--torch-compile"]) == 1
     captured = capsys.readouterr()
-    assert "ratio keras / torch (eager): 1.20" in captured.out and "rows so far are kept" in captured.err
+    assert "ratio keras, BN fused (ours) / torch (eager): 1.20" in captured.out
+    assert "rows so far are kept" in captured.err
 
 
 def test_run_half_streams_rows_from_the_subprocess(monkeypatch, tmp_path):
@@ -191,6 +197,69 @@ def test_timm_script_runs_the_keras_half_on_the_backend_asked_for(monkeypatch, c
     assert "keras on tensorflow, jit off" in capsys.readouterr().out
     args = timm_bench.parse_args([])
     assert (args.keras_backend, args.jit, args.precision, args.batch) == ("jax", "on", "bf16", 128)
+    assert (args.bn, args.repeats) == ("fused", 1)  # under JAX ours is Keras' code: nothing to compare
+    assert timm_bench.parse_args(["--keras-backend", "tensorflow"]).bn == "both"
+
+
+def test_timm_script_prints_fused_over_keras_bn_and_each_over_torch(monkeypatch, capsys):
+    torch_row = {"framework": "torch 2", "model": "tiny", "compile": "eager", "bn": "BatchNorm2d"}
+    torch_row.update({"device": "cpu", "img_s": 100.0, "ms_step": 1.0, "cpu_ms_img": 4.0})
+    keras_rows = _keras_row(120.0) + _keras_row(80.0, bn="keras")
+    monkeypatch.setattr(
+        timm_bench,
+        "run_half",
+        lambda half, argv, keras_backend="jax", on_row=None: (
+            _half(keras_rows) if half == "keras" else _half([torch_row])
+        )(on_row),
+    )
+    assert timm_bench.main(["--keras-backend", "tensorflow", "--jit", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "ratio keras, BN fused (ours) / torch (eager): 1.20" in out
+    assert "ratio keras, BN keras / torch (eager): 0.80" in out
+    assert "ratio fused BN / keras BN: 1.50 img/s (2 vs 2 CPU-ms/img)" in out
+    assert "| fused (ours) | jax cpu | 120.0 | 1 | 2 | 1.20 | 1.50 |" in out  # to torch, to keras BN
+
+
+def test_lockstep_alternates_the_halves_round_by_round_and_keeps_the_fastest(monkeypatch, tmp_path):
+    # Fake halves speaking the protocol: "ready", then a row and "done" per "go"; torch gets slower.
+    script = tmp_path / "half.py"
+    script.write_text(
+        "import json, sys\n"
+        "half = sys.argv[sys.argv.index('--half') + 1]\n"
+        f"print({timm_bench.READY!r}, flush=True)\n"
+        "for n, line in enumerate(sys.stdin, 1):\n"
+        "    rate = {'keras': 10.0 * n, 'torch': 100.0 / n}[half]\n"
+        "    row = dict(framework=half, model='m', compile='eager', img_s=rate, round=n)\n"
+        f"    print({timm_bench.RESULT!r} + json.dumps(row), flush=True)\n"
+        f"    print({timm_bench.DONE!r}, flush=True)\n"
+    )
+    monkeypatch.setattr(timm_bench.os.path, "abspath", lambda path: str(script))
+    rows, statuses = timm_bench.run_lockstep([], "tensorflow", 3)
+    assert statuses == {"keras": 0, "torch": 0}
+    order = [(r["framework"], r["round"]) for r in rows]
+    assert order == [("keras", 1), ("torch", 1), ("torch", 2), ("keras", 2), ("keras", 3), ("torch", 3)]
+    assert [(r["framework"], r["img_s"]) for r in timm_bench.fastest(rows)] == [("keras", 30.0), ("torch", 100.0)]
+
+
+@pytest.mark.slow
+def test_timm_script_keras_half_times_both_bn_variants_alternately(capsys):
+    timm_bench.keras_half(
+        timm_bench.parse_args(
+            "--backbone tiny --size 64 32 --batch 2 --steps 1 --warmup 1 --repeats 2 --keras-backend tensorflow "
+            "--jit off --precision fp32".split()
+        )
+    )
+    out = capsys.readouterr().out
+    rows = [json.loads(line[len(timm_bench.RESULT) :]) for line in out.splitlines() if line.startswith("RESULT")]
+    assert [(r["round"], r["bn"]) for r in rows] == [
+        (1, "fused (ours)"),
+        (1, "keras"),
+        (2, "keras"),
+        (2, "fused (ours)"),
+    ]
+    assert all(r["img_s"] > 0 and r["cpu_ms_img"] > 0 for r in rows)
+    # Same seed, same data and numerically the same BN: the same loss.
+    assert rows[0]["loss"] == pytest.approx(rows[1]["loss"], rel=1e-5)
 
 
 @pytest.mark.slow
@@ -369,3 +438,14 @@ def test_eval_reid_small_form_times_a_baseline_source_tree_and_agrees_with_torch
     assert re.search(rf"baseline evaluate_reid \({re.escape(root)}\): .* results differ by 0.0e\+00", out)
     differences = [float(d) for d in re.findall(r"results differ by (\S+)", out)]
     assert len(differences) == 3 and max(differences) <= 1e-12
+
+
+def test_embed_throughput_quick_form_reports_each_path_against_the_floor(capsys):
+    import embed_throughput
+
+    best = embed_throughput.main(["--quick"])
+    out = capsys.readouterr().out
+    assert "16 JPEGs, tiny at 64x32, batch 8" in out
+    assert set(best) == {"embed", "search", "floor", "on_batch"} and all(rate > 0 for rate, _ in best.values())
+    assert re.search(r"\| embed \| 16 \| tiny \| 64x32 \| 8 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", out)
+    assert re.search(r"ratio embed / floor: [\d.]+", out) and re.search(r"ratio search / floor: [\d.]+", out)

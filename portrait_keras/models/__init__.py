@@ -4,6 +4,7 @@ BNNeck → heads. Only keras.ops and registered layers, so a saved `.keras` file
 """
 
 from portrait_keras.models.backbones import BACKBONES, build_backbone
+from portrait_keras.models.batch_norm import fused_batch_norm
 from portrait_keras.models.clip import (
     CLIP_CONFIGS,
     CLIP_MEAN,
@@ -52,6 +53,7 @@ __all__ = [
     "clip_text_encoder",
     "fss_blocks",
     "fss_layout",
+    "fused_batch_norm",
     "hrnet",
     "hrnet_w32",
     "make_layout",

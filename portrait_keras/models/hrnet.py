@@ -16,17 +16,19 @@ Written from the official classification network (HRNet/HRNet-Image-Classificati
 The ImageNet classifier (Linear 2048→1000) is left out: the output is the pooled 2048-d vector.
 PyTorch pads 3×3 stride-2 convs by 1 on every side, so those use explicit `ZeroPadding2D(1)`
 and a valid conv (Keras "same" would pad only bottom/right); BN uses PyTorch's momentum 0.1
-(Keras `momentum=0.9`) and epsilon 1e-5.
+(Keras `momentum=0.9`) and epsilon 1e-5, with TensorFlow's fused kernel under that backend
+(`batch_norm.BatchNormalization`).
 """
 
 import keras
 from keras import layers
 
+from portrait_keras.models.batch_norm import batch_normalization
 from portrait_keras.models.utils import BN_EPSILON, BN_MOMENTUM, load_backbone_weights
 
 
 def _bn(x, name):
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
+    return batch_normalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
 
 
 def _conv(x, filters, kernel, stride, name, use_bias=False):

@@ -3,6 +3,7 @@
 import keras
 
 from portrait_keras.config import keras_imagenet_weights
+from portrait_keras.models import batch_norm
 from portrait_keras.models.utils import BN_MOMENTUM, load_backbone_weights
 
 # keras.applications puts the stride-2 of a stage on its first block's 1×1 conv and on the
@@ -17,7 +18,8 @@ def resnet50(input_shape=(256, 128, 3), weights=None, *, last_stride=2, name="re
     stage 5 keeps the resolution, so the last feature map is 1/16 instead of 1/32 of the
     input (16×8 instead of 8×4 at 256×128). The model is rebuilt from its config with
     the two strided convs of that block set to stride 1; the parameter count is unchanged.
-    Its BatchNormalization layers use momentum 0.9 (PyTorch's 0.1), as the HRNet does.
+    Its BatchNormalization layers use momentum 0.9 (PyTorch's 0.1), as the HRNet does, and
+    TensorFlow's fused kernel under that backend (`batch_norm.BatchNormalization`).
 
     Args:
         input_shape: tuple of int. `(height, width, channels)` of the normalised images.
@@ -55,6 +57,8 @@ def resnet50(input_shape=(256, 128, 3), weights=None, *, last_stride=2, name="re
             # PyTorch's momentum 0.1 (torchvision, fast-reid, and our HRNet), not Keras' 0.99:
             # the Table 4 backbones then average their BN statistics alike.
             layer["config"]["momentum"] = BN_MOMENTUM
+            if batch_norm.fused_by_default():  # same config and weights, TF's fused kernel
+                layer.update(batch_norm.FUSED_CLASS_CONFIG)
         if last_stride == 1 and layer["config"]["name"] in _STAGE5_STRIDED:
             layer["config"]["strides"] = [1, 1]
     model = keras.Model.from_config(config)

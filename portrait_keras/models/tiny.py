@@ -3,6 +3,7 @@
 import keras
 from keras import layers
 
+from portrait_keras.models.batch_norm import batch_normalization
 from portrait_keras.models.utils import BN_EPSILON, BN_MOMENTUM, load_backbone_weights
 
 
@@ -67,5 +68,5 @@ def tiny(input_shape=(256, 128, 3), weights=None, *, widths=(32, 64, 128, 256), 
 
 def _conv_bn(x, filters, kernel, stride, name, relu=True):
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    x = batch_normalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x

@@ -28,8 +28,9 @@ import tempfile
 
 import numpy as np
 
-from portrait_keras.data.images import image_files_below, read_image
+from portrait_keras.data.images import image_files_below
 from portrait_keras.errors import InputError
+from portrait_keras.serving.predictor import read_image_batches
 
 SHOWN_SKIPPED = 5  # unreadable images named in the warning
 
@@ -108,20 +109,16 @@ def _rows(data, splits):
 def _embed_rows(predictor, rows, flip, batch_size, skip_bad_images):
     root, paths, where, columns = rows
     outputs, kept, skipped = [], [], []
-    for start in range(0, len(paths), batch_size):
-        images = []
-        for i in range(start, min(start + batch_size, len(paths))):
-            try:
-                images.append(read_image(paths[i], predictor.image_size))
-            except InputError as e:
-                if not skip_bad_images:
-                    hint = "Leave such images out with --skip-bad-images (skip_bad_images=True)."
-                    raise InputError(f"{where[i]}: {e}. {hint}") from None
-                skipped.append(f"{where[i]} ({e})")
-                continue
-            kept.append(i)
-        if images:
-            outputs.append(predictor.predict(np.stack(images), batch_size=batch_size, flip=flip))
+    # The next batch is read in a background thread while the model runs on this one.
+    for positions, images, bad in read_image_batches(paths, predictor.image_size, batch_size):
+        for i, e in bad:
+            if not skip_bad_images:
+                hint = "Leave such images out with --skip-bad-images (skip_bad_images=True)."
+                raise InputError(f"{where[i]}: {e}. {hint}") from None
+            skipped.append(f"{where[i]} ({e})")
+        kept += positions.tolist()
+        if len(images):
+            outputs.append(predictor.predict(images, batch_size=batch_size, flip=flip))
     if skipped:
         more = f" and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
         print(
