@@ -89,5 +89,11 @@ def test_docstring_examples_run(module):
 @pytest.mark.parametrize("path", sorted(p for d in OWN_DIRS for p in (PACKAGE / d).glob("*.py")), ids=str)
 def test_sources_stay_backend_neutral_and_safe_to_load(path):
     text = path.read_text(encoding="utf-8")
-    assert "import tensorflow" not in text and "from tensorflow" not in text
+    if path.name == "batch_norm.py":
+        # The documented exception (models/ruff.toml): TF imported inside the TF-backend branch
+        # only, so the module still imports, and runs Keras' own BN, where TF is absent.
+        lines = [line for line in text.splitlines() if "import tensorflow" in line or "from tensorflow" in line]
+        assert lines and all(line.startswith("        ") for line in lines), lines
+    else:
+        assert "import tensorflow" not in text and "from tensorflow" not in text
     assert "Lambda(" not in text
