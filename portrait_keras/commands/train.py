@@ -311,6 +311,21 @@ def _silence_stderr():
         os.dup2(devnull.fileno(), 2)
 
 
+def _end_now(status):
+    """At exit after Ctrl-C (the first exit handler to run): flushes the output, silences
+    stderr (tf.data's threads log their own interruption: the resume line stays the last
+    line) and ends the process without Python's finalisation, in which the destructor of an
+    interrupted tf.data iterator can wait forever for its map threads (seen in CI: the
+    main thread blocked in `MapAndBatchDatasetOp::Dataset::Iterator::~Iterator`)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    _silence_stderr()
+    os._exit(status)
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -396,8 +411,7 @@ def main(argv=None):
             file=sys.stderr,
             flush=True,
         )
-        # tf.data's threads log their own interruption as the process ends: keep this line last.
-        atexit.register(_silence_stderr)
+        atexit.register(_end_now, 130)
         return 130
     print(f"Run folder: {run_dir}")
     if metrics:
