@@ -50,6 +50,7 @@ def usage():
 
 def main(argv=None):
     """Runs `portrait-keras` with `argv` (default `sys.argv[1:]`); returns the exit status."""
+    program = argv is None  # the console script: this call is the whole process
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
@@ -71,6 +72,8 @@ def main(argv=None):
     _quiet.quiet_tensorflow()
     _quiet.plain_warnings()
     module = importlib.import_module(COMMANDS[argv[0]][0])
+    if argv[0] == "train":
+        return module.main(argv[1:], program=program)
     return module.main(argv[1:])
 
 

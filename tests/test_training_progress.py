@@ -97,7 +97,7 @@ def test_ctrl_c_ends_with_one_line_that_says_how_to_resume(tiny_synth, tmp_path)
         train = fit.train
         fit.train = lambda *args, **kwargs: train(*args, callbacks=[CtrlC()], report=False, **kwargs)
         from portrait_keras.commands.train import main
-        sys.exit(main(sys.argv[2:]))
+        sys.exit(main(sys.argv[2:], program=True))  # as the command line runs it
         """
     )
     run_dir = str(tmp_path / "run")

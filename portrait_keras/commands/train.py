@@ -326,7 +326,14 @@ def _end_now(status):
     os._exit(status)
 
 
-def main(argv=None):
+def main(argv=None, program=None):
+    """Runs `portrait-keras train` with `argv` (default `sys.argv[1:]`); returns the exit status.
+
+    `program`: whether this call is the whole process (default: `argv is None`, as the command
+    line calls it). Only then does Ctrl-C end the process at once (`_end_now`); a caller that
+    goes on (a test, a notebook) gets 130 back.
+    """
+    program = argv is None if program is None else program
     args = parse_args(argv)
     try:
         config = build_config(args)
@@ -411,7 +418,11 @@ def main(argv=None):
             file=sys.stderr,
             flush=True,
         )
-        atexit.register(_end_now, 130)
+        # tf.data's threads log their own interruption as the process ends: keep this line last.
+        if program:
+            atexit.register(_end_now, 130)
+        else:
+            atexit.register(_silence_stderr)
         return 130
     print(f"Run folder: {run_dir}")
     if metrics:
