@@ -103,17 +103,22 @@ class CountProgress:
         return f"{self.label}: {self.done}/{self.total} {self.unit}  {rate:.1f} {self.unit}/s  ETA {clock(left)}"
 
     def _write(self, text, in_place=False):
-        out = self._out
-        if self._tty:
-            width = max(shutil.get_terminal_size((100, 20)).columns - 1, 20)
-            text = text[:width]
-            if in_place:
-                out.write("\r" + text.ljust(width))
-                self._open_line = True
-                out.flush()
-                return
-            if self._open_line:
-                out.write("\r" + " " * width + "\r")
-                self._open_line = False
-        out.write(text + "\n")
-        out.flush()
+        self._open_line = write_line(self._out, self._tty, text, in_place, self._open_line)
+
+
+def write_line(out, tty, text, in_place, open_line):
+    """Writes one progress line to `out`: on a terminal (`tty`), cut to its width and, when
+    `in_place`, rewritten over the open line; elsewhere a plain line. Returns whether a line
+    is left open (to be cleared by the next line that is not in place)."""
+    if tty:
+        width = max(shutil.get_terminal_size((100, 20)).columns - 1, 20)
+        text = text[:width]
+        if in_place:
+            out.write("\r" + text.ljust(width))
+            out.flush()
+            return True
+        if open_line:
+            out.write("\r" + " " * width + "\r")
+    out.write(text + "\n")
+    out.flush()
+    return False

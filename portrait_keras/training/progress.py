@@ -13,11 +13,12 @@ codes. Here:
 """
 
 import math
-import shutil
 import sys
 import time
 
 import keras
+
+from portrait_keras.data.progress import write_line
 
 LEVELS = ("quiet", "normal", "verbose")
 # Logged keys shown in the summary line, in this order, when present.
@@ -77,22 +78,7 @@ class ProgressPrinter(keras.callbacks.Callback):
         return bool(isatty and isatty())
 
     def _write_line(self, text, in_place=False):
-        out = self._out
-        if self._tty:
-            width = max(shutil.get_terminal_size((100, 20)).columns - 1, 20)
-            text = text[:width]
-            if in_place:
-                out.write("\r" + text.ljust(width))
-                self._open_line = True
-                out.flush()
-                return
-            if self._open_line:
-                out.write("\r" + " " * width + "\r")
-                self._open_line = False
-        elif in_place:
-            pass  # a file gets the line as it is
-        out.write(text + "\n")
-        out.flush()
+        self._open_line = write_line(self._out, self._tty, text, in_place, self._open_line)
 
     # === Keras hooks ===
     def on_train_begin(self, logs=None):
