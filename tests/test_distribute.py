@@ -257,7 +257,10 @@ def test_two_replicas_give_the_one_device_gradients_and_losses(two_replica_steps
     got = two_replica_steps[case]
     # Unscaled, the gradients would be twice these; per-replica metric losses differ by far more.
     # (SyncBN's variance is E[x²] − E[x]², one device's E[(x − µ)²]: float32 rounding apart.)
-    assert got["grad"] < 1e-4, got
+    # Relative to the largest gradient. float32 sums in another order can tip a near-tie at
+    # initialisation (batch-hard mining, a max) to the other side: that moved one gradient by
+    # 1.1e-4 on CI's CPU (1.4e-7 on ours); a loss scaled wrongly for 2 devices moves all by half.
+    assert got["grad"] < 1e-3, got
     for key, rel in got["loss"].items():
         assert rel < 1e-5, (key, rel)
     assert set(got["loss"]) >= {"loss", "loss_id", "loss_gender", "loss_expression"}
@@ -402,7 +405,10 @@ def test_jax_data_parallel_on_two_host_devices_gives_the_one_device_step(tiny_sy
     )
     assert result.returncode == 0, result.stderr[-3000:]
     got = json.loads(next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])
-    assert got["grad"] < 1e-4, got
+    # Relative to the largest gradient. float32 sums in another order can tip a near-tie at
+    # initialisation (batch-hard mining, a max) to the other side: that moved one gradient by
+    # 1.1e-4 on CI's CPU (1.4e-7 on ours); a loss scaled wrongly for 2 devices moves all by half.
+    assert got["grad"] < 1e-3, got
     assert max(got["loss"].values()) < 1e-5, got
 
 

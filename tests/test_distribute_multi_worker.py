@@ -225,13 +225,18 @@ def test_two_workers_match_one_device(run_a, tiny_synth, tmp_path):
     results = run_workers(args, tmp_path / "logs", tmp_path / "tmp", workers=None)
     assert results[0]["rc"] == 0, _failed(results)
     assert "Distribution: OneDevice (tensorflow), 1 replica(s); global batch 32 = 1 x 32" in results[0]["stderr"]
-    one, two = _history(one_dir)[0], _history(run_dir)[0]
-    keys = [k for k in one if k == "loss" or k.startswith("loss_")]
-    assert len(keys) > 2, keys
-    rel = {k: abs(float(one[k]) - float(two[k])) / abs(float(one[k])) for k in keys}
-    assert max(rel.values()) <= 1e-4, f"epoch 1 relative loss differences, one device vs two workers: {rel}"
+    for epoch, (one, two) in enumerate(zip(_history(one_dir), _history(run_dir), strict=True)):
+        keys = [k for k in one if k == "loss" or k.startswith("loss_")]
+        assert len(keys) > 2, keys
+        rel = {k: abs(float(one[k]) - float(two[k])) / abs(float(one[k])) for k in keys}
+        assert max(rel.values()) <= 1e-4, f"epoch {epoch} relative loss differences, one device vs two workers: {rel}"
+    # Not the weights bit for bit: float32 sums in another order leave gradients that are pure
+    # rounding noise (a BN shift that the next BN removes) with another sign, and Adam turns
+    # each into a step of the full learning rate. Here that moved the saved models' inference
+    # outputs by up to 1.5% while every logged loss agreed to 1e-6; on these near-random tiny
+    # models such a change tips a few argmaxes: the PIQ moved by 1.5e-3 on CI's CPU.
     piq_one, piq_two = _metrics(one_dir)["piq"], _metrics(run_dir)["piq"]
-    assert abs(piq_one - piq_two) <= 1e-3, f"piq: one device {piq_one}, two workers {piq_two}"
+    assert abs(piq_one - piq_two) <= 0.01, f"piq: one device {piq_one}, two workers {piq_two}"
 
 
 @pytest.mark.parametrize("killed", [1, 0], ids=["worker1_killed", "chief_killed"])
