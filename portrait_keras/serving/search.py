@@ -32,15 +32,23 @@ import zipfile
 
 import numpy as np
 
-from portrait_keras.data.images import ImageFileError, UnreadableImage, image_files_below, read_images
+from portrait_keras.data.images import ImageFileError, UnreadableImage, image_files_below
 from portrait_keras.errors import InputError
 from portrait_keras.metrics.distance import cosine_distances
 from portrait_keras.schema import MULTI
-from portrait_keras.serving.predictor import file_identity
+from portrait_keras.serving.predictor import file_identity, read_image_batches
 
 CACHE_PREFIX = ".portrait_embeddings-"
 EMBEDDING = "embedding"  # the re-id output
 UNKNOWN = -1
+
+
+def _same_id(query_id, ids, n):
+    """Per hit of `n`: whether its identity (of `ids`, None unknown) is `query_id`; None where
+    either is unknown."""
+    if query_id is None or ids is None:
+        return [None] * n
+    return [None if i is None else i == query_id for i in ids]
 
 
 @dataclasses.dataclass
@@ -211,7 +219,8 @@ def _output_names(predictor):
 
 
 def predict_files(predictor, paths, batch_size=64, on_bad_image=None):
-    """`Predictor.predict` of image files, read `batch_size` at a time.
+    """`Predictor.predict` of image files, read `batch_size` at a time (the next batch read
+    while the model runs on this one: `read_image_batches`).
 
     Returns: dict output → float32 `[n, ...]`: `"embedding"` (when the model has one) and every
         task of `predictor.tasks`, one row per readable file.
@@ -220,15 +229,11 @@ def predict_files(predictor, paths, batch_size=64, on_bad_image=None):
     """
     names = _output_names(predictor)
     parts = {n: [] for n in names}
-    for start in range(0, len(paths), batch_size):
-        bad = []
-        images = read_images(
-            paths[start : start + batch_size],
-            predictor.image_size,
-            on_bad_image=None if on_bad_image is None else bad.append,
-        )
-        for item in bad:
-            on_bad_image(item._replace(index=start + item.index))
+    for _, images, bad in read_image_batches(paths, predictor.image_size, batch_size):
+        for index, error in bad:
+            if on_bad_image is None:
+                raise error
+            on_bad_image(UnreadableImage(index, os.fspath(paths[index]), error.reason))
         if len(images):
             outputs = predictor.predict(images, batch_size=batch_size)
             for n in names:
@@ -356,9 +361,7 @@ class SearchResult:
     @property
     def same_id(self):
         """Per hit: True/False when both identities are known, else None."""
-        if self.query_id is None or self.ids is None:
-            return [None] * len(self.paths)
-        return [None if i is None else i == self.query_id for i in self.ids]
+        return _same_id(self.query_id, self.ids, len(self.paths))
 
     def to_dict(self):
         """JSON-ready dict: the query and the ranked hits."""
@@ -585,9 +588,7 @@ class ScoredResult:
     @property
     def same_id(self):
         """Per hit: True/False when both identities are known, else None."""
-        if self.query_id is None or self.ids is None:
-            return [None] * len(self.paths)
-        return [None if i is None else i == self.query_id for i in self.ids]
+        return _same_id(self.query_id, self.ids, len(self.paths))
 
     def to_dict(self):
         """JSON-ready dict: what was asked and the ranked hits."""
