@@ -40,6 +40,9 @@ MULTI = "multi"  # a set of class names per image, empty = unknown.
 KINDS = (IDENTITY, SINGLE, MULTI)
 
 BASIC_EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+# How an image with a person `mask` (CSV column) shows its background (paper 002 §6.3):
+# as it is, in its mean colour, or blurred.
+BACKGROUNDS = ("keep", "mean", "blur")
 TASK_KEYS = ("name", "aspect", "kind", "classes")
 
 

@@ -153,6 +153,24 @@ def test_broken_cache_is_rebuilt(predictor, folder_gallery, capsys):
     assert gallery_embeddings(predictor, gallery).embedded == 0
 
 
+def test_an_unreadable_gallery_image_is_reported_and_left_out(predictor, folder_gallery):
+    from portrait_keras.data.images import ImageFileError
+
+    gallery = load_gallery(folder_gallery)
+    broken = gallery.paths[5]  # the second batch of 4
+    with open(broken, "wb") as f:
+        f.write(b"not a picture")
+    with pytest.raises(ImageFileError, match=os.path.basename(broken)):
+        gallery_embeddings(predictor, gallery, batch_size=4, use_cache=False)
+    seen = []
+    result = gallery_embeddings(predictor, gallery, batch_size=4, use_cache=False, on_bad_image=seen.append)
+    assert [(u.index, u.path) for u in seen] == [(5, broken)]
+    assert result.positions.tolist() == [0, 1, 2, 3, 4, 6, 7, 8, 9] and result.embedded == 9
+    readable = [p for p in gallery.paths if p != broken]
+    np.testing.assert_allclose(result.embeddings, embed(predictor, readable, batch_size=3), atol=1e-5)
+    assert all(len(v) == 9 for v in result.probabilities.values()) and result.probabilities
+
+
 def test_search_command_prints_json_and_plots_the_rank_list(smoke_run_dir, dataset_copy, tmp_path, capsys):
     annotations = read_annotations(dataset_copy)
     ids = annotations.labels("query")["id"]

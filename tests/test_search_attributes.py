@@ -35,6 +35,7 @@ class FixedPredictor:
         self.probabilities, self.embeddings = probabilities, np.asarray(embeddings, np.float32)
         self.path, self.image_size, self.tasks = "fixed-model", (16, 8), TASKS
         self.has_embedding, self.fingerprint, self.predicted = True, fingerprint, 0
+        self.background = "keep"
 
     def predict(self, images, batch_size=32):
         index = np.round(images[:, 0, 0, 0] / 10).astype(int)

@@ -147,7 +147,9 @@ def _evaluate(parser, args):
     else:
         schema, tasks = tasks_to_evaluate(model, model_path, csv)
         annotations = read_annotations(csv, schema=schema)
-    annotations = annotations.with_background(run_config.get("data", {}).get("background", "keep"))  # as trained
+    # As trained: the model carries it (PortraitModel.background); an older one, its run's config.
+    background = getattr(model, "background", None) or run_config.get("data", {}).get("background", "keep")
+    annotations = annotations.with_background(background)
     result = evaluate(
         model,
         annotations,

@@ -35,7 +35,7 @@ from portrait_keras import schema as schema_lib
 SPLITS = ("train", "query", "gallery")
 TEST_SPLITS = ("query", "gallery")
 OPTIONAL_INT_COLUMNS = ("frame", "camera", "group")
-BACKGROUNDS = ("keep", "mean", "blur")  # how a masked image's background is shown (`with_background`)
+BACKGROUNDS = schema_lib.BACKGROUNDS  # how a masked image's background is shown (`with_background`)
 UNKNOWN = -1
 # The message shows this many problems; `AnnotationError.problems` keeps all of them.
 MAX_LISTED = 50

@@ -45,9 +45,9 @@ import numpy as np
 
 from portrait_keras.models.clip import CLIP_CONFIGS, MLP_RATIO, clip_model
 from portrait_keras.models.convert_hrnet import KERAS_FROM_TORCH, TORCH_FROM_KERAS, load_npz_state_dict
+from portrait_keras.models.state_dict import match_state_dict
 
 IGNORED_KEYS = ("input_resolution", "context_length", "vocab_size")  # ints in OpenAI's JIT archives
-DATA_PARALLEL_PREFIX = "module."
 
 # How a PyTorch tensor is laid out against its Keras variable.
 SAME, LINEAR, CONV = "same", "linear", "conv"
@@ -203,35 +203,6 @@ def _to_keras(value, layout):
     return value
 
 
-def _matched(state_dict, expected, config_name):
-    """`state_dict` by official key (prefix removed, ignored keys dropped); ValueError listing every problem."""
-    matched, unexpected, wrong_shape = {}, [], []
-    for key, value in state_dict.items():
-        name = key[len(DATA_PARALLEL_PREFIX) :] if key.startswith(DATA_PARALLEL_PREFIX) else key
-        if name in IGNORED_KEYS:
-            continue
-        shape = tuple(np.shape(value))
-        if name not in expected or name in matched:  # unknown, or given with and without the prefix
-            unexpected.append(f"{key} {list(shape)}")
-            continue
-        matched[name] = value
-        want = official_shape(*expected[name])
-        if shape != want:
-            wrong_shape.append(f"{key} {list(shape)} (expected {list(want)})")
-    missing = [f"{k} {list(official_shape(*v))}" for k, v in expected.items() if k not in matched]
-    problems = [
-        f"{label} ({len(items)}): " + ", ".join(items)
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
-        if items
-    ]
-    if problems:
-        raise ValueError(
-            f"The state_dict does not match CLIP {config_name} (open_clip / OpenAI key names; a `module.` prefix "
-            f"is removed; only ViT image towers). Received: " + "; ".join(problems)
-        )
-    return matched
-
-
 def assign_state_dict(model, state_dict, config_name="the model"):
     """Fill `model` from an open_clip / OpenAI state_dict; nothing is assigned if it does not match.
 
@@ -247,7 +218,14 @@ def assign_state_dict(model, state_dict, config_name="the model"):
         ValueError: listing every missing key, unexpected key and wrong shape at once.
     """
     expected = expected_state_dict(model)
-    matched = _matched(state_dict, expected, config_name)
+    matched = match_state_dict(
+        state_dict,
+        expected,
+        official_shape=official_shape,
+        ignored=lambda name: name in IGNORED_KEYS,
+        mismatch=f"The state_dict does not match CLIP {config_name} (open_clip / OpenAI key names; a `module.` "
+        f"prefix is removed; only ViT image towers).",
+    )
     values = {name: _to_keras(matched[name], layout) for name, (_, layout) in expected.items()}
     for name, (variable, _) in expected.items():
         variable.assign(values[name])

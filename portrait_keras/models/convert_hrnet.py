@@ -42,10 +42,10 @@ import keras
 import numpy as np
 
 from portrait_keras.models.hrnet import hrnet_w32
+from portrait_keras.models.state_dict import match_state_dict
 
 IGNORED_PREFIXES = ("classifier.",)  # ImageNet classifier: the backbone stops at the pooled vector
 IGNORED_SUFFIXES = (".num_batches_tracked",)  # BN update counter; Keras BN has no such variable
-DATA_PARALLEL_PREFIX = "module."
 
 # Our layer name without its `_conv` / `_bn` suffix → official module path. `{kind}` is "conv" or
 # "bn" (official blocks name them conv1, bn1, ...); `{seq}` is "0" or "1" (official nn.Sequential
@@ -135,35 +135,6 @@ def official_shape(variable, is_kernel):
     return tuple(shape[i] for i in TORCH_FROM_KERAS) if is_kernel else shape
 
 
-def _matched(state_dict, expected):
-    """`state_dict` by official key (prefix removed, ignored keys dropped); ValueError listing every problem."""
-    matched, unexpected, wrong_shape = {}, [], []
-    for key, value in state_dict.items():
-        name = key[len(DATA_PARALLEL_PREFIX) :] if key.startswith(DATA_PARALLEL_PREFIX) else key
-        if name.startswith(IGNORED_PREFIXES) or name.endswith(IGNORED_SUFFIXES):
-            continue
-        shape = tuple(np.shape(value))
-        if name not in expected or name in matched:  # unknown, or given with and without the prefix
-            unexpected.append(f"{key} {list(shape)}")
-            continue
-        matched[name] = value
-        want = official_shape(*expected[name])
-        if shape != want:
-            wrong_shape.append(f"{key} {list(shape)} (expected {list(want)})")
-    missing = [f"{k} {list(official_shape(*v))}" for k, v in expected.items() if k not in matched]
-    problems = [
-        f"{label} ({len(items)}): " + ", ".join(items)
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
-        if items
-    ]
-    if problems:
-        raise ValueError(
-            "The state_dict does not match HRNet-W32-C (official / timm key names; `classifier.*` "
-            "and `num_batches_tracked` are ignored, a `module.` prefix is removed). Received: " + "; ".join(problems)
-        )
-    return matched
-
-
 def assign_state_dict(model, state_dict):
     """Fill `model` from an official / timm HRNet state_dict; nothing is assigned if it does not match.
 
@@ -180,7 +151,14 @@ def assign_state_dict(model, state_dict):
         ValueError: listing every missing key, unexpected key and wrong shape at once.
     """
     expected = expected_state_dict(model)
-    matched = _matched(state_dict, expected)
+    matched = match_state_dict(
+        state_dict,
+        expected,
+        official_shape=official_shape,
+        ignored=lambda name: name.startswith(IGNORED_PREFIXES) or name.endswith(IGNORED_SUFFIXES),
+        mismatch="The state_dict does not match HRNet-W32-C (official / timm key names; `classifier.*` "
+        "and `num_batches_tracked` are ignored, a `module.` prefix is removed).",
+    )
     values = {}
     for name, (_, is_kernel) in expected.items():
         value = np.asarray(matched[name], dtype=np.float32)

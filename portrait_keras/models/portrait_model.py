@@ -12,7 +12,7 @@ from portrait_keras.models.backbones import build_backbone
 from portrait_keras.models.heads import task_head
 from portrait_keras.models.preprocessing import PREPROCESSING, ImageNormalization
 from portrait_keras.models.subspaces import LAYOUTS, FeatureSpaceSplit, make_layout
-from portrait_keras.schema import IDENTITY, Schema
+from portrait_keras.schema import BACKGROUNDS, IDENTITY, Schema
 
 
 @keras.saving.register_keras_serializable(package="portrait_keras")
@@ -41,12 +41,18 @@ class PortraitModel(keras.Model):
             (mean/std-normalised RGB), `"caffe"` (BGR minus the mean pixel, for Keras'
             ResNet-50 ImageNet weights) or `"clip"` (CLIP's mean/std, for the `vit_*`
             backbones). Defaults to `"imagenet"`.
+        background: str. How the images it is trained on show the background of a person
+            with a `mask` (`data.background`, paper 002 §6.3): `"keep"`, `"mean"` or `"blur"`.
+            The model does not apply it (its input is the image); it carries it so that
+            what reads images for it (evaluation, search, embed) shows them the same way.
+            Defaults to `"keep"`.
         name: str. Model name. Defaults to `"portrait"`.
 
     Attributes:
         schema: `Schema`. The dataset's schema (class names of every task).
         tasks: tuple of str. The model's tasks, in schema order.
         num_ids: int or None. Re-id classes.
+        background: str. As the argument.
 
     Call:
         Input `images` float32 `[B, H, W, 3]` in 0..255; a dict output:
@@ -77,6 +83,7 @@ class PortraitModel(keras.Model):
         backbone_kwargs=None,
         fss_kwargs=None,
         preprocessing="imagenet",
+        background="keep",
         name="portrait",
         **kwargs,
     ):
@@ -87,6 +94,8 @@ class PortraitModel(keras.Model):
             raise ValueError(
                 f"Unknown preprocessing. Allowed: {', '.join(PREPROCESSING)}. Received: preprocessing={preprocessing!r}"
             )
+        if background not in BACKGROUNDS:
+            raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}. Received: background={background!r}")
         if isinstance(schema, dict):
             schema = Schema.from_dict(schema)
         if fss_kwargs and head != "fss":
@@ -142,6 +151,7 @@ class PortraitModel(keras.Model):
         self.backbone_kwargs = dict(backbone_kwargs or {})
         self.fss_kwargs = dict(fss_kwargs or {})
         self.preprocessing = preprocessing
+        self.background = background
 
     def get_config(self):
         return {
@@ -156,6 +166,7 @@ class PortraitModel(keras.Model):
             "backbone_kwargs": self.backbone_kwargs,
             "fss_kwargs": self.fss_kwargs,
             "preprocessing": self.preprocessing,
+            "background": self.background,
         }
 
     @classmethod

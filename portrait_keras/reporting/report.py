@@ -105,6 +105,9 @@ def _confusion_figures(run_dir, schema, config, annotations, model, batch_size, 
         return []
     from portrait_keras.data.pipeline import BadImageError
 
+    # The images as the model was trained and evaluated on them (PortraitModel.background).
+    background = getattr(model, "background", None) or config.get("data", {}).get("background", "keep")
+    annotations = annotations.with_background(background)
     try:
         counts_by_task = confusion_matrices(model, annotations, batch_size, skip_bad_images)
     except BadImageError as e:  # the rest of the report still stands

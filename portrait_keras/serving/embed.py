@@ -30,7 +30,7 @@ import numpy as np
 
 from portrait_keras.data.images import image_files_below
 from portrait_keras.errors import InputError
-from portrait_keras.serving.predictor import read_image_batches
+from portrait_keras.serving.predictor import read_image_batches, warn_unmasked
 
 SHOWN_SKIPPED = 5  # unreadable images named in the warning
 
@@ -65,8 +65,9 @@ def embed_data(predictor, data, *, splits=None, flip=False, batch_size=64, skip_
 
 
 def _rows(data, splits):
-    """`(root, paths, where, columns)`: absolute image paths, the text naming each one's source
-    (`CSV:LINE` or the file), and the CSV columns (`ids`, `cameras`, `groups`, `splits`) or {}."""
+    """`(root, paths, where, columns, masks)`: absolute image paths, the text naming each one's
+    source (`CSV:LINE` or the file), the CSV columns (`ids`, `cameras`, `groups`, `splits`) or
+    {}, and the person mask of each path (`""` none), or None when none has one."""
     data = os.fspath(data)
     if os.path.isdir(data):
         if splits:
@@ -74,7 +75,7 @@ def _rows(data, splits):
         paths = image_files_below(data)
         if not paths:
             raise InputError(f"{data}: no image files in this folder")
-        return os.path.abspath(data), [os.path.abspath(p) for p in paths], list(paths), {}
+        return os.path.abspath(data), [os.path.abspath(p) for p in paths], list(paths), {}, None
     if not os.path.isfile(data):
         raise InputError(f"{data}: no such annotation CSV or image folder")
     if not data.lower().endswith(".csv"):
@@ -103,14 +104,18 @@ def _rows(data, splits):
         columns["splits"].append(np.full(n, split))
     columns = {k: np.concatenate(v) for k, v in columns.items()}
     columns["splits"] = columns["splits"].astype(str)
-    return annotations.root, paths, where, columns
+    masks = [str(m) for split in splits for m in annotations.masks(split)] if annotations.has_masks else None
+    return annotations.root, paths, where, columns, masks
 
 
 def _embed_rows(predictor, rows, flip, batch_size, skip_bad_images):
-    root, paths, where, columns = rows
+    root, paths, where, columns, masks = rows
+    if masks is None:
+        warn_unmasked(predictor, "these images")
     outputs, kept, skipped = [], [], []
     # The next batch is read in a background thread while the model runs on this one.
-    for positions, images, bad in read_image_batches(paths, predictor.image_size, batch_size):
+    batches = read_image_batches(paths, predictor.image_size, batch_size, masks, predictor.background)
+    for positions, images, bad in batches:
         for i, e in bad:
             if not skip_bad_images:
                 hint = "Leave such images out with --skip-bad-images (skip_bad_images=True)."

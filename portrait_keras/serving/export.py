@@ -210,5 +210,7 @@ def export_saved_model(model, schema, path):
     schema.save(os.path.join(path, "assets", "schema.json"))
     with open(os.path.join(path, "assets", "signature.json"), "w", encoding="utf-8") as f:
         # `input` is the model's own size; other sizes are resized to it (module docstring).
-        json.dump({"input": [height, width, channels], "dtype": "uint8", "resized_to_input": True}, f)
+        # `background`: how images with a person mask were shown in training (PortraitModel).
+        signature = {"input": [height, width, channels], "dtype": "uint8", "resized_to_input": True}
+        json.dump({**signature, "background": getattr(model, "background", "keep")}, f)
     return path

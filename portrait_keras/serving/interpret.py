@@ -11,9 +11,9 @@ import os
 
 import numpy as np
 
-from portrait_keras.data.images import read_images
+from portrait_keras.data.images import UnreadableImage
 from portrait_keras.schema import ASPECTS, IDENTITY, MULTI
-from portrait_keras.serving.predictor import DEFAULT_THRESHOLD
+from portrait_keras.serving.predictor import DEFAULT_THRESHOLD, read_image_batches, warn_unmasked
 
 
 def describe(probabilities, schema, threshold=DEFAULT_THRESHOLD):
@@ -83,21 +83,21 @@ def interpret(predictor, paths, threshold=DEFAULT_THRESHOLD, batch_size=32, on_b
 
     Raises: `ImageFileError` naming the first unreadable file (without `on_bad_image`).
     """
+    paths = [os.fspath(p) for p in paths]
+    warn_unmasked(predictor, "these images")
     results = []
-    for start in range(0, len(paths), batch_size):
-        chunk = [os.fspath(p) for p in paths[start : start + batch_size]]
-        bad = []
-        images = read_images(chunk, predictor.image_size, on_bad_image=None if on_bad_image is None else bad.append)
-        for item in bad:
-            on_bad_image(item._replace(index=start + item.index))
-        left_out = {item.index for item in bad}
-        readable = [path for i, path in enumerate(chunk) if i not in left_out]
-        if not readable:
+    # The next batch is read in a background thread while the model runs on this one.
+    for positions, images, bad in read_image_batches(paths, predictor.image_size, batch_size):
+        for index, error in bad:
+            if on_bad_image is None:
+                raise error
+            on_bad_image(UnreadableImage(index, paths[index], error.reason))
+        if not len(images):
             continue
         probs = predictor.predict(images, batch_size=batch_size)
-        for i, path in enumerate(readable):
-            one = {t.name: probs[t.name][i] for t in predictor.tasks}
-            results.append({"path": path, **describe(one, predictor.schema, threshold)})
+        for row, index in enumerate(positions):
+            one = {t.name: probs[t.name][row] for t in predictor.tasks}
+            results.append({"path": paths[index], **describe(one, predictor.schema, threshold)})
     return results
 
 

@@ -15,6 +15,7 @@ import glob
 import hashlib
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -64,13 +65,21 @@ def model_kind(path):
     )
 
 
+def _saved_model_signature(path):
+    """`assets/signature.json` of a SavedModel (`export_saved_model`), or {} without one."""
+    signature = os.path.join(path, "assets", "signature.json")
+    if not os.path.isfile(signature):
+        return {}
+    with open(signature, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def _saved_model_input_size(path, model):
     """The model's input `(height, width)`: `assets/signature.json` (`export_saved_model`), else the
     `serve` signature's fixed image shape."""
-    signature = os.path.join(path, "assets", "signature.json")
-    if os.path.isfile(signature):
-        with open(signature, encoding="utf-8") as f:
-            return tuple(int(s) for s in json.load(f)["input"][:2])
+    signature = _saved_model_signature(path)
+    if signature:
+        return tuple(int(s) for s in signature["input"][:2])
     spec = next(iter(model.signatures["serve"].structured_input_signature[1].values()))
     if None in spec.shape[1:3]:
         raise InputError(f"{path}: the SavedModel states no input size (no assets/signature.json)")
@@ -131,6 +140,9 @@ class Predictor:
         image_size: (int, int). The model's input `(height, width)`.
         tasks: tuple of `Task`. The classification tasks the model predicts, in schema order.
         has_embedding: bool. Whether the model outputs the re-id `embedding`.
+        background: str. How its training images showed the background of a person with a
+            mask (`PortraitModel.background`): `"keep"`, `"mean"` or `"blur"`. Readers of images
+            with a mask show them the same way (`read_image_batches`).
         fingerprint: str or None. Hash of the model files (paths, sizes, times, inodes) as they
             were while the model loaded: changes when they do. None when they kept changing
             during `load_predictor`: then no embedding cache is used.
@@ -148,8 +160,10 @@ class Predictor:
             self.image_size = tuple(int(s) for s in model.input_shape[1:3])
             names = set(model.output_names)
             self.has_embedding = "embedding" in names
+            self.background = getattr(model, "background", "keep")
         else:
             self.image_size = _saved_model_input_size(self.path, model)
+            self.background = _saved_model_signature(self.path).get("background", "keep")
             names = set(model.signatures["serve"].structured_outputs)
             self.has_embedding = "embedding" in names
         self.tasks = tuple(t for t in schema.tasks if t.kind != IDENTITY and t.name in names)
@@ -323,9 +337,46 @@ def expand_image_paths(items):
     return list(dict.fromkeys(paths))
 
 
-def read_image_batches(paths, image_size, batch_size):
-    """`read_image` of every path in consecutive batches, the next batch read in a background
-    thread while the caller runs the model on this one.
+def warn_unmasked(predictor, what):
+    """One `warning:` line on stderr when `predictor`'s model was trained with the background of
+    masked people removed (`background` not `"keep"`) and `what` (e.g. "the query image") has no
+    person mask, so the model sees it whole, as it saw unmasked training images."""
+    if predictor.background != "keep":
+        print(
+            f"warning: {predictor.path} was trained with data.background={predictor.background} on images with a "
+            f"person mask; no mask for {what} (an annotation CSV's `mask` column gives them), so the model sees "
+            f"the whole image",
+            file=sys.stderr,
+        )
+
+
+def read_masked_image(path, image_size, mask, background):
+    """`read_image(path, image_size)` with its background shown as `background` says where the
+    person `mask` file (`""`: none) is not 1, as the input pipeline shows it in training
+    (`data.pipeline.read_mask`, `remove_background`).
+
+    Raises: `ImageFileError` naming the image, or the mask when that cannot be read.
+    """
+    from portrait_keras.data.images import ImageFileError, read_image
+
+    image = read_image(path, image_size)
+    if not mask or background == "keep":
+        return image
+    import tensorflow as tf
+
+    from portrait_keras.data.pipeline import read_mask, remove_background
+
+    try:
+        mask = read_mask(tf.constant(os.fspath(mask)), tuple(image.shape[:2]))
+    except tf.errors.OpError as e:
+        reason = f"cannot read this person mask ({e.message.splitlines()[0]})"
+        raise ImageFileError(mask, reason, f"{mask} (the person mask of {path}): {reason}") from None
+    return remove_background(tf.constant(image), mask, background).numpy()
+
+
+def read_image_batches(paths, image_size, batch_size, masks=None, background="keep"):
+    """`read_masked_image` of every path in consecutive batches, the next batch read in a
+    background thread while the caller runs the model on this one.
 
     The decoders are TensorFlow ops (and Pillow), which release the GIL, so reading overlaps
     the model's run; each image is still `read_image`'s, with its pixels and its
@@ -337,6 +388,9 @@ def read_image_batches(paths, image_size, batch_size):
         paths: sequence of str. Image files.
         image_size: (int, int). `(height, width)`.
         batch_size: int. Paths per batch.
+        masks: sequence of str or None. A person mask per path (`""`: none), applied as
+            `background` says (`Predictor.background`). Defaults to `None` (no masks).
+        background: str. `"keep"`, `"mean"` or `"blur"`. Defaults to `"keep"`.
 
     Yields:
         `(positions, images, bad)` for each `batch_size` paths in order: int64 `[n]` the indices
@@ -345,16 +399,19 @@ def read_image_batches(paths, image_size, batch_size):
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from portrait_keras.data.images import ImageFileError, read_image
+    from portrait_keras.data.images import ImageFileError
 
     paths = list(paths)
+    masks = [""] * len(paths) if masks is None else list(masks)
+    if len(masks) != len(paths):
+        raise ValueError(f"masks must have one entry per path. Received: {len(masks)} masks, {len(paths)} paths")
     height, width = (int(s) for s in image_size)
 
     def read(start):
         positions, images, bad = [], [], []
         for index in range(start, min(start + batch_size, len(paths))):
             try:
-                images.append(read_image(paths[index], image_size))
+                images.append(read_masked_image(paths[index], image_size, masks[index], background))
                 positions.append(index)
             except ImageFileError as e:
                 bad.append((index, e))

@@ -32,15 +32,23 @@ import zipfile
 
 import numpy as np
 
-from portrait_keras.data.images import ImageFileError, UnreadableImage, image_files_below, read_images
+from portrait_keras.data.images import ImageFileError, UnreadableImage, image_files_below
 from portrait_keras.errors import InputError
 from portrait_keras.metrics.distance import cosine_distances
 from portrait_keras.schema import MULTI
-from portrait_keras.serving.predictor import file_identity
+from portrait_keras.serving.predictor import file_identity, read_image_batches, warn_unmasked
 
 CACHE_PREFIX = ".portrait_embeddings-"
 EMBEDDING = "embedding"  # the re-id output
 UNKNOWN = -1
+
+
+def _same_id(query_id, ids, n):
+    """Per hit of `n`: whether its identity (of `ids`, None unknown) is `query_id`; None where
+    either is unknown."""
+    if query_id is None or ids is None:
+        return [None] * n
+    return [None if i is None else i == query_id for i in ids]
 
 
 @dataclasses.dataclass
@@ -54,17 +62,26 @@ class Gallery:
         ids: int64 `[n]` identities (`-1` unknown), or None for a folder gallery.
         known_ids: dict real path → identity for every row of the CSV (every split), so a
             query taken from the same table has its identity; empty for a folder.
+        masks: list of str or None. The person mask of each path (`""`: none) from the CSV's
+            `mask` column; None when no row has one (a folder, a CSV without masks).
+        known_masks: dict real path → person mask for every row of the CSV with one.
     """
 
     folder: str
     paths: list
     ids: np.ndarray = None
     known_ids: dict = dataclasses.field(default_factory=dict)
+    masks: list = None
+    known_masks: dict = dataclasses.field(default_factory=dict)
 
     def id_of(self, path):
         """The identity of image `path` when the CSV lists it and it is known, else None."""
         value = self.known_ids.get(os.path.realpath(path), UNKNOWN)
         return None if value == UNKNOWN else int(value)
+
+    def mask_of(self, path):
+        """The person mask of image `path` when the CSV lists it with one, else `""`."""
+        return self.known_masks.get(os.path.realpath(path), "")
 
 
 def load_gallery(source):
@@ -98,7 +115,13 @@ def load_gallery(source):
         for s in annotations.splits:
             for p, i in zip(annotations.paths(s), annotations.labels(s)[identity.name]):
                 known[os.path.realpath(p)] = int(i)
-    return Gallery(os.path.dirname(os.path.abspath(source)), list(paths), ids, known)
+    masks, known_masks = None, {}
+    if annotations.has_masks:
+        masks = [str(m) for s in splits for m in annotations.masks(s)]
+        for s in annotations.splits:
+            pairs = zip(annotations.paths(s), annotations.masks(s))
+            known_masks.update({os.path.realpath(p): str(m) for p, m in pairs if m})
+    return Gallery(os.path.dirname(os.path.abspath(source)), list(paths), ids, known, masks, known_masks)
 
 
 def cache_path(gallery, predictor):
@@ -109,14 +132,25 @@ def cache_path(gallery, predictor):
 KEY_FIELDS = ("sizes", "mtimes", "ctimes", "inodes")  # cache arrays of the per-image key
 
 
-def _file_key(path):
-    """`(size, mtime_ns, ctime_ns, inode)` of a gallery image: any edit changes it."""
+def _file_key(path, mask=""):
+    """`(size, mtime_ns, ctime_ns, inode)` of a gallery image: any edit changes it. With a
+    person `mask` file applied, the later of the two mtimes and ctimes: an edit of either
+    changes it (a file's ctime is set to now on every change)."""
     try:
-        return file_identity(path)
+        key = file_identity(path)
     except OSError as e:
         why = e.strerror or e
         message = f"{path}: gallery image cannot be read ({why})"
         raise ImageFileError(path, f"cannot read the file ({why})", message) from None
+    if not mask:
+        return key
+    try:
+        other = file_identity(mask)
+    except OSError as e:
+        why = e.strerror or e
+        message = f"{mask} (the person mask of {path}) cannot be read ({why})"
+        raise ImageFileError(path, f"cannot read its person mask {mask} ({why})", message) from None
+    return (key[0], max(key[1], other[1]), max(key[2], other[2]), key[3])
 
 
 def _still_valid(folder, rel, key):
@@ -210,8 +244,10 @@ def _output_names(predictor):
     return ([EMBEDDING] if predictor.has_embedding else []) + [t.name for t in predictor.tasks]
 
 
-def predict_files(predictor, paths, batch_size=64, on_bad_image=None):
-    """`Predictor.predict` of image files, read `batch_size` at a time.
+def predict_files(predictor, paths, batch_size=64, on_bad_image=None, masks=None):
+    """`Predictor.predict` of image files, read `batch_size` at a time (the next batch read
+    while the model runs on this one: `read_image_batches`), each with its person mask of
+    `masks` (`""`: none; None: no masks) applied as `predictor.background` says.
 
     Returns: dict output → float32 `[n, ...]`: `"embedding"` (when the model has one) and every
         task of `predictor.tasks`, one row per readable file.
@@ -220,15 +256,12 @@ def predict_files(predictor, paths, batch_size=64, on_bad_image=None):
     """
     names = _output_names(predictor)
     parts = {n: [] for n in names}
-    for start in range(0, len(paths), batch_size):
-        bad = []
-        images = read_images(
-            paths[start : start + batch_size],
-            predictor.image_size,
-            on_bad_image=None if on_bad_image is None else bad.append,
-        )
-        for item in bad:
-            on_bad_image(item._replace(index=start + item.index))
+    batches = read_image_batches(paths, predictor.image_size, batch_size, masks, predictor.background)
+    for _, images, bad in batches:
+        for index, error in bad:
+            if on_bad_image is None:
+                raise error
+            on_bad_image(UnreadableImage(index, os.fspath(paths[index]), error.reason))
         if len(images):
             outputs = predictor.predict(images, batch_size=batch_size)
             for n in names:
@@ -236,17 +269,18 @@ def predict_files(predictor, paths, batch_size=64, on_bad_image=None):
     return {n: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for n, v in parts.items()}
 
 
-def embed(predictor, paths, batch_size=64, on_bad_image=None):
-    """Re-id embeddings `[n, D]` float32 of image files, read `batch_size` at a time.
+def embed(predictor, paths, batch_size=64, on_bad_image=None, masks=None):
+    """Re-id embeddings `[n, D]` float32 of image files, read `batch_size` at a time, with
+    their person `masks` as `predict_files`.
 
     `on_bad_image` as in `read_images`: called with each unreadable file (its index in
     `paths`), which then has no row; None raises the `ImageFileError` of the first.
     """
     _require_embedding(predictor)
-    return predict_files(predictor, paths, batch_size, on_bad_image)[EMBEDDING]
+    return predict_files(predictor, paths, batch_size, on_bad_image, masks)[EMBEDDING]
 
 
-def _predict_positions(predictor, gallery, positions, batch_size, on_bad_image):
+def _predict_positions(predictor, gallery, positions, batch_size, on_bad_image, masks):
     """`{position: {output: row}}` of the gallery images at `positions` that can be read."""
     failed = set()
 
@@ -259,6 +293,7 @@ def _predict_positions(predictor, gallery, positions, batch_size, on_bad_image):
         [gallery.paths[i] for i in positions],
         batch_size,
         on_bad_image=None if on_bad_image is None else left_out,
+        masks=None if masks is None else [masks[i] for i in positions],
     )
     kept = [i for i in positions if i not in failed]
     return {p: {n: v[row] for n, v in outputs.items()} for row, p in enumerate(kept)}
@@ -289,10 +324,13 @@ def gallery_outputs(predictor, gallery, *, batch_size=64, use_cache=True, on_bad
     the attribute queries need the probabilities only."""
     names = _output_names(predictor)
     rels = [os.path.relpath(p, gallery.folder).replace(os.sep, "/") for p in gallery.paths]
+    masks = gallery.masks if predictor.background != "keep" else None
+    if masks is None:
+        warn_unmasked(predictor, "the gallery images")
     keys = {}
     for i, path in enumerate(gallery.paths):
         try:
-            keys[i] = _file_key(path)
+            keys[i] = _file_key(path, masks[i] if masks else "")
         except ImageFileError as e:
             if on_bad_image is None:
                 raise
@@ -304,12 +342,12 @@ def gallery_outputs(predictor, gallery, *, batch_size=64, use_cache=True, on_bad
         )
         use_cache = False
     if not use_cache:
-        fresh = _predict_positions(predictor, gallery, list(keys), batch_size, on_bad_image)
+        fresh = _predict_positions(predictor, gallery, list(keys), batch_size, on_bad_image, masks)
         return _gallery_result(names, [fresh[i] for i in fresh], len(fresh), None, list(fresh))
     path = cache_path(gallery, predictor)
     cached = _read_cache(path, predictor.fingerprint, names)
     stale = [i for i, key in keys.items() if cached.get(rels[i], (None,))[0] != key]
-    fresh = _predict_positions(predictor, gallery, stale, batch_size, on_bad_image)
+    fresh = _predict_positions(predictor, gallery, stale, batch_size, on_bad_image, masks)
     kept = [i for i in keys if i in fresh or i not in stale]
     rows = {rels[i]: (keys[i], fresh[i] if i in fresh else cached[rels[i]][1]) for i in kept}
     result = _gallery_result(names, [rows[rels[i]][1] for i in kept], len(fresh), path, kept)
@@ -356,9 +394,7 @@ class SearchResult:
     @property
     def same_id(self):
         """Per hit: True/False when both identities are known, else None."""
-        if self.query_id is None or self.ids is None:
-            return [None] * len(self.paths)
-        return [None if i is None else i == self.query_id for i in self.ids]
+        return _same_id(self.query_id, self.ids, len(self.paths))
 
     def to_dict(self):
         """JSON-ready dict: the query and the ranked hits."""
@@ -402,7 +438,7 @@ def search(predictor, gallery, query, k=10, *, batch_size=64, use_cache=True, on
     if k < 1:
         raise ValueError(f"k must be >= 1. Received: k={k}")
     query = os.fspath(query)
-    query_embedding = embed(predictor, [query])  # first: a bad query fails before the gallery's work
+    query_embedding = _query_embedding(predictor, gallery, query)  # first: a bad query fails before the gallery
     emb = gallery_embeddings(predictor, gallery, batch_size=batch_size, use_cache=use_cache, on_bad_image=on_bad_image)
     if not len(emb.positions):
         raise InputError(f"{gallery.folder}: none of the {len(gallery.paths)} gallery images could be read")
@@ -420,6 +456,14 @@ def search(predictor, gallery, query, k=10, *, batch_size=64, use_cache=True, on
         ids,
         emb.embedded,
     )
+
+
+def _query_embedding(predictor, gallery, query):
+    """`[1, D]` embedding of the query image, with its person mask when the gallery CSV lists one."""
+    mask = gallery.mask_of(query) if predictor.background != "keep" else ""
+    if not mask:
+        warn_unmasked(predictor, "the query image")
+    return embed(predictor, [query], masks=[mask])
 
 
 # === Attribute queries ===
@@ -585,9 +629,7 @@ class ScoredResult:
     @property
     def same_id(self):
         """Per hit: True/False when both identities are known, else None."""
-        if self.query_id is None or self.ids is None:
-            return [None] * len(self.paths)
-        return [None if i is None else i == self.query_id for i in self.ids]
+        return _same_id(self.query_id, self.ids, len(self.paths))
 
     def to_dict(self):
         """JSON-ready dict: what was asked and the ranked hits."""
@@ -688,7 +730,7 @@ def by_attributes(
     query_embedding = None
     if query is not None:
         query = os.fspath(query)
-        query_embedding = embed(predictor, [query])  # first: a bad query fails before the gallery's work
+        query_embedding = _query_embedding(predictor, gallery, query)  # first: a bad query fails before the gallery
     out = gallery_outputs(predictor, gallery, batch_size=batch_size, use_cache=use_cache, on_bad_image=on_bad_image)
     if not len(out.positions):
         raise InputError(f"{gallery.folder}: none of the {len(gallery.paths)} gallery images could be read")

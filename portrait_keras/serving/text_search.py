@@ -99,8 +99,8 @@ class ClipImagePredictor:
             inode (with the config and input size) make the cache's fingerprint. None: no cache.
         config: str. The `CLIP_CONFIGS` name, part of the fingerprint. Defaults to `""`.
 
-    Attributes: `path`, `image_size`, `has_embedding` (True), `tasks` (none), `fingerprint` as
-        `serving.predictor.Predictor`.
+    Attributes: `path`, `image_size`, `has_embedding` (True), `tasks` (none), `background`
+        (`"keep"`: CLIP sees whole images), `fingerprint` as `serving.predictor.Predictor`.
     """
 
     def __init__(self, clip_model, weights=None, config=""):
@@ -111,6 +111,7 @@ class ClipImagePredictor:
         self.image_size = tuple(int(s) for s in clip_model.image_shape[:2])
         self.has_embedding = True
         self.tasks = ()
+        self.background = "keep"
         self.fingerprint = None
         if weights is not None:
             text = json.dumps(

@@ -102,6 +102,7 @@ def build_trainer(config, schema, num_ids, steps_per_epoch, tasks=None):
         backbone_weights=m.backbone_weights,
         backbone_kwargs=dict(m.backbone_kwargs),
         preprocessing=model_preprocessing(m),
+        background=config.data.background,
     )
     hfe_tasks = [t for t in schema.aspect_tasks(APPEARANCE) if t.kind == SINGLE]
     trainer = PortraitTrainer(

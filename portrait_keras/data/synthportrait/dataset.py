@@ -205,24 +205,38 @@ def default_dataset(cache_dir=None, quiet=False):
     Returns:
         `Path` of the cached `annotations.csv`.
     """
-    parent = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = parent / default_dataset_name()
-    csv_path = final / "annotations.csv"
-    if csv_path.exists():
-        return csv_path
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=parent))
-    try:
+    final = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / default_dataset_name()
+
+    def write(tmp):
         if not quiet:
             print(f"Generating the embedded SynthPortrait once into {final} ...", file=sys.stderr, flush=True)
         generate(tmp, DEFAULT_IDENTITIES, DEFAULT_SEED, DEFAULT_IMAGES_PER_IDENTITY, quiet=quiet)
+
+    return generate_once(final, "annotations.csv", write)
+
+
+def generate_once(final, filename, write):
+    """`final/filename`, after `write(tmp)` fills a temporary folder beside `final` that is
+    then renamed to `final`, unless `final/filename` exists already.
+
+    An interrupted run leaves no half-written `final`; of two concurrent runs one rename
+    wins and the other's folder is removed. Returns the `Path` of `final/filename`.
+    """
+    final = Path(final)
+    path = final / filename
+    if path.exists():
+        return path
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        write(tmp)
         os.rename(tmp, final)
     except OSError:
-        if not csv_path.exists():  # not a lost race with another process
+        if not path.exists():  # not a lost race with another process
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return csv_path
+    return path
 
 
 def main(argv=None):

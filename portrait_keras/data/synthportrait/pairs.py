@@ -28,9 +28,6 @@ pair reader ignores and the tests read back. Output is deterministic per seed.
 """
 
 import csv
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -177,21 +174,8 @@ def default_pairs_dataset(cache_dir=None, pairs=DEFAULT_PAIRS):
     Written to a temporary folder and renamed into place when complete, like
     `dataset.default_dataset`. Returns the `Path` of its `pairs.csv`.
     """
-    from portrait_keras.data.synthportrait.dataset import default_cache_dir
+    from portrait_keras.data.synthportrait.dataset import default_cache_dir, generate_once
 
     parent = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = parent / f"synthpairs-{VERSION}-seed{DEFAULT_SEED}-{pairs}pairs"
-    csv_path = final / "pairs.csv"
-    if csv_path.exists():
-        return csv_path
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=parent))
-    try:
-        generate_pairs(tmp, pairs, DEFAULT_SEED)
-        os.rename(tmp, final)
-    except OSError:
-        if not csv_path.exists():  # not a lost race with another process
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return csv_path
+    return generate_once(final, "pairs.csv", lambda tmp: generate_pairs(tmp, pairs, DEFAULT_SEED))
