@@ -283,6 +283,71 @@ def test_training_pairs_swap_a_and_b_with_their_boxes(pairs_csv):
     assert 0.2 * n < swapped < 0.8 * n
 
 
+def test_each_training_epoch_is_drawn_from_the_seed_and_its_number(pairs_csv):
+    from portrait_keras.data.pairs import epoch_steps, make_pair_dataset
+
+    pairs = read_pairs(pairs_csv)
+    steps = epoch_steps(pairs, "train", 8)
+
+    def batches(epochs, seed=0):
+        ds = make_pair_dataset(pairs, "train", 8, (32, 16), training=True, seed=seed, epochs=epochs)
+        return [(x["boxes"].numpy(), x["image_a"].numpy(), y["traits"].numpy()) for x, y in ds]
+
+    whole = batches((0, 3))
+    assert len(whole) == 3 * steps and all(len(b[0]) == 8 for b in whole)
+    later = batches((2, 3))  # a run resumed at epoch 2 streams what the whole run did there
+    for got, want in zip(later, whole[2 * steps :], strict=True):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    # Epochs differ from each other, and another seed draws another order.
+    assert not np.array_equal(whole[0][0], whole[steps][0])
+    assert not np.array_equal(batches((0, 1), seed=1)[0][0], whole[0][0])
+
+
+def test_a_killed_relation_run_resumes_after_its_last_epoch_and_ends_as_uninterrupted(
+    pairs_csv, tmp_path, monkeypatch, capsys
+):
+    from portrait_keras.commands.train import main
+    from portrait_keras.training import relation
+
+    def args(run):
+        sets = ["--set", "data.image_size=[64,32]", "--set", "model.backbone=tiny", "--set", "data.batch_size=16"]
+        return ["relation", "--data", str(pairs_csv), "--epochs", "3", "--run-dir", str(tmp_path / run), *sets]
+
+    assert main(args("whole")) == 0
+    line = relation._epoch_line
+
+    class Killed(Exception):
+        pass
+
+    def killed_after_epoch_2(epoch, epochs, logs):
+        line(epoch, epochs, logs)
+        if epoch == 1:
+            raise Killed  # after the backup of epoch 2 (the first callback)
+
+    monkeypatch.setattr(relation, "_epoch_line", killed_after_epoch_2)
+    with pytest.raises(Killed):
+        main(args("killed"))
+    killed = tmp_path / "killed"
+    assert (killed / "backup").is_dir() and not (killed / "metrics.json").exists()
+    monkeypatch.setattr(relation, "_epoch_line", line)
+    capsys.readouterr()
+    assert main(args("killed")) == 0
+    assert f"{killed}: resuming after epoch 2 of 3 (backup/)" in capsys.readouterr().err
+    assert not (killed / "backup").exists()
+    rows = [r["epoch"] for r in csv.DictReader(open(killed / "history.csv"))]
+    assert rows == ["0", "1", "2"]
+    whole, resumed = (keras.models.load_model(tmp_path / r / "model.keras", compile=False) for r in ("whole", "killed"))
+    for a, b in zip(whole.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    assert json.loads((killed / "metrics.json").read_text()) == pytest.approx(
+        json.loads((tmp_path / "whole" / "metrics.json").read_text()), abs=1e-6
+    )
+    # A finished run is not trained again without --overwrite.
+    assert main(args("killed")) == 2
+    assert "holds a finished run of relation" in capsys.readouterr().err
+
+
 def test_thresholds_are_the_train_positive_shares_and_score_rare_traits():
     from portrait_keras.training.relation import positive_shares, trait_metrics
 
@@ -321,6 +386,20 @@ def test_interpret_pair_prints_the_eight_traits(relation_run, pairs_csv, capsys)
     model = keras.models.load_model(relation_run / "model.keras", safe_mode=True, compile=False)
     assert result["thresholds"] == dict(zip(TRAITS, model.thresholds))
     assert result["present"] == [t for t in TRAITS if result["traits"][t] > result["thresholds"][t]]
+
+
+def test_a_pair_csv_is_run_in_batches_with_each_pairs_own_result(relation_run, pairs_csv):
+    from portrait_keras.data.images import decode_image_file
+    from portrait_keras.serving import relation
+
+    model = keras.models.load_model(relation_run / "model.keras", safe_mode=True, compile=False)
+    batched = relation.interpret_pairs_csv(model, pairs_csv, batch_size=5)  # 64 pairs: a last batch of 4
+    pairs = read_pairs(pairs_csv)
+    assert [r["line"] for r in batched] == [int(line) for line in pairs.lines(None)]
+    for result, path, boxes in zip(batched[::9], pairs.paths(None)[0][::9], pairs.boxes(None)[::9]):
+        image = decode_image_file(path)
+        alone = relation.predict(model, relation.pair_inputs(model, image, image, boxes)[0])
+        np.testing.assert_allclose(list(result["traits"].values()), alone, atol=1e-4)
 
 
 def test_relation_commands_report_user_errors_in_one_line(relation_run, tmp_path, capsys):

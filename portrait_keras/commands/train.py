@@ -369,10 +369,10 @@ def main(argv=None, program=None):
     except ValueError as e:  # InputError, RunDirError and a bad schema.json too
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if relation:
-        return _relation().train_command(config, run_dir, pairs, args)
     if args.overwrite and os.path.isdir(os.path.join(run_dir, "backup")):
         shutil.rmtree(os.path.join(run_dir, "backup"))  # start over: the old state must not be resumed
+    if relation:
+        return _relation().train_command(config, run_dir, pairs, args)
     pretrained = {"hrnet_w32": "the paper starts from ImageNet", "resnet50": "the paper starts from ImageNet"}
     pretrained["vit_b16"] = "CLIP-ReID starts from CLIP's; convert them with convert_clip"
     if config.model.backbone in pretrained and not config.model.backbone_weights:

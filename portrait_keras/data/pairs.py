@@ -243,32 +243,32 @@ def pair_inputs(path_a, path_b, boxes, image_size, form):
     return {"image_a": tf.cast(crops[0], tf.float32), "image_b": tf.cast(crops[1], tf.float32)}
 
 
-def _swap_half_the_time(path_a, path_b, boxes, labels, seed):
+def _swapped(path_a, path_b, boxes, swap):
+    """A and B exchanged (paths and boxes) where `swap`."""
     import tensorflow as tf
 
-    swap = tf.random.uniform([], seed=seed) < 0.5
-    swapped = tf.concat([boxes[4:], boxes[:4]], 0)
-    return (
-        tf.where(swap, path_b, path_a),
-        tf.where(swap, path_a, path_b),
-        tf.where(swap, swapped, boxes),
-        labels,
-    )
+    exchanged = tf.concat([boxes[4:], boxes[:4]], 0)
+    return tf.where(swap, path_b, path_a), tf.where(swap, path_a, path_b), tf.where(swap, exchanged, boxes)
 
 
-def _flip_crops(inputs, seed):
-    """Each crop mirrored left-right with probability 1/2 (the boxes stay: they say where, not
-    which way a person faces)."""
+def _flipped(inputs, flips):
+    """Crop A mirrored left-right where `flips[0]`, crop B where `flips[1]` (the boxes stay:
+    they say where, not which way a person faces)."""
     import tensorflow as tf
 
-    flipped = dict(inputs)
-    for i, key in enumerate(("image_a", "image_b")):
-        flip = tf.random.uniform([], seed=seed + 1 + i) < 0.5
-        flipped[key] = tf.where(flip, tf.reverse(inputs[key], [1]), inputs[key])
-    return flipped
+    out = dict(inputs)
+    for flip, key in zip((flips[0], flips[1]), ("image_a", "image_b")):
+        out[key] = tf.where(flip, tf.reverse(inputs[key], [1]), inputs[key])
+    return out
 
 
-def make_pair_dataset(pairs, split, batch_size, image_size, *, training=False, seed=0):
+def epoch_steps(pairs, split, batch_size):
+    """Training batches per epoch of `make_pair_dataset(..., training=True)`."""
+    n = pairs.num_pairs(split)
+    return n // batch_size if n >= batch_size else 1
+
+
+def make_pair_dataset(pairs, split, batch_size, image_size, *, training=False, seed=0, epochs=(0, 1)):
     """A `tf.data.Dataset` of `(inputs, {"traits": labels})` batches of `split`.
 
     Args:
@@ -276,11 +276,15 @@ def make_pair_dataset(pairs, split, batch_size, image_size, *, training=False, s
         split: str or None. `"train"`, `"test"`, or None for every pair in file order.
         batch_size: int.
         image_size: (int, int). Size of each person's crop.
-        training: bool. Shuffle every epoch (seeded), swap persons A and B (crops and boxes)
-            in half of the pairs, mirror each crop in half of them, and drop the last
-            partial batch. Defaults to False (file
-            order, every pair, as written).
-        seed: int. Shuffle seed. Defaults to `0`.
+        training: bool. The batches of epochs `epochs[0]` to `epochs[1] - 1` back to back,
+            `epoch_steps` each (the last partial batch dropped): every epoch shuffled, persons
+            A and B (crops and boxes) swapped in half of the pairs and each crop mirrored in
+            half of them, all drawn from `(seed, epoch)` alone, so a run resumed at epoch k
+            sees what the uninterrupted one saw. Defaults to False (file order, every pair,
+            as written).
+        seed: int. Seed of the draws. Defaults to `0`.
+        epochs: (int, int). With `training`, the first epoch and the one after the last.
+            Defaults to `(0, 1)`.
 
     Returns: the dataset; inputs as `RelationModel` takes them, labels float32 `[B, 8]`
     (1/0/-1 unknown).
@@ -290,17 +294,30 @@ def make_pair_dataset(pairs, split, batch_size, image_size, *, training=False, s
     paths_a, paths_b = pairs.paths(split)
     labels = pairs.labels(split)
     image_size = tuple(int(s) for s in image_size)
-    ds = tf.data.Dataset.from_tensor_slices((paths_a.astype(str), paths_b.astype(str), pairs.boxes(split), labels))
-    if training:
-        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-        # The traits are properties of the pair (paper 004 Table 2), not of its order.
-        ds = ds.map(lambda a, b, boxes, y: _swap_half_the_time(a, b, boxes, y, seed))
-    ds = ds.map(
-        lambda a, b, boxes, y: (pair_inputs(a, b, boxes, image_size, pairs.form), {"traits": y}),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    if training:
-        ds = ds.map(lambda x, y: (_flip_crops(x, seed), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=training and len(labels) >= batch_size)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    columns = tuple(tf.constant(c) for c in (paths_a.astype(str), paths_b.astype(str), pairs.boxes(split), labels))
+
+    def element(index, draws):
+        a, b, boxes, y = (tf.gather(c, index) for c in columns)
+        if draws is not None:  # the traits are properties of the pair (paper 004 Table 2), not of its order
+            a, b, boxes = _swapped(a, b, boxes, draws[0] < 0.5)
+        inputs = pair_inputs(a, b, boxes, image_size, pairs.form)
+        return (inputs if draws is None else _flipped(inputs, draws[1:] < 0.5)), {"traits": y}
+
+    n = len(labels)
+    if not training:
+        ds = tf.data.Dataset.range(n).map(
+            lambda i: element(i, None), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    first, end = (int(e) for e in epochs)
+    steps = epoch_steps(pairs, split, batch_size)
+
+    def one_epoch(epoch):
+        key = tf.stack([tf.constant(int(seed), tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key)
+        draws = tf.random.stateless_uniform([n, 3], seed=key + tf.constant([0, 1 << 32], tf.int64))
+        ds = tf.data.Dataset.from_tensor_slices((order, tf.gather(draws, order)))
+        ds = ds.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(batch_size, drop_remainder=n >= batch_size).take(steps)
+
+    return tf.data.Dataset.range(first, end).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)

@@ -103,10 +103,13 @@ def pair_inputs(model, image_a, image_b, boxes=None):
 
 def predict(model, inputs):
     """Trait probabilities `[T]` of one pair."""
-    import keras
+    return predict_batch(model, inputs)[0]
 
-    logits = model(inputs, training=False)["traits"]
-    return keras.ops.convert_to_numpy(keras.ops.sigmoid(logits))[0]
+
+def predict_batch(model, inputs):
+    """Trait probabilities `[B, T]` of a batch of pairs (`inputs` stacked: `pair_inputs`' arrays)."""
+    logits = np.asarray(model.predict_on_batch(inputs)["traits"], np.float64)
+    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
 
 def describe(model, probabilities, **fields):
@@ -125,20 +128,31 @@ def interpret_pair(model, path_a, path_b):
     return describe(model, predict(model, inputs), a=os.fspath(path_a), b=os.fspath(path_b), boxes=note)
 
 
-def interpret_pairs_csv(model, csv_path):
-    """The results of every row of a pair CSV, in file order (`describe`, plus `line`)."""
+def interpret_pairs_csv(model, csv_path, batch_size=32):
+    """The results of every row of a pair CSV, in file order (`describe`, plus `line`); the
+    model runs on `batch_size` pairs at a time."""
     from portrait_keras.data.images import decode_image_file
     from portrait_keras.data.pairs import read_pairs
 
     pairs = read_pairs(csv_path)
     paths_a, paths_b = pairs.paths(None)
-    results = []
+    results, pending = [], []
+
+    def run_pending():
+        stacked = {key: np.concatenate([x[key] for _, x in pending]) for key in pending[0][1]}
+        for (fields, _), probabilities in zip(pending, predict_batch(model, stacked)):
+            results.append(describe(model, probabilities, **fields))
+        pending.clear()
+
     for line, a, b, boxes in zip(pairs.lines(None), paths_a, paths_b, pairs.boxes(None)):
         image_a = decode_image_file(a)
         image_b = image_a if pairs.has_boxes else decode_image_file(b)
         inputs, note = pair_inputs(model, image_a, image_b, boxes if pairs.has_boxes else None)
-        fields = {"line": int(line), "a": a, "b": b, "boxes": note}
-        results.append(describe(model, predict(model, inputs), **fields))
+        pending.append(({"line": int(line), "a": a, "b": b, "boxes": note}, inputs))
+        if len(pending) == batch_size:
+            run_pending()
+    if pending:
+        run_pending()
     return results
 
 

@@ -14,6 +14,7 @@ import sys
 
 import h5py
 import keras
+import numpy as np
 
 from portrait_keras.evaluation.evaluator import evaluate
 
@@ -269,9 +270,11 @@ class BackupAndResume(keras.callbacks.Callback):
     killed run, started again with the same command, goes on from the step it had reached.
 
     The state is one file, `backup_dir/state.weights.h5`: the weights of the model and its
-    optimizer, and the global step (`step`, the train batches run) as an attribute of the
-    file. It is written to a temporary file and renamed over the old one, so a kill while
-    writing leaves the previous state.
+    optimizer, the global step (`step`, the train batches run) as an attribute of the file,
+    and the states of the model's random seed generators (a `Dropout`'s masks: Keras' weight
+    files leave them out, so a resumed run would draw the first epochs' masks again). It is
+    written to a temporary file and renamed over the old one, so a kill while writing leaves
+    the previous state.
 
     The step is counted here, on the host, rather than read from `optimizer.iterations`: with
     mixed float16 the `LossScaleOptimizer` skips the update of a batch whose gradients
@@ -330,6 +333,7 @@ class BackupAndResume(keras.callbacks.Callback):
             model.load_weights(self.restore_path)
             with h5py.File(self.restore_path, "r") as f:
                 step = f.attrs.get("step")
+                _restore_seed_states(model, f)
         except (ValueError, OSError) as e:
             raise ValueError(
                 f"{self.restore_path}: cannot resume from this backup ({e}). It holds the state of another "
@@ -377,10 +381,32 @@ def save_weights_atomically(model, path, step=None):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     temporary = path[: -len(".weights.h5")] + f".partial-{os.getpid()}.weights.h5"
     model.save_weights(temporary, overwrite=True)
-    if step is not None:
-        with h5py.File(temporary, "r+") as f:
+    with h5py.File(temporary, "r+") as f:
+        if step is not None:
             f.attrs["step"] = int(step)
+        for i, state in enumerate(_seed_states(model)):
+            f.create_dataset(f"{SEED_GROUP}/{i}", data=keras.ops.convert_to_numpy(state))
     os.replace(temporary, path)
+
+
+SEED_GROUP = "seed_generator_states"  # in a backup file, beside Keras' own groups
+
+
+def _seed_states(model):
+    """The state variables of the random seed generators of `model`'s layers, in layer order."""
+    return [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+
+
+def _restore_seed_states(model, f):
+    """Assigns the seed generator states stored in the open backup file `f` (none in a backup
+    written before they were kept: those stay as built)."""
+    if SEED_GROUP not in f:
+        return
+    states = _seed_states(model)
+    if len(f[SEED_GROUP]) != len(states):
+        raise ValueError(f"it holds {len(f[SEED_GROUP])} random seed states, the model has {len(states)}")
+    for i, state in enumerate(states):
+        state.assign(np.asarray(f[f"{SEED_GROUP}/{i}"]))
 
 
 def _iterations(model):

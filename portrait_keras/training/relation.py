@@ -10,12 +10,16 @@ paper's warm-up/step schedule (`config.train`) and eq. 17's loss, and writes the
 
 config.json   the config, the pair CSV, its form, the traits
 history.csv   per-epoch loss (masked BCE + weight decay)
+backup/       the model and optimizer state after the last finished epoch, while training
+              (`BackupAndResume`); removed at the end
 model.keras   the RelationModel (loads with safe_mode=True)
 metrics.json  per-trait balanced accuracy on the test split (eq. 18), their mean, and the
               share of known positives of each trait there
 
-Not (yet) done here as `fit.train` does: resuming a killed run (a re-run starts over),
-several replicas, PIQ. A trait is predicted present when its probability is above its share of
+A killed run, started again with the same command, resumes after its last finished epoch and
+ends as the uninterrupted run would: the training stream of every epoch is drawn from
+`(train.seed, epoch)` alone (`make_pair_dataset`). Not (yet) done here as `fit.train` does:
+resuming inside an epoch, several replicas, PIQ. A trait is predicted present when its probability is above its share of
 positives in the train split (`positive_shares`, kept in the model as `thresholds`): with 0.5,
 a rare trait (11% `warm` pairs) was never called and scored the 0.5 of chance.
 """
@@ -139,8 +143,9 @@ def train_relation(config, *, run_dir=None, pairs=None, verbose=1):
     import keras
 
     from portrait_keras.config import default_run_dir
-    from portrait_keras.data.pairs import make_pair_dataset, read_pairs
+    from portrait_keras.data.pairs import epoch_steps, make_pair_dataset, read_pairs
     from portrait_keras.losses.relation import MaskedTraitCrossentropy
+    from portrait_keras.training.callbacks import BackupAndResume
     from portrait_keras.training.schedules import paper_schedule
 
     run = RunDir(os.fspath(run_dir or default_run_dir(config)))
@@ -148,14 +153,16 @@ def train_relation(config, *, run_dir=None, pairs=None, verbose=1):
     if pairs is None or os.path.abspath(pairs.csv_path) != csv_path:
         pairs = read_pairs(csv_path)
     run.check_writable()
+    run.check_resumable(config)  # an unfinished run of another config is not mixed in
+    backup = BackupAndResume(run.backup_dir)  # at epoch ends
+    resuming = backup.exists()
     seed = config.train.seed if config.train.seed is not None else 0
     keras.utils.set_random_seed(seed)
     d, t = config.data, config.train
-    train_ds = make_pair_dataset(pairs, "train", d.batch_size, d.image_size, training=True, seed=seed)
     test_ds = make_pair_dataset(pairs, "test", d.batch_size, d.image_size)
-    steps = int(train_ds.cardinality())
+    steps = epoch_steps(pairs, "train", d.batch_size)
     model = build_relation(config, pairs.has_boxes)
-    if config.model.init_from:
+    if config.model.init_from and not resuming:
         # §5: "we first initialize K_l and K_r by the representation we learn in Sec. 4": the
         # backbone weights of a portrait run, matched by name and shape as `fit` does.
         from portrait_keras.training.fit import _init_from
@@ -166,10 +173,19 @@ def train_relation(config, *, run_dir=None, pairs=None, verbose=1):
         loss={"traits": MaskedTraitCrossentropy()},
         jit_compile=t.jit_compile,
     )
+    start = 0
+    if resuming:
+        start = backup.restore(model) // steps
+        print(f"{run.path}: resuming after epoch {start} of {t.epochs} (backup/)", file=sys.stderr, flush=True)
+    run.trim_history(start)
+    train_ds = make_pair_dataset(
+        pairs, "train", d.batch_size, d.image_size, training=True, seed=seed, epochs=(start, t.epochs)
+    )
     info = {**config.to_dict(), "data_csv": csv_path, "pair_form": pairs.form, "traits": list(pairs.traits)}
     with open(run.config_file, "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)
-    callbacks = [keras.callbacks.CSVLogger(run.history_file)]
+    # The backup first: a kill in a later callback resumes after this epoch.
+    callbacks = [backup, keras.callbacks.CSVLogger(run.history_file, append=start > 0)]
     if verbose:
         callbacks.append(
             keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: _epoch_line(epoch, t.epochs, logs))
@@ -181,12 +197,14 @@ def train_relation(config, *, run_dir=None, pairs=None, verbose=1):
         file=sys.stderr,
         flush=True,
     )
-    model.fit(train_ds, epochs=t.epochs, callbacks=callbacks, verbose=0, shuffle=False)  # tf.data shuffles
+    fit_args = dict(epochs=t.epochs, initial_epoch=start, steps_per_epoch=steps, callbacks=callbacks, verbose=0)
+    model.fit(train_ds, shuffle=False, **fit_args)  # the stream shuffles, by epoch
     model.thresholds = positive_shares(pairs.labels("train"))
     model.save(run.model_file)
     labels, probabilities = predict_traits(model, test_ds)
     metrics = {**trait_metrics(labels, probabilities, pairs.traits, model.thresholds), "test_pairs": int(len(labels))}
     run.write_metrics(metrics)
+    backup.remove()  # finished: a re-run is refused, not resumed
     return metrics
 
 
