@@ -63,6 +63,19 @@ def test_blur_fills_the_background_with_the_blurred_image():
         remove_background(tf.constant(image), tf.constant(mask), "grey")
 
 
+@pytest.mark.parametrize("shape, sigma", [((256, 128), 8.0), ((64, 32), 2.0), ((32, 16), 1.0)])
+def test_the_blur_is_a_reflect_padded_separable_gaussian(shape, sigma):
+    radius = max(1, int(round(3 * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel = tf.constant(np.tile((kernel / kernel.sum()).astype(np.float32)[:, None, None], [1, 3, 1]))
+    image = tf.random.stateless_uniform([*shape, 3], seed=[1, 2], maxval=255.0)
+    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    rows = tf.nn.depthwise_conv2d(padded, kernel[:, None], [1, 1, 1, 1], "VALID")
+    expected = tf.nn.depthwise_conv2d(rows, kernel[None], [1, 1, 1, 1], "VALID")[0]
+    np.testing.assert_allclose(_gaussian_blur(image, sigma).numpy(), expected.numpy(), atol=2e-3)
+
+
 def test_read_mask_thresholds_and_an_empty_path_is_no_mask(tmp_path):
     pixels = np.zeros((64, 32), np.uint8)
     pixels[:, 16:] = 200
