@@ -402,6 +402,37 @@ def test_a_pair_csv_is_run_in_batches_with_each_pairs_own_result(relation_run, p
         np.testing.assert_allclose(list(result["traits"].values()), alone, atol=1e-4)
 
 
+def test_a_relation_run_is_evaluated_and_reported(relation_run, pairs_csv, tmp_path, capsys):
+    from portrait_keras.commands.evaluate import main as evaluate
+    from portrait_keras.commands.report import main as report
+
+    saved = json.loads((relation_run / "metrics.json").read_text())
+    assert (relation_run / "report" / "report.md").is_file()  # written at the end of training
+    capsys.readouterr()
+    assert evaluate([str(relation_run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == pytest.approx(saved, abs=1e-6)
+    assert evaluate([str(relation_run)]) == 0
+    table = capsys.readouterr().out
+    assert all(t in table for t in TRAITS) and f"{saved['balanced_accuracy_mean']:.3f}" in table
+    # Pairs of two crops carry no boxes, which this model reads.
+    rows = [[f"images/pair_{i:06d}.jpg", f"images/pair_{i:06d}.jpg", "test", *"10" * 4] for i in range(4)]
+    crops = _write(pairs_csv.parent / "crops_eval.csv", ["path_a", "path_b", "split", *TRAITS], rows)
+    assert evaluate([str(relation_run), "--data", str(crops)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no boxes" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as code:
+        evaluate([str(relation_run), "--flip"])
+    assert code.value.code == 2 and "--flip apply to portrait models" in capsys.readouterr().err
+
+    assert report([str(relation_run)]) == 0
+    page = (relation_run / "report" / "report.md").read_text()
+    assert "Balanced accuracy per trait (paper 004 eq. 18)" in page and all(f"| {t} |" in page for t in TRAITS)
+    assert f"| mean | {saved['balanced_accuracy_mean']:.4f} |" in page
+    assert {p.name for p in (relation_run / "report").glob("*.png")} == {"curves_loss.png", "f1_bars.png"}
+    assert report([str(relation_run), "--data", str(pairs_csv)]) == 2
+    assert "a relation run" in capsys.readouterr().err
+
+
 def test_relation_commands_report_user_errors_in_one_line(relation_run, tmp_path, capsys):
     from portrait_keras.commands.interpret import main as interpret
     from portrait_keras.commands.train import main as train

@@ -79,6 +79,7 @@ def build_parser():
             "portrait-keras evaluate runs/fss_uncert --flip --json",
             "portrait-keras evaluate runs/fss_uncert --rerank             # k1=20, k2=6, lambda=0.3",
             "portrait-keras evaluate runs/fss_uncert --data market1501/annotations.csv   # another dataset",
+            "portrait-keras evaluate runs/relation                    # per-trait balanced accuracy of its pairs",
         ],
     )
     p.add_argument("run_dir", metavar="RUN_DIR_OR_KERAS", help="run folder of `portrait-keras train`, or a .keras file")
@@ -132,6 +133,10 @@ def _evaluate(parser, args):
     if os.path.isfile(config_path):
         with open(config_path, encoding="utf-8") as f:
             run_config = json.load(f)
+    from portrait_keras.serving.relation import is_relation_model
+
+    if is_relation_model(model_path):
+        return _evaluate_relation(parser, args, model_path, run_config)
     csv = args.data or run_config.get("data_csv")
     if csv is None:
         parser.error(f"{model_path} has no run folder (config.json) beside it: name the data with --data CSV")
@@ -161,4 +166,30 @@ def _evaluate(parser, args):
         **rerank_args,
     )
     print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
+
+
+def _evaluate_relation(parser, args, model_path, run_config):
+    """`evaluate` of a relation run (paper 004 §5): per-trait balanced accuracy on the test
+    split of its pair CSV (or `--data PAIRS.csv`), with the model's thresholds."""
+    from portrait_keras.data.pairs import read_pairs
+    from portrait_keras.serving.relation import load_relation_model
+    from portrait_keras.training.relation import evaluate_relation, format_trait_table
+
+    given = [
+        flag
+        for flag, on in (("--flip", args.flip), ("--rerank", args.rerank), ("--skip-bad-images", args.skip_bad_images))
+        if on is not None and on is not False
+    ]
+    if given:
+        parser.error(f"{', '.join(given)} apply to portrait models; {model_path} is a relation model")
+    csv = args.data or run_config.get("data_csv")
+    if csv is None:
+        parser.error(f"{model_path} has no run folder (config.json) beside it: name the pair CSV with --data")
+    if not os.path.isfile(csv):
+        parser.error(f"{csv}: no such pair CSV")
+    pairs = read_pairs(csv)
+    model = load_relation_model(model_path)
+    metrics = evaluate_relation(model, pairs, args.batch_size)
+    print(json.dumps(metrics, indent=2) if args.json else format_trait_table(metrics, model.traits))
     return 0

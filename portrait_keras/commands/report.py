@@ -29,8 +29,15 @@ def build_parser():
 def run(args):
     from portrait_keras.errors import InputError
     from portrait_keras.reporting.report import write_report
+    from portrait_keras.serving.relation import is_relation_model
 
     annotations = None
+    if args.data and is_relation_model(args.run_dir):
+        raise InputError(
+            f"{args.run_dir}: a relation run, whose report shows its metrics.json; --data is for a portrait "
+            f"run's confusion matrices. Score it on other pairs with `portrait-keras evaluate {args.run_dir} "
+            f"--data PAIRS.csv`"
+        )
     if args.data:
         from portrait_keras.data import read_annotations
         from portrait_keras.schema import Schema

@@ -212,6 +212,41 @@ def f1_bars(metrics, schema=None):
     return figure
 
 
+def relation_loss_curve(history):
+    """A relation run's loss per epoch (masked trait BCE + weight decay, paper 004 eq. 17), or None."""
+    if _series(history, "loss") is None:
+        return None
+    figure = _figure(BARS_SIZE)
+    _plot_columns(figure.subplots(), history, ["loss"], ["loss"], ["black"], "loss", "relation loss (eq. 17)")
+    figure.tight_layout()
+    return figure
+
+
+def trait_bars(metrics, traits):
+    """Bars of each trait's balanced accuracy (paper 004 eq. 18), their mean as a line and
+    chance (0.5) dotted; None when `metrics` has none."""
+    names = [t for t in traits if f"balanced_accuracy_{t}" in metrics]
+    if not names:
+        return None
+    values = [float(metrics[f"balanced_accuracy_{t}"]) for t in names]
+    figure = _figure(BARS_SIZE)
+    ax = figure.subplots()
+    bars = ax.bar(names, values, color="#1f77b4")
+    for bar, value in zip(bars, values):
+        ax.annotate(f"{value:.3f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=8)
+    if "balanced_accuracy_mean" in metrics:
+        mean = float(metrics["balanced_accuracy_mean"])
+        ax.axhline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.3f}")
+    ax.axhline(0.5, color="#9e9e9e", linestyle=":", linewidth=1, label="chance 0.5")
+    ax.legend(fontsize=8)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_ylabel("balanced accuracy")
+    ax.set_title("per-trait balanced accuracy on the test pairs")
+    ax.tick_params(axis="x", labelrotation=30)
+    figure.tight_layout()
+    return figure
+
+
 def confusion_matrix_figure(counts, classes, title):
     """A confusion matrix: cells coloured by the row-normalised rate, labelled with counts.
 

@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from portrait_keras.errors import InputError
-from portrait_keras.evaluation.tables import format_value, metric_sections
+from portrait_keras.evaluation.tables import Section, format_value, metric_sections
 from portrait_keras.reporting import plots
 from portrait_keras.schema import SINGLE, Schema
 
@@ -151,12 +151,12 @@ def _summary(config):
     ]
 
 
-def _markdown(title, summary, metrics, sections, notes):
+def _markdown(title, summary, tables, sections, notes):
     lines = [f"# {title}", ""]
     lines += [f"- **{k}**: {v}" for k, v in summary]
     lines += ["", "## Final metrics"]
-    if metrics:
-        for table in metric_sections(metrics):
+    if tables:
+        for table in tables:
             lines += ["", f"### {table.title}", ""]
             lines += ["| " + " | ".join(table.header) + " |", "|---|" + "---:|" * (len(table.header) - 1)]
             lines += [f"| {row[0]} | " + " | ".join(map(format_value, row[1:])) + " |" for row in table.rows]
@@ -172,7 +172,7 @@ def _markdown(title, summary, metrics, sections, notes):
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _html(title, summary, metrics, sections, notes):
+def _html(title, summary, tables, sections, notes):
     e = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -187,8 +187,8 @@ def _html(title, summary, metrics, sections, notes):
     if summary:
         parts.append("<ul>" + "".join(f"<li><b>{e(str(k))}</b>: {e(str(v))}</li>" for k, v in summary) + "</ul>")
     parts.append("<h2>Final metrics</h2>")
-    if metrics:
-        for table in metric_sections(metrics):
+    if tables:
+        for table in tables:
             head = "".join(f"<th>{e(h)}</th>" for h in table.header)
             cells = ["".join(f'<td class="v">{format_value(v)}</td>' for v in row[1:]) for row in table.rows]
             rows = "".join(f"<tr><td>{e(row[0])}</td>{c}</tr>" for row, c in zip(table.rows, cells))
@@ -226,12 +226,18 @@ def write_report(run_dir, annotations=None, *, model=None, batch_size=128, skip_
         skip_bad_images: bool or None. Leave unreadable test images out of the confusion
             matrices; `None` takes the run's `data.skip_bad_images`. Defaults to `None`.
 
+    A relation run (`training.relation`) gets `write_relation_report`'s page instead.
+
     Returns:
         dict: `"markdown"` and `"html"` page paths, `"figures"` the PNG paths written.
 
     Raises: `InputError` when `run_dir` is not a run folder.
     """
     run_dir = os.fspath(run_dir)
+    from portrait_keras.serving.relation import is_relation_model
+
+    if model is None and is_relation_model(run_dir):
+        return write_relation_report(run_dir)
     schema_path = os.path.join(run_dir, "schema.json")
     if model is None and os.path.isfile(os.path.join(run_dir, "model.keras")):
         model = _load_model(run_dir)
@@ -267,14 +273,35 @@ def write_report(run_dir, annotations=None, *, model=None, batch_size=128, skip_
 
     # Only now that every figure is drawn: the figures of an earlier report go, so the pages
     # list what exists.
+    groups = (("Training curves", curves), ("Per-task scores", bars), ("Confusion matrices", confusion))
+    sections, written = _save_figures(os.path.join(run_dir, REPORT_FOLDER), groups, notes)
+
+    tables = metric_sections({k: float(v) for k, v in metrics.items()})
+    return _write_pages(run_dir, config, _summary(config), tables, sections, notes, written)
+
+
+def _write_pages(run_dir, config, summary, tables, sections, notes, figures):
+    """`report.md` and `report.html` in `RUN_DIR/report/`; returns `write_report`'s dict."""
     out = os.path.join(run_dir, REPORT_FOLDER)
+    title = f"Run report: {config.get('name') or os.path.basename(os.path.abspath(run_dir))}"
+    md_path = os.path.join(out, "report.md")
+    html_path = os.path.join(out, "report.html")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write(_markdown(title, summary, tables, sections, notes))
+    with open(html_path, "w", encoding="utf-8") as f:
+        f.write(_html(title, summary, tables, sections, notes))
+    return {"markdown": md_path, "html": html_path, "figures": figures}
+
+
+def _save_figures(out, groups, notes):
+    """Saves each `(heading, [(title, name, figure or None)])` group's figures into `out`
+    (the figures of an earlier report removed first); returns `(sections, written paths)`."""
     os.makedirs(out, exist_ok=True)
     for name in os.listdir(out):
         if name.endswith(".png") and name.startswith(FIGURE_PREFIXES):
             os.remove(os.path.join(out, name))
-
     sections, written = [], []
-    for heading, figures in (("Training curves", curves), ("Per-task scores", bars), ("Confusion matrices", confusion)):
+    for heading, figures in groups:
         kept = []
         for title, name, figure in figures:
             if figure is None:
@@ -283,14 +310,48 @@ def write_report(run_dir, annotations=None, *, model=None, batch_size=128, skip_
             written.append(plots.save(figure, os.path.join(out, name)))
             kept.append((title, name, written[-1]))
         sections.append((heading, kept))
+    return sections, written
 
-    title = f"Run report: {config.get('name') or os.path.basename(os.path.abspath(run_dir))}"
-    metrics = {k: float(v) for k, v in metrics.items()}
-    summary = _summary(config)
-    md_path = os.path.join(out, "report.md")
-    html_path = os.path.join(out, "report.html")
-    with open(md_path, "w", encoding="utf-8") as f:
-        f.write(_markdown(title, summary, metrics, sections, notes))
-    with open(html_path, "w", encoding="utf-8") as f:
-        f.write(_html(title, summary, metrics, sections, notes))
-    return {"markdown": md_path, "html": html_path, "figures": written}
+
+def write_relation_report(run_dir):
+    """The report of a relation run (paper 004 §5, `training.relation`): its loss per epoch
+    and the per-trait balanced accuracy of `metrics.json`, as `report.md` and `report.html`
+    in `RUN_DIR/report/`. Returns `write_report`'s dict."""
+    from portrait_keras.traits import TRAITS
+
+    run_dir = os.fspath(run_dir)
+    config_path, metrics_path = os.path.join(run_dir, "config.json"), os.path.join(run_dir, "metrics.json")
+    history_path = os.path.join(run_dir, "history.csv")
+    config = _read_json(config_path) if os.path.isfile(config_path) else {}
+    metrics = _read_json(metrics_path) if os.path.isfile(metrics_path) else {}
+    history = plots.read_history(history_path) if os.path.isfile(history_path) else None
+    traits = config.get("traits") or list(TRAITS)
+    notes = [] if history is not None else ["Training curve: no history.csv in the run folder."]
+    curve = None if history is None else plots.relation_loss_curve(history)
+    groups = [
+        ("Training curve", [("Loss", "curves_loss.png", curve)]),
+        ("Per-trait scores", [("Balanced accuracy", "f1_bars.png", plots.trait_bars(metrics, traits))]),
+    ]
+    sections, written = _save_figures(os.path.join(run_dir, REPORT_FOLDER), groups, notes)
+    tables = []
+    rows = [
+        (t, float(metrics[f"balanced_accuracy_{t}"]), float(metrics.get(f"positive_share_{t}", float("nan"))))
+        for t in traits
+        if f"balanced_accuracy_{t}" in metrics
+    ]
+    if rows:
+        header = ("trait", "balanced acc.", "positives")
+        tables.append(Section("Balanced accuracy per trait (paper 004 eq. 18)", header, rows))
+        if "balanced_accuracy_mean" in metrics:
+            tables.append(Section("Overall", ("metric", "value"), [("mean", float(metrics["balanced_accuracy_mean"]))]))
+    m, t, d = (config.get(k, {}) for k in ("model", "train", "data"))
+    size = "×".join(str(s) for s in d.get("image_size", []))
+    summary = [
+        ("experiment", config.get("name")),
+        ("model", f"relation (paper 004 §5): {m.get('backbone')} backbone tied across the two people"),
+        ("training", f"{t.get('epochs')} epochs, batch {d.get('batch_size')}, {size} crops"),
+        ("data", f"{config.get('data_csv')} ({config.get('pair_form')} pairs)"),
+    ]
+    if "test_pairs" in metrics:
+        summary.append(("scored on", f"{int(metrics['test_pairs'])} test pairs"))
+    return _write_pages(run_dir, config, summary, tables, sections, notes, written)

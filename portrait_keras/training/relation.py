@@ -15,10 +15,13 @@ backup/       the model and optimizer state after the last finished epoch, while
 model.keras   the RelationModel (loads with safe_mode=True)
 metrics.json  per-trait balanced accuracy on the test split (eq. 18), their mean, and the
               share of known positives of each trait there
+report/       report.md and report.html: the loss curve and the per-trait scores
+              (`reporting.report.write_relation_report`; `portrait-keras report RUN` again)
 
 A killed run, started again with the same command, resumes after its last finished epoch and
 ends as the uninterrupted run would: the training stream of every epoch is drawn from
-`(train.seed, epoch)` alone (`make_pair_dataset`). Not (yet) done here as `fit.train` does:
+`(train.seed, epoch)` alone (`make_pair_dataset`). `portrait-keras evaluate RUN [--data
+PAIRS.csv]` scores a run again (`evaluate_relation`). Not (yet) done here as `fit.train` does:
 resuming inside an epoch, several replicas, PIQ. A trait is predicted present when its probability is above its share of
 positives in the train split (`positive_shares`, kept in the model as `thresholds`): with 0.5,
 a rare trait (11% `warm` pairs) was never called and scored the 0.5 of chance.
@@ -113,6 +116,31 @@ def predict_traits(model, dataset):
     return np.concatenate(labels), np.concatenate(probabilities)
 
 
+def evaluate_relation(model, pairs, batch_size=32):
+    """Per-trait balanced accuracy (eq. 18) of a trained `RelationModel` on a pair CSV, with the
+    model's thresholds: on the `test` split, or on every pair when the CSV has none.
+
+    Pairs with boxes feed a model without spatial cues their crops alone.
+
+    Returns: dict as `metrics.json` of a relation run (`test_pairs`: the pairs scored).
+    Raises: `InputError` when the model reads spatial cues and the pairs have no boxes.
+    """
+    from portrait_keras.data.pairs import make_pair_dataset
+    from portrait_keras.errors import InputError
+
+    if model.spatial_cues and not pairs.has_boxes:
+        raise InputError(
+            f"{pairs.csv_path}: two crops per pair (path_a, path_b), no boxes, and the model reads the spatial "
+            f"cues of §5: give pairs with path, box_a, box_b"
+        )
+    split = "test" if pairs.num_pairs("test") else None
+    dataset = make_pair_dataset(pairs, split, batch_size, tuple(model.image_shape[:2]))
+    if not model.spatial_cues and pairs.has_boxes:
+        dataset = dataset.map(lambda x, y: ({k: v for k, v in x.items() if k != "boxes"}, y))
+    labels, probabilities = predict_traits(model, dataset)
+    return {**trait_metrics(labels, probabilities, pairs.traits, model.thresholds), "test_pairs": int(len(labels))}
+
+
 def build_relation(config, spatial_cues):
     """The `RelationModel` of `config` (tied `model.backbone`, crops of `data.image_size`)."""
     from portrait_keras.config import model_preprocessing
@@ -159,7 +187,6 @@ def train_relation(config, *, run_dir=None, pairs=None, verbose=1):
     seed = config.train.seed if config.train.seed is not None else 0
     keras.utils.set_random_seed(seed)
     d, t = config.data, config.train
-    test_ds = make_pair_dataset(pairs, "test", d.batch_size, d.image_size)
     steps = epoch_steps(pairs, "train", d.batch_size)
     model = build_relation(config, pairs.has_boxes)
     if config.model.init_from and not resuming:
@@ -201,9 +228,11 @@ def train_relation(config, *, run_dir=None, pairs=None, verbose=1):
     model.fit(train_ds, shuffle=False, **fit_args)  # the stream shuffles, by epoch
     model.thresholds = positive_shares(pairs.labels("train"))
     model.save(run.model_file)
-    labels, probabilities = predict_traits(model, test_ds)
-    metrics = {**trait_metrics(labels, probabilities, pairs.traits, model.thresholds), "test_pairs": int(len(labels))}
+    metrics = evaluate_relation(model, pairs, d.batch_size)
     run.write_metrics(metrics)
+    from portrait_keras.reporting.report import write_relation_report
+
+    write_relation_report(run.path)
     backup.remove()  # finished: a re-run is refused, not resumed
     return metrics
 
