@@ -196,17 +196,25 @@ def f1_bars(metrics, schema=None):
             colors.append(ASPECT_COLORS[task.aspect])
     if not names:
         return None
+    lines = [(float(metrics["piq"]), "--", "black", f"PIQ {metrics['piq']:.3f}")] if "piq" in metrics else []
+    title = "final scores: re-id (green), appearance (blue), posture (orange), emotion (purple)"
+    return _score_bars(names, values, colors, "score", title, lines)
+
+
+def _score_bars(names, values, colors, ylabel, title, lines=()):
+    """Labelled bars of scores in [0, 1], with horizontal `(y, style, color, label)` lines."""
     figure = _figure(BARS_SIZE)
     ax = figure.subplots()
     bars = ax.bar(names, values, color=colors)
     for bar, value in zip(bars, values):
         ax.annotate(f"{value:.3f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=8)
-    if "piq" in metrics:
-        ax.axhline(float(metrics["piq"]), color="black", linestyle="--", linewidth=1, label=f"PIQ {metrics['piq']:.3f}")
+    for y, style, color, label in lines:
+        ax.axhline(y, color=color, linestyle=style, linewidth=1, label=label)
+    if lines:
         ax.legend(fontsize=8)
     ax.set_ylim(0.0, 1.05)
-    ax.set_ylabel("score")
-    ax.set_title("final scores: re-id (green), appearance (blue), posture (orange), emotion (purple)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=30)
     figure.tight_layout()
     return figure
@@ -229,22 +237,12 @@ def trait_bars(metrics, traits):
     if not names:
         return None
     values = [float(metrics[f"balanced_accuracy_{t}"]) for t in names]
-    figure = _figure(BARS_SIZE)
-    ax = figure.subplots()
-    bars = ax.bar(names, values, color="#1f77b4")
-    for bar, value in zip(bars, values):
-        ax.annotate(f"{value:.3f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=8)
+    lines = [(0.5, ":", "#9e9e9e", "chance 0.5")]
     if "balanced_accuracy_mean" in metrics:
         mean = float(metrics["balanced_accuracy_mean"])
-        ax.axhline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.3f}")
-    ax.axhline(0.5, color="#9e9e9e", linestyle=":", linewidth=1, label="chance 0.5")
-    ax.legend(fontsize=8)
-    ax.set_ylim(0.0, 1.05)
-    ax.set_ylabel("balanced accuracy")
-    ax.set_title("per-trait balanced accuracy on the test pairs")
-    ax.tick_params(axis="x", labelrotation=30)
-    figure.tight_layout()
-    return figure
+        lines.insert(0, (mean, "--", "black", f"mean {mean:.3f}"))
+    title = "per-trait balanced accuracy on the test pairs"
+    return _score_bars(names, values, "#1f77b4", "balanced accuracy", title, lines)
 
 
 def confusion_matrix_figure(counts, classes, title):
