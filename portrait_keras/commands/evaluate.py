@@ -176,11 +176,8 @@ def _evaluate_relation(parser, args, model_path, run_config):
     from portrait_keras.serving.relation import load_relation_model
     from portrait_keras.training.relation import evaluate_relation, format_trait_table
 
-    given = [
-        flag
-        for flag, on in (("--flip", args.flip), ("--rerank", args.rerank), ("--skip-bad-images", args.skip_bad_images))
-        if on is not None and on is not False
-    ]
+    flags = (("--flip", args.flip), ("--rerank", args.rerank), ("--skip-bad-images", args.skip_bad_images is not None))
+    given = [flag for flag, on in flags if on]
     if given:
         parser.error(f"{', '.join(given)} apply to portrait models; {model_path} is a relation model")
     csv = args.data or run_config.get("data_csv")

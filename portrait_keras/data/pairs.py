@@ -310,7 +310,6 @@ def make_pair_dataset(pairs, split, batch_size, image_size, *, training=False, s
         )
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     first, end = (int(e) for e in epochs)
-    steps = epoch_steps(pairs, split, batch_size)
 
     def one_epoch(epoch):
         key = tf.stack([tf.constant(int(seed), tf.int64), epoch])
@@ -318,6 +317,6 @@ def make_pair_dataset(pairs, split, batch_size, image_size, *, training=False, s
         draws = tf.random.stateless_uniform([n, 3], seed=key + tf.constant([0, 1 << 32], tf.int64))
         ds = tf.data.Dataset.from_tensor_slices((order, tf.gather(draws, order)))
         ds = ds.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.batch(batch_size, drop_remainder=n >= batch_size).take(steps)
+        return ds.batch(batch_size, drop_remainder=n >= batch_size)  # epoch_steps batches
 
     return tf.data.Dataset.range(first, end).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)

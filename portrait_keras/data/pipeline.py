@@ -157,7 +157,7 @@ def _blur_matrix(n, sigma):
     matrix = np.zeros((n, n))
     period = 2 * (n - 1)
     for i in range(n):
-        j = np.abs((i + taps) % period) if n > 1 else np.zeros_like(taps)
+        j = (i + taps) % period if n > 1 else np.zeros_like(taps)
         j = np.where(j >= n, period - j, j)
         np.add.at(matrix[i], j, kernel)
     return matrix.astype(np.float32)

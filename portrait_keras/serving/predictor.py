@@ -74,10 +74,9 @@ def _saved_model_signature(path):
         return json.load(f)
 
 
-def _saved_model_input_size(path, model):
-    """The model's input `(height, width)`: `assets/signature.json` (`export_saved_model`), else the
+def _saved_model_input_size(path, model, signature):
+    """The model's input `(height, width)`: its `signature` (`_saved_model_signature`), else the
     `serve` signature's fixed image shape."""
-    signature = _saved_model_signature(path)
     if signature:
         return tuple(int(s) for s in signature["input"][:2])
     spec = next(iter(model.signatures["serve"].structured_input_signature[1].values()))
@@ -162,8 +161,9 @@ class Predictor:
             self.has_embedding = "embedding" in names
             self.background = getattr(model, "background", "keep")
         else:
-            self.image_size = _saved_model_input_size(self.path, model)
-            self.background = _saved_model_signature(self.path).get("background", "keep")
+            signature = _saved_model_signature(self.path)
+            self.image_size = _saved_model_input_size(self.path, model, signature)
+            self.background = signature.get("background", "keep")
             names = set(model.signatures["serve"].structured_outputs)
             self.has_embedding = "embedding" in names
         self.tasks = tuple(t for t in schema.tasks if t.kind != IDENTITY and t.name in names)

@@ -173,6 +173,7 @@ def train_relation(config, *, run_dir=None, pairs=None, verbose=1):
     from portrait_keras.config import default_run_dir
     from portrait_keras.data.pairs import epoch_steps, make_pair_dataset, read_pairs
     from portrait_keras.losses.relation import MaskedTraitCrossentropy
+    from portrait_keras.reporting.report import write_relation_report
     from portrait_keras.training.callbacks import BackupAndResume
     from portrait_keras.training.schedules import paper_schedule
 
@@ -230,8 +231,6 @@ def train_relation(config, *, run_dir=None, pairs=None, verbose=1):
     model.save(run.model_file)
     metrics = evaluate_relation(model, pairs, d.batch_size)
     run.write_metrics(metrics)
-    from portrait_keras.reporting.report import write_relation_report
-
     write_relation_report(run.path)
     backup.remove()  # finished: a re-run is refused, not resumed
     return metrics
